@@ -1,0 +1,23 @@
+"""sidkit: semantic IDs for generative recommendation, with a Rust core.
+
+Quick start::
+
+    import sidkit as sk
+    cb = sk.RQKMeans(levels=3, codebook_size=256).fit(emb)   # emb: (N, D) float32
+    codes = cb.encode(emb, beam=1)                            # (N, L) uint16
+    recon = cb.decode(codes)                                  # (N, D) float32
+"""
+
+from ._native import __version__, get_num_threads, set_num_threads
+from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
+from .kmeans import RQKMeans, kmeans
+
+__all__ = [
+    "MAX_CODEBOOK_SIZE",
+    "Codebooks",
+    "RQKMeans",
+    "__version__",
+    "get_num_threads",
+    "kmeans",
+    "set_num_threads",
+]

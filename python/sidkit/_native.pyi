@@ -1,0 +1,22 @@
+"""Type stubs of the native extension (sidkit-py, built from rust/sidkit-py)."""
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+def rq_encode(
+    data: npt.NDArray[np.float32], sizes: list[int], x: npt.NDArray[np.float32], beam: int = 1
+) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.float32]]:
+    """Codes (N, L) uint16 and per-level squared residual norms (N, L) float32 of x (N, D)."""
+
+def rq_decode(
+    data: npt.NDArray[np.float32], sizes: list[int], codes: npt.NDArray[np.uint16] | npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """Reconstruction (N, D) float32 of codes (N, L)."""
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads sidkit uses (results do not depend on it)."""
+
+def get_num_threads() -> int:
+    """The number of threads sidkit uses."""

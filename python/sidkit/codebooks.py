@@ -1,0 +1,193 @@
+"""Residual-quantization codebooks: L levels of K_l codewords of dimension D."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _native
+from ._arrays import as_code_matrix, as_float_matrix, like_input, to_numpy, torch_device
+
+MAX_CODEBOOK_SIZE = 65536
+"""Largest codebook size per level: codes are uint16."""
+
+FORMAT = "sidkit.codebooks/1"
+
+
+class Codebooks:
+    """Residual-quantization codebooks.
+
+    Args:
+        codebooks: a (L, K, D) float array, or a sequence of L (K_l, D) arrays when the levels
+            have different sizes. numpy or torch; converted to float32 once.
+        method: how they were learned (e.g. ``"rq-kmeans"``), kept in saved files.
+        meta: extra JSON-serialisable metadata kept in saved files.
+
+    Attributes:
+        levels (int): L. sizes (tuple[int, ...]): K_l per level. dim (int): D.
+        data (np.ndarray): all codewords, (sum K_l, D) float32, level after level.
+    """
+
+    def __init__(
+        self,
+        codebooks: Any,
+        *,
+        method: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(codebooks, Sequence) and not isinstance(codebooks, np.ndarray):
+            levels = [as_float_matrix(c, f"codebooks[{l}]") for l, c in enumerate(codebooks)]
+        else:
+            a = to_numpy(codebooks, "codebooks")
+            if a.ndim != 3:
+                raise ValueError(
+                    "codebooks: expected a 3-D array (L, K, D) or a list of (K_l, D) arrays, "
+                    f"got shape {a.shape}"
+                )
+            levels = [as_float_matrix(c, f"codebooks[{l}]") for l, c in enumerate(a)]
+        if not levels:
+            raise ValueError("codebooks: expected at least one level (L >= 1), got L = 0")
+        dims = {c.shape[1] for c in levels}
+        if len(dims) != 1:
+            raise ValueError(f"codebooks: expected one dimension D for all levels, got {sorted(dims)}")
+        dim = dims.pop()
+        if dim == 0:
+            raise ValueError("codebooks: expected dimension D >= 1, got D = 0")
+        for l, c in enumerate(levels):
+            if not 1 <= len(c) <= MAX_CODEBOOK_SIZE:
+                raise ValueError(
+                    f"codebooks: expected 1 <= K <= {MAX_CODEBOOK_SIZE} codewords at every level "
+                    f"(codes are uint16), got K = {len(c)} at level {l}"
+                )
+        data = np.ascontiguousarray(np.concatenate(levels), dtype=np.float32)
+        bad = ~np.isfinite(data)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"codebooks: expected finite values, got {data[row, col]} at codeword row {row}, column {col}")
+        data.setflags(write=False)
+        self.data: np.ndarray = data
+        self.sizes: tuple[int, ...] = tuple(len(c) for c in levels)
+        self.dim: int = int(dim)
+        self.method = method
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @property
+    def levels(self) -> int:
+        return len(self.sizes)
+
+    def level(self, l: int) -> np.ndarray:
+        """The (K_l, D) float32 codewords of level ``l`` (a read-only view)."""
+        if not 0 <= l < self.levels:
+            raise IndexError(f"l: expected 0 <= l < {self.levels}, got {l}")
+        start = sum(self.sizes[:l])
+        return self.data[start : start + self.sizes[l]]
+
+    def to_numpy(self) -> np.ndarray:
+        """The codebooks as one (L, K, D) float32 array (all levels must have the same K)."""
+        if len(set(self.sizes)) != 1:
+            raise ValueError(f"codebooks: to_numpy needs equal sizes per level, got {self.sizes}")
+        return self.data.reshape(self.levels, self.sizes[0], self.dim)
+
+    def encode(self, x: Any, beam: int = 1, return_errors: bool = False) -> Any:
+        """Residual-quantization codes of ``x``.
+
+        Args:
+            x: (N, D) embeddings, float32 (float16/64 and torch tensors converted once).
+            beam: 1 for greedy (nearest codeword per level); B > 1 keeps the B best partial
+                encodings by total residual error (as faiss's ResidualQuantizer), never worse
+                than greedy.
+            return_errors: also return (N, L) float32, the squared residual norm
+                ``||x - sum_{m<=l} c_m||²`` left after each level.
+
+        Returns:
+            codes (N, L) uint16 (int64 tensor on x's device when x is a torch tensor), and the
+            errors when asked. Ties go to the lowest code; identical for any thread count.
+        """
+        if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)):
+            raise TypeError(f"beam: expected an int >= 1, got {type(beam).__name__}")
+        if beam < 1:
+            raise ValueError(f"beam: expected an int >= 1, got {beam}")
+        device = torch_device(x)
+        xs = as_float_matrix(x, "x", self.dim)
+        codes, errors = _native.rq_encode(self.data, list(self.sizes), xs, int(beam))
+        if return_errors:
+            return like_input(codes, device), like_input(errors, device)
+        return like_input(codes, device)
+
+    def decode(self, codes: Any) -> Any:
+        """The (N, D) float32 reconstruction ``sum_l C_l[codes[:, l]]`` of (N, L) integer codes."""
+        device = torch_device(codes)
+        out = _native.rq_decode(self.data, list(self.sizes), as_code_matrix(codes, self.levels))
+        return like_input(out, device)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes a ``.npz`` (default) or ``.safetensors`` file, atomically.
+
+        The file holds ``codebooks`` ((sum K_l, D) float32) and ``sizes`` (int64), plus JSON
+        metadata (format, levels, sizes, dim, method, sidkit version, meta): readable with
+        plain ``numpy.load`` or ``safetensors`` and no sidkit.
+        """
+        path = Path(path)
+        meta = {
+            "format": FORMAT,
+            "levels": self.levels,
+            "sizes": list(self.sizes),
+            "dim": self.dim,
+            "method": self.method,
+            "sidkit_version": _native.__version__,
+            "meta": self.meta,
+        }
+        sizes = np.asarray(self.sizes, dtype=np.int64)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if path.suffix == ".safetensors":
+                    from safetensors.numpy import save
+
+                    f.write(save({"codebooks": self.data, "sizes": sizes}, metadata={"sidkit": json.dumps(meta)}))
+                else:
+                    np.savez(f, codebooks=self.data, sizes=sizes, meta=np.array(json.dumps(meta)))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Codebooks:
+        """Reads a file written by :meth:`save`."""
+        path = Path(path)
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="np") as f:
+                    data, sizes = f.get_tensor("codebooks"), f.get_tensor("sizes")
+                    meta = json.loads((f.metadata() or {})["sidkit"])
+            else:
+                with np.load(path, allow_pickle=False) as f:
+                    data, sizes, meta = f["codebooks"], f["sizes"], json.loads(str(f["meta"]))
+        except (KeyError, ValueError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ValueError(f"path: expected a sidkit codebooks file ({FORMAT}), could not read {path}: {e!r}") from e
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"path: expected format {FORMAT!r}, got {meta.get('format')!r} in {path}")
+        bounds = np.cumsum(sizes)[:-1]
+        return cls(np.split(data, bounds), method=meta.get("method"), meta=meta.get("meta"))
+
+    def __repr__(self) -> str:
+        method = f", method={self.method!r}" if self.method else ""
+        return f"Codebooks(levels={self.levels}, sizes={self.sizes}, dim={self.dim}{method})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Codebooks):
+            return NotImplemented
+        return self.sizes == other.sizes and np.array_equal(self.data, other.data)
+
+    __hash__ = None  # type: ignore[assignment]

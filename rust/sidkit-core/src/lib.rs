@@ -1,0 +1,16 @@
+//! sidkit-core: the pure-Rust engine of sidkit, semantic-ID plumbing for generative
+//! recommendation. No Python here: the `sidkit-py` crate binds it.
+//!
+//! - [`codebooks`]: validated residual-quantization codebooks (L levels, ragged K allowed).
+//! - [`rq`]: multithreaded RQ assignment (greedy and beam search) and decoding.
+//!
+//! Parallel functions run on the current rayon pool; call them inside
+//! `ThreadPool::install` to choose the thread count. Results never depend on it.
+
+pub mod codebooks;
+pub mod error;
+pub mod rq;
+
+pub use codebooks::{Codebooks, MAX_CODEBOOK_SIZE};
+pub use error::{Error, Result};
+pub use rq::{decode, encode, Encoding};

@@ -1,0 +1,81 @@
+//! sidkit's own rayon pool: sized by `set_num_threads`, else `SIDKIT_NUM_THREADS`, else the
+//! number of CPUs. A pool is tied to the process that built it: after a `fork` (torch
+//! DataLoader workers) the child's copy has no threads behind it and would deadlock, so a
+//! process whose pid differs from the pool's builds a fresh pool of its own.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use rayon::ThreadPool;
+
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
+
+fn configured_threads() -> PyResult<usize> {
+    let n = REQUESTED.load(Ordering::Relaxed);
+    if n > 0 {
+        return Ok(n);
+    }
+    match std::env::var("SIDKIT_NUM_THREADS") {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(PyValueError::new_err(format!(
+                "SIDKIT_NUM_THREADS: expected a positive integer, got {v:?}"
+            ))),
+        },
+        _ => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+/// The pool of this process, built on first use.
+pub fn pool() -> PyResult<Arc<ThreadPool>> {
+    let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if let Some((owner, pool)) = guard.as_ref() {
+        if *owner == pid {
+            return Ok(pool.clone());
+        }
+    }
+    if let Some((owner, stale)) = guard.take() {
+        if owner != pid {
+            // Inherited through fork: its worker threads do not exist here, so never touch it.
+            std::mem::forget(stale);
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(configured_threads()?)
+        .thread_name(|i| format!("sidkit-{i}"))
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("could not start sidkit's thread pool: {e}")))?;
+    let pool = Arc::new(pool);
+    *guard = Some((pid, pool.clone()));
+    Ok(pool)
+}
+
+/// Runs `f` detached from the interpreter (GIL released) on sidkit's pool.
+pub fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, f: F) -> PyResult<T> {
+    let pool = pool()?;
+    Ok(py.detach(|| pool.install(f)))
+}
+
+/// Sets the number of threads sidkit uses (results do not depend on it).
+#[pyfunction]
+pub fn set_num_threads(n: usize) -> PyResult<()> {
+    if n == 0 {
+        return Err(PyValueError::new_err("n: expected a positive number of threads, got 0"));
+    }
+    REQUESTED.store(n, Ordering::Relaxed);
+    let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.as_ref().is_some_and(|(_, p)| p.current_num_threads() != n) {
+        *guard = None;
+    }
+    Ok(())
+}
+
+/// The number of threads sidkit's pool has (or will have).
+#[pyfunction]
+pub fn get_num_threads() -> PyResult<usize> {
+    Ok(pool()?.current_num_threads())
+}
