@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import sidkit as sk
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sidkit as sk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import sidkit as sk
 
 
 @pytest.fixture
@@ -55,7 +54,9 @@ def test_bad_x(cb, x, exc, msg):
         cb.encode(x)
 
 
-@pytest.mark.parametrize("beam, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), (5000, ValueError)])
+@pytest.mark.parametrize(
+    "beam, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), (5000, ValueError)]
+)
 def test_bad_beam(cb, beam, exc):
     with pytest.raises(exc, match="beam"):
         cb.encode(np.zeros((2, 4), np.float32), beam=beam)

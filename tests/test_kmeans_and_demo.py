@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import sidkit as sk
 from sidkit.cli import main
 from sidkit.data import item_embeddings, load_amazon, synthetic_catalog
@@ -14,7 +13,7 @@ from sidkit.metrics import collisions
 def test_kmeans_objective_never_increases(rng):
     x = synthetic_catalog(3000, 16, (20, 4), seed=1)
     _, labels, history = sk.kmeans(x, 40, iters=15, seed=0)
-    assert all(b <= a * (1 + 1e-6) for a, b in zip(history, history[1:]))
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(history, history[1:], strict=False))
     assert len(np.unique(labels)) == 40  # no dead cluster left
 
 
@@ -24,7 +23,7 @@ def test_kmeans_recovers_separated_clusters(rng):
     x = (centres[truth] + rng.standard_normal((800, 10))).astype(np.float32)
     _, labels, _ = sk.kmeans(x, 8, iters=20, seed=0)
     # Each found cluster is exactly one true cluster (a perfect partition up to relabelling).
-    pairs = set(zip(labels.tolist(), truth.tolist()))
+    pairs = set(zip(labels.tolist(), truth.tolist(), strict=False))
     assert len(pairs) == 8
 
 

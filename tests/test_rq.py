@@ -7,9 +7,8 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
-from conftest import clustered, greedy_reference
-
 import sidkit as sk
+from conftest import clustered, greedy_reference
 
 
 def residual_norm(cb: np.ndarray, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -38,7 +37,7 @@ def test_greedy_matches_brute_force(rng, d, k, kind):
     got = ((x64 - cbs[0][codes[:, 0]].astype(np.float64)) ** 2).sum(1)
     want = ((x64 - cbs[0][ref_codes[:, 0]].astype(np.float64)) ** 2).sum(1)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-    same_rows = (codes[:, 0] == ref_codes[:, 0])
+    same_rows = codes[:, 0] == ref_codes[:, 0]
     assert same_rows.mean() > 0.95
     # Where a row's path matches the reference on every level the codes are identical...
     full = (codes.astype(np.int64) == ref_codes).all(1)

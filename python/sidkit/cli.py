@@ -85,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidkit", description="Semantic IDs for generative recommendation.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="fit RQ-KMeans codebooks, encode every item, report the SIDs")
-    p.add_argument("--data", help="directory in the S3-Rec layout (e.g. ../shared/data/amazon2014); synthetic if absent")
+    p.add_argument(
+        "--data", help="directory in the S3-Rec layout (e.g. ../shared/data/amazon2014); synthetic if absent"
+    )
     p.add_argument("--dataset", default="Beauty", help="dataset name inside --data (default: Beauty)")
     p.add_argument("--items", type=int, default=20000, help="synthetic catalog size (without --data)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")

@@ -47,8 +47,7 @@ class Codebooks:
             a = to_numpy(codebooks, "codebooks")
             if a.ndim != 3:
                 raise ValueError(
-                    "codebooks: expected a 3-D array (L, K, D) or a list of (K_l, D) arrays, "
-                    f"got shape {a.shape}"
+                    f"codebooks: expected a 3-D array (L, K, D) or a list of (K_l, D) arrays, got shape {a.shape}"
                 )
             levels = [as_float_matrix(c, f"codebooks[{l}]") for l, c in enumerate(a)]
         if not levels:
@@ -69,7 +68,9 @@ class Codebooks:
         bad = ~np.isfinite(data)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise ValueError(f"codebooks: expected finite values, got {data[row, col]} at codeword row {row}, column {col}")
+            raise ValueError(
+                f"codebooks: expected finite values, got {data[row, col]} at codeword row {row}, column {col}"
+            )
         data.setflags(write=False)
         self.data: np.ndarray = data
         self.sizes: tuple[int, ...] = tuple(len(c) for c in levels)

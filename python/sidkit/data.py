@@ -88,8 +88,15 @@ def _tfidf_coo(docs: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, n
     return r, c, v / np.where(norms > 0, norms, 1.0)[r], len(vocab)
 
 
-def _sparse_svd_embed(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int], dim: int,
-                      seed: int = 0, power_iters: int = 2) -> np.ndarray:
+def _sparse_svd_embed(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    shape: tuple[int, int],
+    dim: int,
+    seed: int = 0,
+    power_iters: int = 2,
+) -> np.ndarray:
     """Top-``dim`` LSA embedding ``U·S`` of a sparse matrix, by randomized SVD (Halko et al., 2011)."""
     n, m = shape
     by_col = np.argsort(cols, kind="stable")

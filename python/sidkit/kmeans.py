@@ -60,7 +60,7 @@ def kmeans(
         with the points of largest error, so no centre is ever left unused.
     """
     rng = np.random.default_rng(seed)
-    n = len(x)
+    len(x)
     centres = _kmeans_pp(x, k, rng)
     labels, errors = _assign(x, centres)
     history = [float(errors.sum(dtype=np.float64))]

@@ -27,7 +27,11 @@ impl<'a> Codebooks<'a> {
     pub fn new(data: impl Into<Cow<'a, [f32]>>, sizes: &[usize], dim: usize) -> Result<Self> {
         let data = data.into();
         if sizes.is_empty() {
-            return Err(Error::shape("codebooks", "at least one level (L >= 1)", "L = 0"));
+            return Err(Error::shape(
+                "codebooks",
+                "at least one level (L >= 1)",
+                "L = 0",
+            ));
         }
         if dim == 0 {
             return Err(Error::shape("codebooks", "dimension D >= 1", "D = 0"));

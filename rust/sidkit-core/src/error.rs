@@ -31,7 +31,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn shape(arg: &'static str, expected: impl Into<String>, got: impl ToString) -> Self {
+    pub(crate) fn shape(
+        arg: &'static str,
+        expected: impl Into<String>,
+        got: impl ToString,
+    ) -> Self {
         Error::Shape {
             arg,
             expected: expected.into(),
@@ -39,7 +43,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn value(arg: &'static str, expected: impl Into<String>, got: impl ToString) -> Self {
+    pub(crate) fn value(
+        arg: &'static str,
+        expected: impl Into<String>,
+        got: impl ToString,
+    ) -> Self {
         Error::Value {
             arg,
             expected: expected.into(),
@@ -54,7 +62,7 @@ pub const MAX_ABS: f32 = 1e15;
 
 /// Fails with [`Error::NonFinite`] at the first NaN, infinity or value beyond [`MAX_ABS`].
 pub fn check_finite(arg: &'static str, data: &[f32]) -> Result<()> {
-    match data.iter().position(|v| !(v.abs() <= MAX_ABS)) {
+    match data.iter().position(|v| v.is_nan() || v.abs() > MAX_ABS) {
         None => Ok(()),
         Some(index) => Err(Error::NonFinite {
             arg,

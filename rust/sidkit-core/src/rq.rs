@@ -68,9 +68,15 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
             .unwrap_or(usize::MAX),
     );
     if beam == 1 {
-        tiles(&mut enc, x, TILE_ROWS, levels, d, GreedyScratch::default, |s, x, c, e| {
-            s.run(cb, x, c, e)
-        });
+        tiles(
+            &mut enc,
+            x,
+            TILE_ROWS,
+            levels,
+            d,
+            GreedyScratch::default,
+            |s, x, c, e| s.run(cb, x, c, e),
+        );
     } else {
         let items = (TILE_ROWS / (beam + 1)).max(1);
         tiles(
@@ -87,8 +93,15 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
 }
 
 /// Runs `work` on fixed tiles of `rows` rows in parallel, one scratch space per rayon task.
-fn tiles<S, I, W>(enc: &mut Encoding, x: &[f32], rows: usize, levels: usize, d: usize, init: I, work: W)
-where
+fn tiles<S, I, W>(
+    enc: &mut Encoding,
+    x: &[f32],
+    rows: usize,
+    levels: usize,
+    d: usize,
+    init: I,
+    work: W,
+) where
     I: Fn() -> S + Sync + Send,
     W: Fn(&mut S, &[f32], &mut [u16], &mut [f32]) + Sync + Send,
 {
@@ -227,15 +240,18 @@ impl BeamSet {
     fn push_child(&mut self, from: &BeamSet, parent: usize, cb: &Codebooks, l: usize, code: usize) {
         let (d, levels) = (cb.dim(), cb.levels());
         let r0 = self.resid.len();
-        self.resid.extend_from_slice(&from.resid[parent * d..(parent + 1) * d]);
+        self.resid
+            .extend_from_slice(&from.resid[parent * d..(parent + 1) * d]);
         let r = &mut self.resid[r0..];
         sub_assign(r, cb.codeword(l, code));
         let rn = sq_norm(r);
         self.rnorm.push(rn);
         let c0 = self.codes.len();
-        self.codes.extend_from_slice(&from.codes[parent * levels..(parent + 1) * levels]);
+        self.codes
+            .extend_from_slice(&from.codes[parent * levels..(parent + 1) * levels]);
         self.codes[c0 + l] = code as u16;
-        self.errors.extend_from_slice(&from.errors[parent * levels..(parent + 1) * levels]);
+        self.errors
+            .extend_from_slice(&from.errors[parent * levels..(parent + 1) * levels]);
         self.errors[c0 + l] = rn;
     }
 }
@@ -312,7 +328,13 @@ impl BeamScratch {
                 }
             }
             let g = cur.greedy[i];
-            let (gj, _) = nearest(cb, l, &cur.resid[g * d..(g + 1) * d], cur.rnorm[g], &self.dots[g * k..(g + 1) * k]);
+            let (gj, _) = nearest(
+                cb,
+                l,
+                &cur.resid[g * d..(g + 1) * d],
+                cur.rnorm[g],
+                &self.dots[g * k..(g + 1) * k],
+            );
             let row0 = self.next.rnorm.len();
             let mut greedy_row = None;
             for (t, &(_, b, j)) in self.top.iter().enumerate() {
@@ -400,7 +422,7 @@ pub fn check_codes<C: Code>(cb: &Codebooks, codes: &[C]) -> Result<()> {
     }
     for (i, row) in codes.chunks_exact(levels).enumerate() {
         for (l, (&c, &k)) in row.iter().zip(cb.sizes()).enumerate() {
-            if !c.index().is_some_and(|c| c < k) {
+            if c.index().is_none_or(|c| c >= k) {
                 return Err(Error::value(
                     "codes",
                     format!("0 <= code < {k} at level {l}"),

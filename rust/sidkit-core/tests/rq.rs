@@ -5,7 +5,9 @@ use rand_distr::StandardNormal;
 use sidkit_core::{decode, encode, Codebooks, Error};
 
 fn normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect()
 }
 
 /// Points around a few centres, so near-ties and large residual norms both occur.
@@ -34,13 +36,17 @@ fn greedy_ref(cb: &Codebooks, x: &[f32]) -> Vec<Vec<(usize, f64)>> {
             let mut r: Vec<f64> = row.iter().map(|&v| v as f64).collect();
             (0..cb.levels())
                 .map(|l| {
-                    let dists: Vec<f64> = (0..cb.sizes()[l]).map(|j| d2(&r, cb.codeword(l, j))).collect();
+                    let dists: Vec<f64> = (0..cb.sizes()[l])
+                        .map(|j| d2(&r, cb.codeword(l, j)))
+                        .collect();
                     let (j, &best) = dists
                         .iter()
                         .enumerate()
                         .min_by(|a, b| a.1.total_cmp(b.1))
                         .unwrap();
-                    r.iter_mut().zip(cb.codeword(l, j)).for_each(|(a, &c)| *a -= c as f64);
+                    r.iter_mut()
+                        .zip(cb.codeword(l, j))
+                        .for_each(|(a, &c)| *a -= c as f64);
                     (j, best)
                 })
                 .collect()
@@ -51,7 +57,9 @@ fn greedy_ref(cb: &Codebooks, x: &[f32]) -> Vec<Vec<(usize, f64)>> {
 fn residual_after(cb: &Codebooks, x: &[f32], codes: &[u16]) -> f64 {
     let mut r: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     for (l, &c) in codes.iter().enumerate() {
-        r.iter_mut().zip(cb.codeword(l, c as usize)).for_each(|(a, &c)| *a -= c as f64);
+        r.iter_mut()
+            .zip(cb.codeword(l, c as usize))
+            .for_each(|(a, &c)| *a -= c as f64);
     }
     r.iter().map(|v| v * v).sum()
 }
@@ -63,8 +71,16 @@ fn greedy_matches_brute_force() {
         for &k in &[1usize, 7, 256] {
             for data in 0..2 {
                 let n = 301;
-                let x = if data == 0 { normal(&mut rng, n * d) } else { clustered(&mut rng, n, d, 5, 3.0) };
-                let cbv = if data == 0 { normal(&mut rng, 3 * k * d) } else { clustered(&mut rng, 3 * k, d, 5, 1.0) };
+                let x = if data == 0 {
+                    normal(&mut rng, n * d)
+                } else {
+                    clustered(&mut rng, n, d, 5, 3.0)
+                };
+                let cbv = if data == 0 {
+                    normal(&mut rng, 3 * k * d)
+                } else {
+                    clustered(&mut rng, 3 * k, d, 5, 1.0)
+                };
                 let cb = Codebooks::new(cbv, &[k, k, k], d).unwrap();
                 let enc = encode(&cb, &x, 1).unwrap();
                 let reference = greedy_ref(&cb, &x);
@@ -75,12 +91,19 @@ fn greedy_matches_brute_force() {
                         // Only a float32 tie may differ: same exact distance up to rounding.
                         let r: Vec<f64> = x[i * d..(i + 1) * d].iter().map(|&v| v as f64).collect();
                         let alt = d2(&r, cb.codeword(0, got));
-                        assert!((alt - dist).abs() <= 1e-5 * (dist + 1.0), "d={d} k={k} row {i}: {got} vs {j}");
+                        assert!(
+                            (alt - dist).abs() <= 1e-5 * (dist + 1.0),
+                            "d={d} k={k} row {i}: {got} vs {j}"
+                        );
                     }
                     // The reported error is the exact residual of the chosen codes.
-                    let exact = residual_after(&cb, &x[i * d..(i + 1) * d], &enc.codes[i * 3..i * 3 + 3]);
+                    let exact =
+                        residual_after(&cb, &x[i * d..(i + 1) * d], &enc.codes[i * 3..i * 3 + 3]);
                     let e = enc.errors[i * 3 + 2] as f64;
-                    assert!((e - exact).abs() <= 1e-4 * (exact + 1e-3), "error {e} vs {exact}");
+                    assert!(
+                        (e - exact).abs() <= 1e-4 * (exact + 1e-3),
+                        "error {e} vs {exact}"
+                    );
                 }
             }
         }
@@ -100,7 +123,10 @@ fn beam_never_worse_than_greedy_and_exhaustive_when_wide() {
             let row = &x[i * d..(i + 1) * d];
             let b = residual_after(&cb, row, &enc.codes[i * 3..i * 3 + 3]);
             let g = residual_after(&cb, row, &greedy.codes[i * 3..i * 3 + 3]);
-            assert!(b <= g * (1.0 + 1e-6) + 1e-9, "beam {beam} row {i}: {b} > greedy {g}");
+            assert!(
+                b <= g * (1.0 + 1e-6) + 1e-9,
+                "beam {beam} row {i}: {b} > greedy {g}"
+            );
             if beam >= k * k {
                 let best = (0..k * k * k)
                     .map(|c| {
@@ -108,7 +134,10 @@ fn beam_never_worse_than_greedy_and_exhaustive_when_wide() {
                         residual_after(&cb, row, &codes)
                     })
                     .fold(f64::INFINITY, f64::min);
-                assert!(b <= best * (1.0 + 1e-6) + 1e-9, "row {i}: beam {b} vs exhaustive {best}");
+                assert!(
+                    b <= best * (1.0 + 1e-6) + 1e-9,
+                    "row {i}: beam {b} vs exhaustive {best}"
+                );
             }
         }
     }
@@ -136,7 +165,11 @@ fn ragged_levels_and_decode() {
         }
         assert_eq!(&recon[i * d..(i + 1) * d], &want[..]);
         // errors[L-1] is ||x - decode(codes)||².
-        let e: f64 = x[i * d..(i + 1) * d].iter().zip(&want).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum();
+        let e: f64 = x[i * d..(i + 1) * d]
+            .iter()
+            .zip(&want)
+            .map(|(&a, &b)| ((a - b) as f64).powi(2))
+            .sum();
         assert!((enc.errors[i * 3 + 2] as f64 - e).abs() <= 1e-4 * (e + 1e-3));
     }
 }
@@ -151,7 +184,10 @@ fn identical_for_any_thread_count() {
         let runs: Vec<_> = [1, 2, 3]
             .iter()
             .map(|&t| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap();
                 pool.install(|| encode(&cb, &x, beam).unwrap())
             })
             .collect();
@@ -163,22 +199,59 @@ fn identical_for_any_thread_count() {
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let cb = Codebooks::new(vec![0.0; 2 * 3 * 4], &[3, 3], 4).unwrap();
-    assert!(matches!(encode(&cb, &[0.0; 7], 1), Err(Error::Shape { arg: "x", .. })));
-    assert!(matches!(encode(&cb, &[0.0; 8], 0), Err(Error::Value { arg: "beam", .. })));
+    assert!(matches!(
+        encode(&cb, &[0.0; 7], 1),
+        Err(Error::Shape { arg: "x", .. })
+    ));
+    assert!(matches!(
+        encode(&cb, &[0.0; 8], 0),
+        Err(Error::Value { arg: "beam", .. })
+    ));
     let mut x = vec![0.0; 8];
     x[5] = f32::NAN;
     assert_eq!(
         encode(&cb, &x, 1),
-        Err(Error::NonFinite { arg: "x", what: "NaN", index: 5 })
+        Err(Error::NonFinite {
+            arg: "x",
+            what: "NaN",
+            index: 5
+        })
     );
     x[5] = f32::INFINITY;
-    assert!(matches!(encode(&cb, &x, 1), Err(Error::NonFinite { what: "inf", .. })));
+    assert!(matches!(
+        encode(&cb, &x, 1),
+        Err(Error::NonFinite { what: "inf", .. })
+    ));
     assert_eq!(encode(&cb, &[], 1).unwrap().codes.len(), 0);
-    assert!(matches!(Codebooks::new(vec![], &[], 4), Err(Error::Shape { .. })));
-    assert!(matches!(Codebooks::new(vec![], &[0], 4), Err(Error::Value { .. })));
-    assert!(matches!(Codebooks::new(vec![0.0; 5], &[1], 4), Err(Error::Shape { .. })));
-    assert!(matches!(Codebooks::new(vec![f32::NAN; 4], &[1], 4), Err(Error::NonFinite { arg: "codebooks", .. })));
-    assert!(matches!(decode(&cb, &[0u16, 3]), Err(Error::Value { arg: "codes", .. })));
-    assert!(matches!(decode(&cb, &[0i64, -1]), Err(Error::Value { arg: "codes", .. })));
-    assert!(matches!(decode(&cb, &[0u16, 1, 2]), Err(Error::Shape { arg: "codes", .. })));
+    assert!(matches!(
+        Codebooks::new(vec![], &[], 4),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        Codebooks::new(vec![], &[0], 4),
+        Err(Error::Value { .. })
+    ));
+    assert!(matches!(
+        Codebooks::new(vec![0.0; 5], &[1], 4),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        Codebooks::new(vec![f32::NAN; 4], &[1], 4),
+        Err(Error::NonFinite {
+            arg: "codebooks",
+            ..
+        })
+    ));
+    assert!(matches!(
+        decode(&cb, &[0u16, 3]),
+        Err(Error::Value { arg: "codes", .. })
+    ));
+    assert!(matches!(
+        decode(&cb, &[0i64, -1]),
+        Err(Error::Value { arg: "codes", .. })
+    ));
+    assert!(matches!(
+        decode(&cb, &[0u16, 1, 2]),
+        Err(Error::Shape { arg: "codes", .. })
+    ));
 }

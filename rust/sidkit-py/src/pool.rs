@@ -48,7 +48,9 @@ pub fn pool() -> PyResult<Arc<ThreadPool>> {
         .num_threads(configured_threads()?)
         .thread_name(|i| format!("sidkit-{i}"))
         .build()
-        .map_err(|e| PyRuntimeError::new_err(format!("could not start sidkit's thread pool: {e}")))?;
+        .map_err(|e| {
+            PyRuntimeError::new_err(format!("could not start sidkit's thread pool: {e}"))
+        })?;
     let pool = Arc::new(pool);
     *guard = Some((pid, pool.clone()));
     Ok(pool)
@@ -64,11 +66,16 @@ pub fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, f: F) -> PyResult<T
 #[pyfunction]
 pub fn set_num_threads(n: usize) -> PyResult<()> {
     if n == 0 {
-        return Err(PyValueError::new_err("n: expected a positive number of threads, got 0"));
+        return Err(PyValueError::new_err(
+            "n: expected a positive number of threads, got 0",
+        ));
     }
     REQUESTED.store(n, Ordering::Relaxed);
     let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.as_ref().is_some_and(|(_, p)| p.current_num_threads() != n) {
+    if guard
+        .as_ref()
+        .is_some_and(|(_, p)| p.current_num_threads() != n)
+    {
         *guard = None;
     }
     Ok(())

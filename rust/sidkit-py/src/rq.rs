@@ -10,14 +10,19 @@ use crate::pool;
 
 /// Borrows a C-contiguous array's data (the Python layer makes it contiguous first).
 fn slice<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray2<'_, T>) -> PyResult<&'a [T]> {
-    a.as_slice()
-        .map_err(|_| PyValueError::new_err(format!("{arg}: expected a C-contiguous array, got a strided one")))
+    a.as_slice().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{arg}: expected a C-contiguous array, got a strided one"
+        ))
+    })
 }
 
 fn codebooks<'a>(data: &'a PyReadonlyArray2<'_, f32>, sizes: &[usize]) -> PyResult<Codebooks<'a>> {
     let dim = data.shape()[1];
     Ok(Codebooks::new(slice("codebooks", data)?, sizes, dim).map_err(CoreError)?)
 }
+
+type CodesAndErrors<'py> = (Bound<'py, PyArray2<u16>>, Bound<'py, PyArray2<f32>>);
 
 /// Encodes `x` (N, D) float32 with the codebooks `data` ((sum K_l, D) float32, level sizes
 /// `sizes`). Returns codes (N, L) uint16 and errors (N, L) float32: the squared residual norm
@@ -30,7 +35,7 @@ pub fn rq_encode<'py>(
     sizes: Vec<usize>,
     x: PyReadonlyArray2<'py, f32>,
     beam: usize,
-) -> PyResult<(Bound<'py, PyArray2<u16>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<CodesAndErrors<'py>> {
     let cb = codebooks(&data, &sizes)?;
     if x.shape()[1] != cb.dim() {
         return Err(PyValueError::new_err(format!(
@@ -42,7 +47,8 @@ pub fn rq_encode<'py>(
     }
     let (n, levels) = (x.shape()[0], cb.levels());
     let xs = slice("x", &x)?;
-    let Encoding { codes, errors } = pool::run(py, || sidkit_core::encode(&cb, xs, beam))?.map_err(CoreError)?;
+    let Encoding { codes, errors } =
+        pool::run(py, || sidkit_core::encode(&cb, xs, beam))?.map_err(CoreError)?;
     let codes = codes.into_pyarray(py).reshape([n, levels])?;
     let errors = errors.into_pyarray(py).reshape([n, levels])?;
     Ok((codes, errors))
