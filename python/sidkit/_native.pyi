@@ -3,7 +3,8 @@
 import numpy as np
 import numpy.typing as npt
 
-__all__: list[str]
+__all__ = ["__version__", "get_num_threads", "rq_decode", "rq_encode", "set_num_threads"]
+
 __version__: str
 
 def rq_encode(
