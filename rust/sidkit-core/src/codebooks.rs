@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use crate::error::{check_finite, Error, Result};
+use crate::kernels::sq_norm;
 
 /// Largest codebook size a level may have: codes are stored as `u16`.
 pub const MAX_CODEBOOK_SIZE: usize = 1 << 16;
@@ -59,7 +60,7 @@ impl<'a> Codebooks<'a> {
         for &k in sizes {
             offsets.push(offsets.last().copied().unwrap_or(0) + k);
         }
-        let norms: Vec<f32> = data.chunks_exact(dim).map(sq_norm).collect();
+        let norms: Vec<f32> = data.chunks_exact(dim).map(|c| sq_norm(c) as f32).collect();
         let max_norm = offsets
             .windows(2)
             .map(|w| norms[w[0]..w[1]].iter().copied().fold(0.0, f32::max))
@@ -105,20 +106,4 @@ impl<'a> Codebooks<'a> {
     pub(crate) fn max_norm(&self, l: usize) -> f32 {
         self.max_norm[l]
     }
-}
-
-/// `||v||²`, accumulated in f64 and rounded once.
-pub(crate) fn sq_norm(v: &[f32]) -> f32 {
-    v.iter().map(|&a| (a as f64) * (a as f64)).sum::<f64>() as f32
-}
-
-/// `||a - b||²`, accumulated in f64.
-pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| {
-            let d = x as f64 - y as f64;
-            d * d
-        })
-        .sum()
 }

@@ -9,6 +9,8 @@
 
 pub mod codebooks;
 pub mod error;
+#[allow(clippy::needless_range_loop)]
+mod kernels;
 pub mod rq;
 
 pub use codebooks::{Codebooks, MAX_CODEBOOK_SIZE};

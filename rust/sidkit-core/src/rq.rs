@@ -10,13 +10,17 @@
 //! Work is split into tiles of a fixed number of rows that do not depend on the thread count,
 //! and each tile is computed by one thread: the result is bit-identical for any pool size.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::codebooks::{sq_dist, sq_norm, Codebooks};
+use crate::codebooks::Codebooks;
 use crate::error::{check_finite, Error, Result};
+use crate::kernels::{self, sq_dist, sq_norm, sub_sq_norm};
 
 /// Rows of the distance GEMM per tile (the whole tile's residuals stay in L2 across levels).
 const TILE_ROWS: usize = 256;
+/// Items per tile in beam search (the GEMM runs over the items, not their beams).
+const BEAM_TILE_ITEMS: usize = 128;
 /// Largest beam width accepted; more than `K^(L-1)` beams never changes the result anyway.
 pub const MAX_BEAM: usize = 4096;
 /// Unit round-off of f32.
@@ -75,21 +79,52 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
             levels,
             d,
             GreedyScratch::default,
-            |s, x, c, e| s.run(cb, x, c, e),
+            |s, x, c, e| greedy_tile(s, cb, x, c, e),
         );
     } else {
-        let items = (TILE_ROWS / (beam + 1)).max(1);
+        let cross = cross_tables(cb);
         tiles(
             &mut enc,
             x,
-            items,
+            BEAM_TILE_ITEMS,
             levels,
             d,
-            || BeamScratch::new(beam),
-            |s, x, c, e| s.run(cb, x, c, e),
+            || BeamScratch::new(beam, &cross),
+            |s, x, c, e| beam_tile(s, cb, x, c, e),
         );
     }
     Ok(enc)
+}
+
+// The tile workers are compiled for several instruction sets and picked at run time: the
+// wheel targets baseline x86-64, but the kernels inlined here want AVX-512 or AVX2. The lane
+// structure of every reduction is fixed in the source, so all versions give the same bits.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+    "x86_64+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+))]
+fn greedy_tile(
+    s: &mut GreedyScratch,
+    cb: &Codebooks,
+    x: &[f32],
+    codes: &mut [u16],
+    errors: &mut [f32],
+) {
+    s.run(cb, x, codes, errors)
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+    "x86_64+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+))]
+fn beam_tile(
+    s: &mut BeamScratch,
+    cb: &Codebooks,
+    x: &[f32],
+    codes: &mut [u16],
+    errors: &mut [f32],
+) {
+    s.run(cb, x, codes, errors)
 }
 
 /// Runs `work` on fixed tiles of `rows` rows in parallel, one scratch space per rayon task.
@@ -112,31 +147,42 @@ fn tiles<S, I, W>(
         .for_each_init(init, |s, ((c, e), x)| work(s, x, c, e));
 }
 
-/// `out (m, n) = a (m, k) · b (n, k)ᵀ`, all row-major, on the calling thread.
-fn matmul_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
-    if m == 0 {
+/// `out (m, n) = alpha·out + beta·a (m, d)·b (n, d)ᵀ`, all row-major, on the calling thread
+/// (`alpha` is 1 when `accumulate`, else `out` is overwritten).
+#[allow(clippy::too_many_arguments)]
+fn gemm_nt(
+    a: &[f32],
+    m: usize,
+    b: &[f32],
+    n: usize,
+    d: usize,
+    out: &mut [f32],
+    beta: f32,
+    accumulate: bool,
+) {
+    assert!(a.len() >= m * d && b.len() >= n * d && out.len() >= m * n);
+    if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the strides describe `a` as (m, k) row-major, `b` read as its transpose (k, n),
-    // and `out` as (m, n) row-major; the asserts above keep every access in bounds.
+    // SAFETY: the strides describe `a` as (m, d) row-major, `b` read as its transpose (d, n),
+    // and `out` as (m, n) row-major; the assert keeps every access in bounds.
     unsafe {
         gemm::gemm(
             m,
             n,
-            k,
+            d,
             out.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             a.as_ptr(),
             1,
-            k as isize,
+            d as isize,
             b.as_ptr(),
-            k as isize,
+            d as isize,
             1,
-            0.0,
-            1.0,
+            if accumulate { 1.0 } else { 0.0 },
+            beta,
             false,
             false,
             false,
@@ -145,67 +191,126 @@ fn matmul_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]
     }
 }
 
+/// `out[i, j] = ||c_j||² - 2·r_i·c_j` for the `rows` vectors in `r` and the codewords of
+/// level `l`: the squared distance minus `||r_i||²`, which does not change the argmin.
+/// One cache-blocked GEMM accumulating onto the prefilled norms.
+#[inline(always)]
+fn distances(cb: &Codebooks, l: usize, r: &[f32], rows: usize, out: &mut Vec<f32>) {
+    out.clear();
+    for _ in 0..rows {
+        out.extend_from_slice(cb.norms(l));
+    }
+    gemm_nt(
+        r,
+        rows,
+        cb.level(l),
+        cb.sizes()[l],
+        cb.dim(),
+        out,
+        -2.0,
+        true,
+    );
+}
+
+/// `2·c^m_i·c^l_j` for every pair of levels `m < l`: `tables[l][m]` is (K_m, K_l) row-major.
+/// With them, beam search gets every beam's distances from one GEMM of the *input* per level
+/// (faiss's "beam LUT"): `||r_b - c||² = ||r_b||² + ||c||² - 2 x·c + Σ_{m<l} 2 c^m_{b_m}·c`.
+fn cross_tables(cb: &Codebooks) -> Vec<Vec<Vec<f32>>> {
+    let (d, sizes) = (cb.dim(), cb.sizes());
+    (0..cb.levels())
+        .map(|l| {
+            (0..l)
+                .map(|m| {
+                    let mut t = vec![0.0; sizes[m] * sizes[l]];
+                    gemm_nt(
+                        cb.level(m),
+                        sizes[m],
+                        cb.level(l),
+                        sizes[l],
+                        d,
+                        &mut t,
+                        2.0,
+                        false,
+                    );
+                    t
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Half-width of the window in which GEMM-form distances at level `l` may be misordered by
 /// rounding, for a residual of squared norm `rn` (a bound on `|ε|` of `||c||² - 2 r·c`, with
 /// `2|r·c| <= ||r||² + ||c||²` and a `√D`-growth rounding model plus slack).
+#[inline(always)]
 fn window(cb: &Codebooks, l: usize, rn: f32) -> f32 {
-    U * (16.0 + 4.0 * (cb.dim() as f32).sqrt()) * (rn + cb.max_norm(l))
+    rounding(cb) * (rn + cb.max_norm(l))
 }
 
-/// The exact nearest codeword of level `l` to `r` (`||r||² = rn`), given the GEMM dot products
-/// `dots[j] = r·c_j`. Returns the code and its exact squared distance; ties → lowest code.
-fn nearest(cb: &Codebooks, l: usize, r: &[f32], rn: f32, dots: &[f32]) -> (usize, f64) {
-    let norms = cb.norms(l);
-    let (mut best, mut best_v) = (0, f32::INFINITY);
-    for (j, (&c, &g)) in norms.iter().zip(dots).enumerate() {
-        let v = c - 2.0 * g;
-        if v < best_v {
-            best_v = v;
+/// The same window for beam distances assembled from `x·c` and the cross tables: the terms
+/// being summed are as large as `||x||²` and every earlier level's codewords.
+#[inline(always)]
+fn beam_window(cb: &Codebooks, l: usize, xn: f32, rn: f32) -> f32 {
+    let earlier: f32 = (0..l).map(|m| cb.max_norm(m)).sum();
+    rounding(cb) * (xn + rn + earlier + (l as f32 + 1.0) * cb.max_norm(l))
+}
+
+/// Relative rounding allowance of a length-D f32 dot product (`√D` growth, with slack).
+#[inline(always)]
+fn rounding(cb: &Codebooks) -> f32 {
+    U * (16.0 + 4.0 * (cb.dim() as f32).sqrt())
+}
+
+/// The exact nearest codeword of level `l` to `r`, given `v[j] ≈ ||r - c_j||² - ||r||²`
+/// accurate to ± `tol`. Codewords within `2·tol` of the smallest `v` are re-ranked by their
+/// exact distance (ties → lowest code); usually there is only one.
+#[inline(always)]
+fn nearest(cb: &Codebooks, l: usize, r: &[f32], tol: f32, v: &[f32]) -> usize {
+    let limit = kernels::min(v) + 2.0 * tol;
+    let (mut best, mut best_d, mut seen) = (0, f64::INFINITY, 0);
+    kernels::for_each_at_most(v, limit, |j| {
+        seen += 1;
+        if seen == 1 {
+            best = j;
+            return;
+        }
+        if seen == 2 {
+            best_d = sq_dist(r, cb.codeword(l, best));
+        }
+        let dj = sq_dist(r, cb.codeword(l, j));
+        if dj < best_d {
+            best_d = dj;
             best = j;
         }
-    }
-    let limit = best_v + 2.0 * window(cb, l, rn);
-    let mut best_d = sq_dist(r, cb.codeword(l, best));
-    for (j, (&c, &g)) in norms.iter().zip(dots).enumerate() {
-        if j != best && c - 2.0 * g <= limit {
-            let dj = sq_dist(r, cb.codeword(l, j));
-            if dj < best_d || (dj == best_d && j < best) {
-                best_d = dj;
-                best = j;
-            }
-        }
-    }
-    (best, best_d)
-}
-
-fn sub_assign(r: &mut [f32], c: &[f32]) {
-    r.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
+    });
+    best
 }
 
 #[derive(Default)]
 struct GreedyScratch {
     resid: Vec<f32>,
     rnorm: Vec<f32>,
-    dots: Vec<f32>,
+    dist: Vec<f32>,
 }
 
 impl GreedyScratch {
+    #[inline(always)]
     fn run(&mut self, cb: &Codebooks, x: &[f32], codes: &mut [u16], errors: &mut [f32]) {
         let (d, levels) = (cb.dim(), cb.levels());
         let rows = x.len() / d;
         self.resid.clear();
         self.resid.extend_from_slice(x);
         self.rnorm.clear();
-        self.rnorm.extend(x.chunks_exact(d).map(sq_norm));
+        self.rnorm
+            .extend(x.chunks_exact(d).map(|r| sq_norm(r) as f32));
         for l in 0..levels {
             let k = cb.sizes()[l];
-            self.dots.resize(rows * k, 0.0);
-            matmul_nt(&self.resid, cb.level(l), rows, k, d, &mut self.dots);
+            distances(cb, l, &self.resid, rows, &mut self.dist);
             for (i, r) in self.resid.chunks_exact_mut(d).enumerate() {
-                let (code, _) = nearest(cb, l, r, self.rnorm[i], &self.dots[i * k..(i + 1) * k]);
+                let tol = window(cb, l, self.rnorm[i]);
+                let code = nearest(cb, l, r, tol, &self.dist[i * k..(i + 1) * k]);
                 codes[i * levels + l] = code as u16;
-                sub_assign(r, cb.codeword(l, code));
-                self.rnorm[i] = sq_norm(r);
+                self.rnorm[i] = sub_sq_norm(r, cb.codeword(l, code)) as f32;
                 errors[i * levels + l] = self.rnorm[i];
             }
         }
@@ -237,14 +342,13 @@ impl BeamSet {
     }
 
     /// Appends beam `parent` of `from` extended with `code` at level `l`.
+    #[inline(always)]
     fn push_child(&mut self, from: &BeamSet, parent: usize, cb: &Codebooks, l: usize, code: usize) {
         let (d, levels) = (cb.dim(), cb.levels());
         let r0 = self.resid.len();
         self.resid
             .extend_from_slice(&from.resid[parent * d..(parent + 1) * d]);
-        let r = &mut self.resid[r0..];
-        sub_assign(r, cb.codeword(l, code));
-        let rn = sq_norm(r);
+        let rn = sub_sq_norm(&mut self.resid[r0..], cb.codeword(l, code)) as f32;
         self.rnorm.push(rn);
         let c0 = self.codes.len();
         self.codes
@@ -259,41 +363,81 @@ impl BeamSet {
 /// A candidate extension: approximate total error, parent beam row, code.
 type Cand = (f32, usize, usize);
 
-struct BeamScratch {
+struct BeamScratch<'t> {
     beam: usize,
+    cross: &'t [Vec<Vec<f32>>],
     cur: BeamSet,
     next: BeamSet,
-    dots: Vec<f32>,
+    /// `||x_i||²` per item of the tile.
+    xnorm: Vec<f32>,
+    /// `||c_j||² - 2 x_i·c_j` per item (from one GEMM of the input).
+    xdist: Vec<f32>,
+    /// `≈ ||r_b - c_j||² - ||r_b||²` per beam.
+    dist: Vec<f32>,
     top: Vec<Cand>,
 }
 
-impl BeamScratch {
-    fn new(beam: usize) -> Self {
+impl<'t> BeamScratch<'t> {
+    fn new(beam: usize, cross: &'t [Vec<Vec<f32>>]) -> Self {
         Self {
             beam,
+            cross,
             cur: BeamSet::default(),
             next: BeamSet::default(),
-            dots: Vec::new(),
+            xnorm: Vec::new(),
+            xdist: Vec::new(),
+            dist: Vec::new(),
             top: Vec::with_capacity(beam + 1),
         }
     }
 
+    /// Every beam's `dist` row at level `l`: its item's `xdist` row plus the cross-table rows
+    /// of the beam's earlier codes.
+    #[inline(always)]
+    fn beam_distances(&mut self, cb: &Codebooks, l: usize) {
+        let (k, levels) = (cb.sizes()[l], cb.levels());
+        let cur = &self.cur;
+        self.dist.clear();
+        for i in 0..cur.start.len() - 1 {
+            for b in cur.start[i]..cur.start[i + 1] {
+                let xrow = &self.xdist[i * k..(i + 1) * k];
+                let table_row = |m: usize| {
+                    let code = cur.codes[b * levels + m] as usize;
+                    &self.cross[l][m][code * k..(code + 1) * k]
+                };
+                let row0 = self.dist.len();
+                if l == 0 {
+                    self.dist.extend_from_slice(xrow);
+                } else {
+                    self.dist
+                        .extend(xrow.iter().zip(table_row(0)).map(|(&a, &t)| a + t));
+                }
+                for m in 1..l {
+                    let row = &mut self.dist[row0..];
+                    row.iter_mut().zip(table_row(m)).for_each(|(a, &t)| *a += t);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
     fn run(&mut self, cb: &Codebooks, x: &[f32], codes: &mut [u16], errors: &mut [f32]) {
         let (d, levels) = (cb.dim(), cb.levels());
         let items = x.len() / d;
         // Level 0 starts from one beam per item: the item itself, no codes yet.
         self.cur.clear();
         self.cur.resid.extend_from_slice(x);
-        self.cur.rnorm.extend(x.chunks_exact(d).map(sq_norm));
+        self.xnorm.clear();
+        self.xnorm
+            .extend(x.chunks_exact(d).map(|r| sq_norm(r) as f32));
+        self.cur.rnorm.extend_from_slice(&self.xnorm);
         self.cur.codes.resize(items * levels, 0);
         self.cur.errors.resize(items * levels, 0.0);
         self.cur.start.extend(1..=items);
         self.cur.greedy.extend(0..items);
         for l in 0..levels {
-            let k = cb.sizes()[l];
-            let rows = self.cur.rnorm.len();
-            self.dots.resize(rows * k, 0.0);
-            matmul_nt(&self.cur.resid, cb.level(l), rows, k, d, &mut self.dots);
+            distances(cb, l, x, items, &mut self.xdist);
+            self.beam_distances(cb, l);
             if l + 1 == levels {
                 self.finish(cb, codes, errors);
             } else {
@@ -304,37 +448,44 @@ impl BeamScratch {
     }
 
     /// Keeps the `beam` best children of each item's beams (plus the greedy path's child).
+    #[inline(always)]
     fn extend(&mut self, cb: &Codebooks, l: usize) {
         let (d, k) = (cb.dim(), cb.sizes()[l]);
-        let norms = cb.norms(l);
-        let cur = &self.cur;
+        let (cur, beam) = (&self.cur, self.beam);
         self.next.clear();
         for i in 0..cur.start.len() - 1 {
             // Top-`beam` smallest by (error, parent, code): candidates arrive in increasing
             // (parent, code) order, so a tie never displaces an earlier candidate.
-            self.top.clear();
+            let top = &mut self.top;
+            top.clear();
             for b in cur.start[i]..cur.start[i + 1] {
-                let dots = &self.dots[b * k..(b + 1) * k];
-                for (j, (&c, &g)) in norms.iter().zip(dots).enumerate() {
-                    let v = cur.rnorm[b] + c - 2.0 * g;
-                    if self.top.len() == self.beam {
-                        if v >= self.top[self.beam - 1].0 {
+                let v = &self.dist[b * k..(b + 1) * k];
+                let rn = cur.rnorm[b];
+                // Once the list is full, only codes beating its worst entry can enter: the
+                // bound is refreshed every block of lanes, so most blocks are skipped whole.
+                let mut worst = top.get(beam - 1).map_or(f32::INFINITY, |t| t.0);
+                for (c, ch) in v.chunks(kernels::LANES).enumerate() {
+                    let mut mask = kernels::mask_at_most(ch, worst - rn);
+                    while mask != 0 {
+                        let j = c * kernels::LANES + mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let e = rn + v[j];
+                        if e >= worst {
                             continue;
                         }
-                        self.top.pop();
+                        if top.len() == beam {
+                            top.pop();
+                        }
+                        let at = top.partition_point(|t| t.0 <= e);
+                        top.insert(at, (e, b, j));
+                        worst = top.get(beam - 1).map_or(f32::INFINITY, |t| t.0);
                     }
-                    let at = self.top.partition_point(|t| t.0 <= v);
-                    self.top.insert(at, (v, b, j));
                 }
             }
             let g = cur.greedy[i];
-            let (gj, _) = nearest(
-                cb,
-                l,
-                &cur.resid[g * d..(g + 1) * d],
-                cur.rnorm[g],
-                &self.dots[g * k..(g + 1) * k],
-            );
+            let gr = &cur.resid[g * d..(g + 1) * d];
+            let tol = beam_window(cb, l, self.xnorm[i], cur.rnorm[g]);
+            let gj = nearest(cb, l, gr, tol, &self.dist[g * k..(g + 1) * k]);
             let row0 = self.next.rnorm.len();
             let mut greedy_row = None;
             for (t, &(_, b, j)) in self.top.iter().enumerate() {
@@ -343,45 +494,41 @@ impl BeamScratch {
                 }
                 self.next.push_child(cur, b, cb, l, j);
             }
-            if greedy_row.is_none() {
-                greedy_row = Some(self.next.rnorm.len());
+            let greedy_row = greedy_row.unwrap_or_else(|| {
                 self.next.push_child(cur, g, cb, l, gj);
-            }
-            self.next.greedy.push(greedy_row.unwrap_or(row0));
+                self.next.rnorm.len() - 1
+            });
+            self.next.greedy.push(greedy_row);
             self.next.start.push(self.next.rnorm.len());
         }
     }
 
     /// Picks each item's exact best final extension and writes its codes and errors.
+    #[inline(always)]
     fn finish(&self, cb: &Codebooks, codes: &mut [u16], errors: &mut [f32]) {
         let (d, levels) = (cb.dim(), cb.levels());
         let l = levels - 1;
         let k = cb.sizes()[l];
-        let norms = cb.norms(l);
         let cur = &self.cur;
         for i in 0..cur.start.len() - 1 {
             let beams = cur.start[i]..cur.start[i + 1];
-            let approx = |b: usize, j: usize| cur.rnorm[b] + norms[j] - 2.0 * self.dots[b * k + j];
-            let (mut best_v, mut rn_max) = (f32::INFINITY, 0.0f32);
+            let (mut best_e, mut rn_max) = (f32::INFINITY, 0.0f32);
             for b in beams.clone() {
                 rn_max = rn_max.max(cur.rnorm[b]);
-                for j in 0..k {
-                    best_v = best_v.min(approx(b, j));
-                }
+                best_e = best_e.min(cur.rnorm[b] + kernels::min(&self.dist[b * k..(b + 1) * k]));
             }
-            let limit = best_v + 2.0 * window(cb, l, rn_max);
+            let limit = best_e + 2.0 * beam_window(cb, l, self.xnorm[i], rn_max);
             let (mut best, mut best_d) = ((0, 0), f64::INFINITY);
             for b in beams {
                 let r = &cur.resid[b * d..(b + 1) * d];
-                for j in 0..k {
-                    if approx(b, j) <= limit {
-                        let dj = sq_dist(r, cb.codeword(l, j));
-                        if dj < best_d {
-                            best_d = dj;
-                            best = (b, j);
-                        }
+                let v = &self.dist[b * k..(b + 1) * k];
+                kernels::for_each_at_most(v, limit - cur.rnorm[b], |j| {
+                    let dj = sq_dist(r, cb.codeword(l, j));
+                    if dj < best_d {
+                        best_d = dj;
+                        best = (b, j);
                     }
-                }
+                });
             }
             let (b, j) = best;
             let out = i * levels..(i + 1) * levels;
