@@ -239,20 +239,22 @@ fn cross_tables(cb: &Codebooks) -> Vec<Vec<Vec<f32>>> {
         .collect()
 }
 
-/// Half-width of the window in which GEMM-form distances at level `l` may be misordered by
-/// rounding, for a residual of squared norm `rn` (a bound on `|ε|` of `||c||² - 2 r·c`, with
-/// `2|r·c| <= ||r||² + ||c||²` and a `√D`-growth rounding model plus slack).
+/// Half-width of the window in which GEMM-form values `||c||² - 2 r·c` at level `l` may be
+/// misordered by rounding, for a residual of squared norm `rn`: the dot product's error grows
+/// with `||r||·||c||`, the norm's with `||c||²`.
 #[inline(always)]
 fn window(cb: &Codebooks, l: usize, rn: f32) -> f32 {
-    rounding(cb) * (rn + cb.max_norm(l))
+    let cn = cb.max_norm(l);
+    rounding(cb) * (2.0 * (rn * cn).sqrt() + cn)
 }
 
-/// The same window for beam distances assembled from `x·c` and the cross tables: the terms
-/// being summed are as large as `||x||²` and every earlier level's codewords.
+/// The same window for beam distances assembled from `x·c` and the cross tables: each of the
+/// dot products summed there (`x·c`, `c^m·c`) brings its own `||a||·||c||`-sized error.
 #[inline(always)]
 fn beam_window(cb: &Codebooks, l: usize, xn: f32, rn: f32) -> f32 {
-    let earlier: f32 = (0..l).map(|m| cb.max_norm(m)).sum();
-    rounding(cb) * (xn + rn + earlier + (l as f32 + 1.0) * cb.max_norm(l))
+    let cn = cb.max_norm(l);
+    let cross: f32 = (0..l).map(|m| 2.0 * (cb.max_norm(m) * cn).sqrt()).sum();
+    rounding(cb) * (2.0 * (xn * cn).sqrt() + cross + cn + rn)
 }
 
 /// Relative rounding allowance of a length-D f32 dot product (`√D` growth, with slack).
