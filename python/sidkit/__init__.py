@@ -10,14 +10,17 @@ Quick start::
 
 from ._native import __version__, get_num_threads, set_num_threads
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
+from .collisions import SidTable, resolve
 from .kmeans import RQKMeans, kmeans
 
 __all__ = [
     "MAX_CODEBOOK_SIZE",
     "Codebooks",
     "RQKMeans",
+    "SidTable",
     "__version__",
     "get_num_threads",
     "kmeans",
+    "resolve",
     "set_num_threads",
 ]

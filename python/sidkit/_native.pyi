@@ -1,9 +1,19 @@
 """Type stubs of the native extension (sidkit-py, built from rust/sidkit-py)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["__version__", "get_num_threads", "rq_decode", "rq_encode", "set_num_threads"]
+__all__ = [
+    "__version__",
+    "get_num_threads",
+    "group_ranks",
+    "reassign",
+    "rq_decode",
+    "rq_encode",
+    "set_num_threads",
+]
 
 __version__: str
 
@@ -22,3 +32,25 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The number of threads sidkit uses."""
+
+def group_ranks(
+    codes: npt.NDArray[np.uint16],
+    sizes: list[int],
+    item_ids: npt.NDArray[np.int64],
+    cost: npt.NDArray[np.float32] | None = None,
+) -> tuple[npt.NDArray[np.uint32], int, int, int]:
+    """Rank inside each group of equal codes (by cost, then item id); groups, max_group, colliding_groups."""
+
+def reassign(
+    data: npt.NDArray[np.float32],
+    sizes: list[int],
+    x: npt.NDArray[np.float32],
+    codes: npt.NDArray[np.uint16],
+    item_ids: npt.NDArray[np.int64],
+    capacity: int = 1,
+    candidates: int = 200,
+    order: str = "knn",
+    seed: int = 0,
+    fixed: npt.NDArray[np.bool_] | None = None,
+) -> dict[str, Any]:
+    """Fixed-length collision resolution: codes, moved, unresolved, added_error, groups, max_group, colliding_groups."""

@@ -3,14 +3,16 @@
 //!
 //! - [`codebooks`]: validated residual-quantization codebooks (L levels, ragged K allowed).
 //! - [`rq`]: multithreaded RQ assignment (greedy and beam search) and decoding.
+//! - [`collide`]: collision grouping and ranking (suffix / capacity resolution).
 //!
 //! Parallel functions run on the current rayon pool; call them inside
 //! `ThreadPool::install` to choose the thread count. Results never depend on it.
 
 pub mod codebooks;
+pub mod collide;
 pub mod error;
 #[allow(clippy::needless_range_loop)]
-mod kernels;
+pub(crate) mod kernels;
 pub mod rq;
 
 pub use codebooks::{Codebooks, MAX_CODEBOOK_SIZE};

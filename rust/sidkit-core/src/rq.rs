@@ -195,7 +195,7 @@ fn gemm_nt(
 /// level `l`: the squared distance minus `||r_i||²`, which does not change the argmin.
 /// One cache-blocked GEMM accumulating onto the prefilled norms.
 #[inline(always)]
-fn distances(cb: &Codebooks, l: usize, r: &[f32], rows: usize, out: &mut Vec<f32>) {
+pub(crate) fn distances(cb: &Codebooks, l: usize, r: &[f32], rows: usize, out: &mut Vec<f32>) {
     out.clear();
     for _ in 0..rows {
         out.extend_from_slice(cb.norms(l));

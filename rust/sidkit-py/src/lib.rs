@@ -2,6 +2,7 @@
 //! attached to the interpreter, the work runs detached (GIL released) on sidkit's rayon pool,
 //! and core errors become Python exceptions in one place (`errors.rs`).
 
+mod collide;
 mod errors;
 mod pool;
 mod rq;
@@ -10,6 +11,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 mod _native {
+    #[pymodule_export]
+    use crate::collide::{group_ranks, reassign};
     #[pymodule_export]
     use crate::pool::{get_num_threads, set_num_threads};
     #[pymodule_export]

@@ -9,7 +9,10 @@ use crate::errors::CoreError;
 use crate::pool;
 
 /// Borrows a C-contiguous array's data (the Python layer makes it contiguous first).
-fn slice<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray2<'_, T>) -> PyResult<&'a [T]> {
+pub(crate) fn slice<'a, T: numpy::Element>(
+    arg: &str,
+    a: &'a PyReadonlyArray2<'_, T>,
+) -> PyResult<&'a [T]> {
     a.as_slice().map_err(|_| {
         PyValueError::new_err(format!(
             "{arg}: expected a C-contiguous array, got a strided one"
@@ -17,7 +20,10 @@ fn slice<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray2<'_, T>) -> Py
     })
 }
 
-fn codebooks<'a>(data: &'a PyReadonlyArray2<'_, f32>, sizes: &[usize]) -> PyResult<Codebooks<'a>> {
+pub(crate) fn codebooks<'a>(
+    data: &'a PyReadonlyArray2<'_, f32>,
+    sizes: &[usize],
+) -> PyResult<Codebooks<'a>> {
     let dim = data.shape()[1];
     Ok(Codebooks::new(slice("codebooks", data)?, sizes, dim).map_err(CoreError)?)
 }

@@ -1,0 +1,445 @@
+"""Collision resolution and the SID table: unique, stable semantic IDs, stored as Parquet.
+
+``resolve(codes, method=...)`` turns raw RQ codes into a :class:`SidTable`:
+
+- ``"suffix"`` (TIGER): one extra level numbering the items of each collision group 0, 1, 2, ...
+  (by distance to the group's reconstruction when embeddings and codebooks are given, else by
+  item id). The extra level's size is the largest group.
+- ``"reassign"`` (fixed length; FORGE's KNN post-processing, LC-Rec's uniform mapping): keep the
+  ``capacity`` items of each SID closest to its reconstruction and move every other item to the
+  nearest last-level code under the same prefix with room, cheapest move first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _native
+from ._arrays import as_code_matrix, as_float_matrix, to_numpy
+from .codebooks import Codebooks
+
+FORMAT = "sidkit.sidtable/1"
+
+
+def _item_ids(item_ids: Any, n: int, name: str = "item_ids") -> np.ndarray:
+    if item_ids is None:
+        return np.arange(n, dtype=np.int64)
+    ids = to_numpy(item_ids, name)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array, got dtype {ids.dtype}")
+    if ids.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},) to match codes, got {ids.shape}")
+    if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: expected values < 2**63, got {ids.max()}")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def _codes_u16(codes: Any, levels: int | None = None, name: str = "codes") -> np.ndarray:
+    c = to_numpy(codes, name)
+    if levels is None:
+        if c.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D array (N, L), got shape {c.shape}")
+        levels = c.shape[1]
+    c = as_code_matrix(c, levels, name)
+    if c.dtype != np.uint16:
+        if c.size and (c.min() < 0 or c.max() > 65535):
+            bad = c.min() if c.min() < 0 else c.max()
+            raise ValueError(f"{name}: expected codes in 0..65535, got {bad}")
+        c = c.astype(np.uint16)
+    return c
+
+
+def _sizes(codes: np.ndarray, sizes: Any, codebooks: Codebooks | None) -> tuple[int, ...]:
+    if sizes is None and codebooks is not None:
+        sizes = codebooks.sizes
+    if sizes is None:
+        return tuple(int(m) + 1 for m in codes.max(0)) if len(codes) else (1,) * codes.shape[1]
+    sizes = tuple(int(k) for k in sizes)
+    if len(sizes) != codes.shape[1]:
+        raise ValueError(f"sizes: expected {codes.shape[1]} level sizes to match codes, got {len(sizes)}")
+    return sizes
+
+
+def _quantization_cost(embeddings: Any, codebooks: Codebooks, codes: np.ndarray) -> np.ndarray:
+    """Squared distance of each item's embedding to its reconstruction, (N,) float32."""
+    x = as_float_matrix(embeddings, "embeddings", codebooks.dim)
+    if len(x) != len(codes):
+        raise ValueError(f"embeddings: expected {len(codes)} rows to match codes, got {len(x)}")
+    diff = x - codebooks.decode(codes)
+    return np.einsum("ij,ij->i", diff, diff, dtype=np.float64).astype(np.float32)
+
+
+def resolve(
+    codes: Any,
+    method: str = "suffix",
+    *,
+    item_ids: Any = None,
+    sizes: Any = None,
+    embeddings: Any = None,
+    codebooks: Codebooks | None = None,
+    max_suffix: int | None = None,
+    capacity: int = 1,
+    order: str = "knn",
+    candidates: int = 200,
+    seed: int = 0,
+) -> SidTable:
+    """Makes SIDs unique (or at most ``capacity`` items per SID).
+
+    Args:
+        codes: (N, L) integer codes, e.g. from ``Codebooks.encode``.
+        method: ``"suffix"`` (append a level numbering each collision group) or ``"reassign"``
+            (fixed length: move colliding items to free last-level codes; needs embeddings
+            and codebooks).
+        item_ids: (N,) int64 unique ids; default ``arange(N)``.
+        sizes: codebook size per level; default ``codebooks.sizes`` or ``codes.max(0) + 1``.
+        embeddings, codebooks: (N, D) embeddings and their codebooks. With them, items inside
+            a group are ordered by distance to their reconstruction (closest first) instead of
+            by item id, and ``reassign`` can measure move costs.
+        max_suffix: ``"suffix"`` only: the largest suffix level allowed; a larger group raises.
+        capacity: ``"reassign"`` only: items allowed per SID (FORGE uses 5).
+        order: ``"reassign"``: ``"knn"`` (global greedy by added error) or ``"random"``.
+        candidates: ``"reassign"``: nearest last-level codes each item may try (FORGE: 200).
+        seed: seed of ``order="random"``.
+
+    Returns:
+        A :class:`SidTable`; its ``report`` says what was done: groups, colliding groups,
+        largest group, items moved, mean added quantization error, unresolved items.
+    """
+    c = _codes_u16(codes)
+    ids = _item_ids(item_ids, len(c))
+    k = _sizes(c, sizes, codebooks)
+    if codebooks is not None and k != codebooks.sizes:
+        raise ValueError(f"sizes: expected codebooks.sizes = {codebooks.sizes}, got {k}")
+    if (embeddings is None) != (codebooks is None):
+        raise ValueError("embeddings, codebooks: expected both or neither")
+    if method == "suffix":
+        cost = None if codebooks is None else _quantization_cost(embeddings, codebooks, c)
+        rank, groups, max_group, colliding = _native.group_ranks(c, list(k), ids, cost)
+        if max_suffix is not None and max_group > max_suffix:
+            raise ValueError(
+                f"max_suffix: expected every collision group to fit in {max_suffix} suffix values, "
+                f"got a group of {max_group} items; raise max_suffix or use method='reassign'"
+            )
+        out = np.hstack([c, rank.astype(np.uint16)[:, None]]) if len(c) else np.zeros((0, c.shape[1] + 1), np.uint16)
+        report = {
+            "method": "suffix",
+            "items": len(c),
+            "groups": groups,
+            "colliding_groups": colliding,
+            "max_group": max_group,
+            "suffix_size": max(max_group, 1),
+            "items_moved": 0,
+            "mean_added_error": 0.0,
+            "unresolved": 0,
+        }
+        return SidTable(ids, out, (*k, max(max_group, 1)), method="suffix", report=report)
+    if method == "reassign":
+        if codebooks is None:
+            raise ValueError("embeddings, codebooks: method='reassign' needs both, to measure move costs")
+        if capacity < 1:
+            raise ValueError(f"capacity: expected >= 1, got {capacity}")
+        x = as_float_matrix(embeddings, "embeddings", codebooks.dim)
+        if len(x) != len(c):
+            raise ValueError(f"embeddings: expected {len(c)} rows to match codes, got {len(x)}")
+        r = _native.reassign(codebooks.data, list(k), x, c, ids, capacity, candidates, order, seed)
+        report = _reassign_report(r, len(c))
+        if report["unresolved"]:
+            stuck = ids[r["unresolved"][:5]].tolist()
+            raise ValueError(
+                f"codes: {report['unresolved']} items found no SID with room, even under the next-nearest "
+                f"codes of the level above (item ids {stuck}...); raise capacity or candidates, use larger "
+                "codebooks, or use method='suffix'"
+            )
+        return SidTable(ids, r["codes"], k, capacity=capacity, method="reassign", report=report)
+    raise ValueError(f"method: expected 'suffix' or 'reassign', got {method!r}")
+
+
+def _reassign_report(r: Mapping[str, Any], n: int) -> dict[str, Any]:
+    moved = len(r["moved"])
+    return {
+        "method": "reassign",
+        "items": n,
+        "groups": r["groups"],
+        "colliding_groups": r["colliding_groups"],
+        "max_group": r["max_group"],
+        "items_moved": moved,
+        "mean_added_error": r["added_error"] / moved if moved else 0.0,
+        "unresolved": len(r["unresolved"]),
+        "unresolved_rows": r["unresolved"],
+    }
+
+
+def _sid_keys(codes: np.ndarray) -> np.ndarray:
+    """One sortable, hashable scalar per code row: big-endian bytes as a void scalar."""
+    be = np.ascontiguousarray(codes, dtype=">u2")
+    return be.view(np.dtype((np.void, 2 * codes.shape[1]))).ravel()
+
+
+class SidTable:
+    """A bijection (or, with ``capacity > 1``, a C-to-1 map) between item ids and SIDs.
+
+    Args:
+        item_ids: (N,) unique integer ids.
+        codes: (N, L) codes, each below its level's size.
+        sizes: codebook size per level (default: ``codes.max(0) + 1``).
+        capacity: items allowed per SID (1: every SID is unique).
+
+    Attributes: ``item_ids`` (N,) int64, ``codes`` (N, L) uint16, ``sizes``, ``capacity``,
+    ``method``, ``meta``, ``report`` (what ``resolve`` did). Arrays are read-only.
+    """
+
+    def __init__(
+        self,
+        item_ids: Any,
+        codes: Any,
+        sizes: Any = None,
+        *,
+        capacity: int = 1,
+        method: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        report: Mapping[str, Any] | None = None,
+    ) -> None:
+        c = _codes_u16(codes)
+        ids = _item_ids(item_ids, len(c))
+        k = _sizes(c, sizes, None)
+        if capacity < 1:
+            raise ValueError(f"capacity: expected >= 1, got {capacity}")
+        # Validates ranges and id uniqueness in Rust, and measures the largest SID group.
+        _, _, max_group, _ = _native.group_ranks(c, list(k), ids, None)
+        if max_group > capacity:
+            raise ValueError(
+                f"codes: expected at most {capacity} item(s) per SID, got a SID shared by {max_group} items; "
+                "make them unique with sidkit.resolve(codes, ...) first"
+            )
+        for a in (c, ids):
+            a.setflags(write=False)
+        self.item_ids: np.ndarray = ids
+        self.codes: np.ndarray = c
+        self.sizes: tuple[int, ...] = k
+        self.capacity = int(capacity)
+        self.method = method
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.report: dict[str, Any] = dict(report or {})
+        self._by_id: np.ndarray | None = None
+        self._by_sid: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def levels(self) -> int:
+        return len(self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[int, ...]]]:
+        for i, row in zip(self.item_ids.tolist(), self.codes.tolist(), strict=False):
+            yield i, tuple(row)
+
+    def __repr__(self) -> str:
+        return f"SidTable({len(self):,} items, sizes={self.sizes}, capacity={self.capacity}, method={self.method!r})"
+
+    def _id_index(self) -> np.ndarray:
+        if self._by_id is None:
+            self._by_id = np.argsort(self.item_ids, kind="stable")
+        return self._by_id
+
+    def _sid_index(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._by_sid is None:
+            keys = _sid_keys(self.codes)
+            order = np.argsort(keys, kind="stable")
+            self._by_sid = (keys[order], order)
+        return self._by_sid
+
+    def rows(self, item_ids: Any) -> np.ndarray:
+        """Row index of each item id (B,) int64; -1 for unknown ids."""
+        q = to_numpy(item_ids, "item_ids")
+        if q.dtype.kind not in "iu":
+            raise TypeError(f"item_ids: expected an integer array, got dtype {q.dtype}")
+        q = q.astype(np.int64, copy=False).ravel()
+        order = self._id_index()
+        if not len(order):
+            return np.full(np.shape(item_ids), -1, dtype=np.int64)
+        sorted_ids = self.item_ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, q), len(order) - 1)
+        rows = np.where(sorted_ids[pos] == q, order[pos], -1)
+        return rows.reshape(np.shape(item_ids))
+
+    def sid(self, item_ids: Any) -> np.ndarray:
+        """The (B, L) uint16 SIDs of (B,) item ids; raises KeyError for unknown ids."""
+        rows = self.rows(item_ids).ravel()
+        if (rows < 0).any():
+            missing = to_numpy(item_ids, "item_ids").ravel()[rows < 0][:5].tolist()
+            raise KeyError(f"item_ids: not in the table: {missing}")
+        return self.codes[rows]
+
+    def items(self, codes: Any) -> np.ndarray:
+        """Item ids of (B, L) SIDs: (B,) int64, -1 for unknown SIDs; with ``capacity > 1``,
+        (B, capacity) with every item on the SID, padded with -1."""
+        q = _codes_u16(codes, self.levels)
+        sorted_keys, order = self._sid_index()
+        keys = _sid_keys(q)
+        lo = np.searchsorted(sorted_keys, keys, side="left")
+        hi = np.searchsorted(sorted_keys, keys, side="right")
+        if self.capacity == 1:
+            if not len(order):
+                return np.full(len(q), -1, dtype=np.int64)
+            first = self.item_ids[order[np.minimum(lo, len(order) - 1)]]
+            return np.where(hi > lo, first, -1)
+        out = np.full((len(q), self.capacity), -1, dtype=np.int64)
+        for slot in range(self.capacity):
+            has = lo + slot < hi
+            out[has, slot] = self.item_ids[order[lo[has] + slot]]
+        return out
+
+    def add(
+        self,
+        item_ids: Any,
+        codes: Any,
+        *,
+        embeddings: Any = None,
+        codebooks: Codebooks | None = None,
+    ) -> SidTable:
+        """Adds items, returning the grown table; every existing SID stays exactly as it was.
+
+        ``codes`` are the new items' raw codes: for a ``"suffix"`` table, its levels without
+        the suffix (a new item numbers after the items already in its group, and the suffix
+        level grows when a group outgrows it); for a ``"reassign"`` table, all levels (a new
+        item that lands on a full SID moves to a free code, which needs embeddings and
+        codebooks). Adding an item id that already exists is an error.
+        """
+        base_levels = self.levels - 1 if self.method == "suffix" else self.levels
+        c = _codes_u16(codes, base_levels)
+        ids = _item_ids(item_ids, len(c))
+        clash = np.intersect1d(ids, self.item_ids)
+        if len(clash):
+            raise ValueError(f"item_ids: expected new ids, got ids already in the table: {clash[:5].tolist()}")
+        all_ids = np.concatenate([self.item_ids, ids])
+        if self.method == "suffix":
+            base = self.codes[:, :-1]
+            k = self.sizes[:-1]
+            cost = None if codebooks is None else _quantization_cost(embeddings, codebooks, c)
+            rank, *_ = _native.group_ranks(c, list(k), ids, cost)
+            # A new item numbers after every existing item of its group.
+            existing_keys = np.sort(_sid_keys(base))
+            new_keys = _sid_keys(c)
+            already = np.searchsorted(existing_keys, new_keys, "right") - np.searchsorted(
+                existing_keys, new_keys, "left"
+            )
+            suffix = already + rank.astype(np.int64)
+            if suffix.size and suffix.max() > 65535:
+                raise ValueError("codes: a collision group outgrew 65,536 items; use method='reassign'")
+            new = np.hstack([c, suffix.astype(np.uint16)[:, None]])
+            sizes = (*k, max(self.sizes[-1], int(suffix.max()) + 1 if suffix.size else 1))
+            all_codes = np.concatenate([self.codes, new])
+        elif self.method == "reassign":
+            if codebooks is None or embeddings is None:
+                raise ValueError("embeddings, codebooks: adding to a 'reassign' table needs both for the new items")
+            x_new = as_float_matrix(embeddings, "embeddings", codebooks.dim)
+            if len(x_new) != len(c):
+                raise ValueError(f"embeddings: expected {len(c)} rows to match codes, got {len(x_new)}")
+            # Existing rows are fixed: they are decoded back for a placeholder embedding.
+            x = np.concatenate([codebooks.decode(self.codes), x_new])
+            fixed = np.concatenate([np.ones(len(self), bool), np.zeros(len(c), bool)])
+            all_in = np.concatenate([self.codes, c])
+            r = _native.reassign(
+                codebooks.data, list(self.sizes), x, all_in, all_ids, self.capacity, 200, "knn", 0, fixed
+            )
+            if len(r["unresolved"]):
+                raise ValueError(f"codes: {len(r['unresolved'])} new items found no free SID under their prefix")
+            sizes, all_codes = self.sizes, r["codes"]
+        else:
+            sizes, all_codes = self.sizes, np.concatenate([self.codes, c])
+        return SidTable(
+            all_ids, all_codes, sizes, capacity=self.capacity, method=self.method, meta=self.meta, report=self.report
+        )
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "levels": self.levels,
+            "sizes": list(self.sizes),
+            "capacity": self.capacity,
+            "method": self.method,
+            "sidkit_version": _native.__version__,
+            "meta": self.meta,
+        }
+
+    def to_arrow(self) -> Any:
+        """A ``pyarrow.Table``: ``item_id`` int64 and ``sid`` fixed_size_list<uint16>[L] (both
+        zero-copy views of this table's arrays), with the metadata under the ``sidkit`` key."""
+        import pyarrow as pa
+
+        sid = pa.FixedSizeListArray.from_arrays(pa.array(self.codes.ravel()), self.levels)
+        schema = pa.schema(
+            [pa.field("item_id", pa.int64()), pa.field("sid", sid.type)],
+            metadata={"sidkit": json.dumps(self._metadata())},
+        )
+        return pa.Table.from_arrays([pa.array(self.item_ids), sid], schema=schema)
+
+    @classmethod
+    def from_arrow(cls, table: Any) -> SidTable:
+        """Reads a table written by :meth:`to_arrow` (or any with ``item_id`` and ``sid`` columns)."""
+        import pyarrow as pa
+
+        names = set(table.column_names)
+        for col in ("item_id", "sid"):
+            if col not in names:
+                raise ValueError(f"table: expected a column {col!r}, got columns {sorted(names)}")
+        raw = (table.schema.metadata or {}).get(b"sidkit")
+        if raw is None:
+            raise ValueError("table: expected sidkit metadata (key 'sidkit') in the schema, found none")
+        try:
+            meta = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"table: the sidkit metadata is not valid JSON: {e}") from e
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"table: expected format {FORMAT!r}, got {meta.get('format')!r}")
+        sid = table.column("sid").combine_chunks()
+        if not pa.types.is_fixed_size_list(sid.type) or sid.type.list_size != meta["levels"]:
+            raise ValueError(f"sid: expected fixed_size_list<uint16>[{meta['levels']}], got {sid.type}")
+        codes = sid.flatten().to_numpy(zero_copy_only=False).reshape(-1, meta["levels"])
+        ids = table.column("item_id").to_numpy()
+        return cls(
+            ids,
+            codes,
+            meta["sizes"],
+            capacity=meta.get("capacity", 1),
+            method=meta.get("method"),
+            meta=meta.get("meta"),
+        )
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> None:
+        """Writes the table as Parquet (see :meth:`to_arrow` for the schema), atomically."""
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(self.to_arrow(), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def from_parquet(cls, path: str | os.PathLike[str]) -> SidTable:
+        """Reads a table written by :meth:`to_parquet`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ValueError(f"path: expected a Parquet file, could not read {path}: {e}") from e
+        return cls.from_arrow(table)

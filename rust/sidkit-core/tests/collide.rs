@@ -1,0 +1,76 @@
+//! Collision grouping and reassignment on hand-worked cases.
+
+use sidkit_core::collide::{group_ranks, pack, reassign, MoveOrder};
+use sidkit_core::{Codebooks, Error};
+
+#[test]
+fn ranks_inside_groups_by_cost_then_id() {
+    // Rows: (0,1) x3, (1,0) x1, (0,0) x2.
+    let codes = [0u16, 1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0];
+    let ids = [10i64, 11, 12, 13, 14, 15];
+    let g = group_ranks(&codes, &[2, 2], &ids, None).unwrap();
+    assert_eq!(g.rank, vec![0, 0, 1, 0, 2, 1]);
+    assert_eq!((g.groups, g.max_group, g.colliding_groups), (3, 3, 2));
+    let cost = [0.5f32, 0.0, 0.1, 0.0, 0.2, 0.3];
+    let g = group_ranks(&codes, &[2, 2], &ids, Some(&cost)).unwrap();
+    assert_eq!(g.rank, vec![2, 0, 0, 0, 1, 1]);
+}
+
+#[test]
+fn packed_keys_order_like_tuples() {
+    let codes = [3u16, 0, 0, 7, 1, 2];
+    let keys = pack(&codes, &[4, 8]).unwrap();
+    assert!(keys[1] < keys[2] && keys[2] < keys[0]);
+    assert!(pack(&[0u16; 5], &[65536; 5]).is_none()); // 80 bits do not fit
+}
+
+#[test]
+fn bad_tables_are_errors() {
+    assert!(matches!(
+        group_ranks(&[0, 2], &[2], &[1, 2], None),
+        Err(Error::Value { arg: "codes", .. })
+    ));
+    assert!(matches!(
+        group_ranks(&[0, 1], &[2], &[1, 1], None),
+        Err(Error::Value {
+            arg: "item_ids",
+            ..
+        })
+    ));
+    assert!(matches!(
+        group_ranks(&[0, 1, 1], &[2], &[1, 2], None),
+        Err(Error::Shape { arg: "codes", .. })
+    ));
+    assert!(matches!(
+        group_ranks(&[0, 1], &[2], &[1, 2], Some(&[0.0, f32::NAN])),
+        Err(Error::NonFinite { arg: "cost", .. })
+    ));
+}
+
+#[test]
+fn reassign_moves_to_the_nearest_free_code() {
+    let cb = Codebooks::new(vec![0.0, 0.0, 1.0, 2.0, 10.0], &[1, 4], 1).unwrap();
+    let x = [0.1f32, 0.9, -0.2];
+    let codes = [0u16, 0, 0, 0, 0, 0];
+    let r = reassign(&cb, &x, &codes, &[0, 1, 2], 1, 4, MoveOrder::Knn, None).unwrap();
+    assert_eq!(r.codes, vec![0, 0, 0, 1, 0, 2]);
+    assert_eq!(r.moved, vec![1, 2]);
+    assert!(r.unresolved.is_empty());
+    // Added error: item 1 from 0.81 to 0.01, item 2 from 0.04 to 4.84.
+    assert!((r.added_error - (-0.8 + 4.8)).abs() < 1e-5);
+    // A fixed item keeps its slot even when another item is closer.
+    let fixed = [false, false, true];
+    let r = reassign(
+        &cb,
+        &x,
+        &codes,
+        &[0, 1, 2],
+        1,
+        4,
+        MoveOrder::Knn,
+        Some(&fixed),
+    )
+    .unwrap();
+    assert_eq!(r.codes[4..], [0, 0]);
+    assert_eq!(r.moved, vec![0, 1]);
+}

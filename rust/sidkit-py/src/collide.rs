@@ -1,0 +1,101 @@
+//! Collision grouping and fixed-length reassignment.
+
+use numpy::{
+    IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use sidkit_core::collide::{self, MoveOrder};
+
+use crate::errors::CoreError;
+use crate::pool;
+use crate::rq::{codebooks, slice};
+
+fn slice1<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{arg}: expected a C-contiguous array, got a strided one"
+        ))
+    })
+}
+
+/// Ranks items inside groups of equal codes (N, L) uint16, by `cost` (N,) float32 when given,
+/// then item id (N,) int64. Returns (rank (N,) uint32, groups, max_group, colliding_groups).
+#[pyfunction]
+#[pyo3(signature = (codes, sizes, item_ids, cost = None))]
+pub fn group_ranks<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray2<'py, u16>,
+    sizes: Vec<usize>,
+    item_ids: PyReadonlyArray1<'py, i64>,
+    cost: Option<PyReadonlyArray1<'py, f32>>,
+) -> PyResult<(Bound<'py, PyArray1<u32>>, usize, usize, usize)> {
+    if codes.shape()[1] != sizes.len() {
+        return Err(PyValueError::new_err(format!(
+            "codes: expected shape (N, {}), got {:?}",
+            sizes.len(),
+            codes.shape()
+        )));
+    }
+    let (c, ids) = (slice("codes", &codes)?, slice1("item_ids", &item_ids)?);
+    let cost = cost.as_ref().map(|a| slice1("cost", a)).transpose()?;
+    let g = pool::run(py, || collide::group_ranks(c, &sizes, ids, cost))?.map_err(CoreError)?;
+    Ok((
+        g.rank.into_pyarray(py),
+        g.groups,
+        g.max_group,
+        g.colliding_groups,
+    ))
+}
+
+/// Fixed-length reassignment; returns a dict with `codes` (N, L) uint16, `moved` and
+/// `unresolved` (row indices, uint32), `added_error`, `groups`, `max_group`, `colliding_groups`.
+#[pyfunction]
+#[pyo3(signature = (data, sizes, x, codes, item_ids, capacity = 1, candidates = 200, order = "knn", seed = 0, fixed = None))]
+#[allow(clippy::too_many_arguments)]
+pub fn reassign<'py>(
+    py: Python<'py>,
+    data: PyReadonlyArray2<'py, f32>,
+    sizes: Vec<usize>,
+    x: PyReadonlyArray2<'py, f32>,
+    codes: PyReadonlyArray2<'py, u16>,
+    item_ids: PyReadonlyArray1<'py, i64>,
+    capacity: usize,
+    candidates: usize,
+    order: &str,
+    seed: u64,
+    fixed: Option<PyReadonlyArray1<'py, bool>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cb = codebooks(&data, &sizes)?;
+    let order = match order {
+        "knn" => MoveOrder::Knn,
+        "random" => MoveOrder::Random(seed),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "order: expected 'knn' or 'random', got {other:?}"
+            )))
+        }
+    };
+    let n = item_ids.shape()[0];
+    let (xs, cs, ids) = (
+        slice("x", &x)?,
+        slice("codes", &codes)?,
+        slice1("item_ids", &item_ids)?,
+    );
+    let fixed = fixed.as_ref().map(|a| slice1("fixed", a)).transpose()?;
+    let r = pool::run(py, || {
+        collide::reassign(&cb, xs, cs, ids, capacity, candidates, order, fixed)
+    })?
+    .map_err(CoreError)?;
+    let out = PyDict::new(py);
+    out.set_item("codes", r.codes.into_pyarray(py).reshape([n, sizes.len()])?)?;
+    out.set_item("moved", r.moved.into_pyarray(py))?;
+    out.set_item("unresolved", r.unresolved.into_pyarray(py))?;
+    out.set_item("added_error", r.added_error)?;
+    out.set_item("groups", r.groups.groups)?;
+    out.set_item("max_group", r.groups.max_group)?;
+    out.set_item("colliding_groups", r.groups.colliding_groups)?;
+    Ok(out)
+}

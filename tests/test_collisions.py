@@ -1,0 +1,265 @@
+"""Collision resolution and the SID table, against numpy/pandas references and properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sidkit as sk
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def cumcount_reference(codes: np.ndarray, order_key: np.ndarray) -> np.ndarray:
+    """Number items inside groups of equal rows by ascending order_key (numpy only)."""
+    order = np.lexsort((order_key, *codes.T[::-1]))
+    sorted_codes = codes[order]
+    new_group = np.ones(len(order), bool)
+    new_group[1:] = (sorted_codes[1:] != sorted_codes[:-1]).any(1)
+    starts = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+    out = np.empty(len(order), np.int64)
+    out[order] = np.arange(len(order)) - starts
+    return out
+
+
+@pytest.fixture
+def collided(rng):
+    """Many items on few SIDs: (codes, item ids in shuffled order)."""
+    codes = rng.integers(0, 4, size=(3000, 3)).astype(np.uint16)
+    ids = rng.permutation(10_000)[:3000].astype(np.int64)
+    return codes, ids
+
+
+def test_suffix_numbers_like_cumcount(collided):
+    codes, ids = collided
+    table = sk.resolve(codes, item_ids=ids, sizes=(4, 4, 4))
+    assert table.codes.shape == (3000, 4) and table.sizes[:3] == (4, 4, 4)
+    np.testing.assert_array_equal(table.codes[:, :3], codes)
+    np.testing.assert_array_equal(table.codes[:, 3], cumcount_reference(codes, ids))
+    assert len(np.unique(table.codes, axis=0)) == 3000
+    assert table.sizes[3] == table.report["max_group"] == table.codes[:, 3].max() + 1
+
+
+def test_suffix_matches_pandas_groupby_cumcount(collided):
+    pd = pytest.importorskip("pandas")
+    codes, ids = collided
+    df = pd.DataFrame({"a": codes[:, 0], "b": codes[:, 1], "c": codes[:, 2], "id": ids}).sort_values("id")
+    df["suffix"] = df.groupby(["a", "b", "c"]).cumcount()
+    want = df.sort_index()["suffix"].to_numpy()
+    np.testing.assert_array_equal(sk.resolve(codes, item_ids=ids).codes[:, 3], want)
+
+
+def test_suffix_orders_by_distance_with_embeddings(rng):
+    x = rng.standard_normal((2000, 8)).astype(np.float32)
+    cb = sk.RQKMeans(2, 6, iters=5, verbose=False).fit(x)
+    codes = cb.encode(x)
+    table = sk.resolve(codes, embeddings=x, codebooks=cb)
+    dist = ((x - cb.decode(codes)) ** 2).sum(1)
+    np.testing.assert_array_equal(table.codes[:, 2], cumcount_reference(codes, dist))
+
+
+def test_max_suffix(collided):
+    codes, ids = collided
+    with pytest.raises(ValueError, match="max_suffix: expected every collision group to fit in 3"):
+        sk.resolve(codes, item_ids=ids, max_suffix=3)
+
+
+@pytest.fixture
+def fitted(rng):
+    x = rng.standard_normal((3000, 12)).astype(np.float32)
+    cb = sk.RQKMeans(3, 32, iters=5, verbose=False).fit(x)
+    return x, cb, cb.encode(x)
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 5])
+def test_reassign_properties(fitted, capacity):
+    x, cb, codes = fitted
+    table = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=capacity)
+    out = table.codes.astype(np.int64)
+    _, counts = np.unique(out, axis=0, return_counts=True)
+    assert counts.max() <= capacity
+    # Items whose SID had room never move.
+    _, inverse, group = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    roomy = group[inverse.ravel()] <= capacity
+    np.testing.assert_array_equal(out[roomy], codes[roomy])
+    moved = (out != codes).any(1)
+    assert moved.sum() == table.report["items_moved"] and table.report["unresolved"] == 0
+    # The closest `capacity` items of every group stay.
+    dist = ((x - cb.decode(codes)) ** 2).sum(1)
+    rank = cumcount_reference(codes.astype(np.int64), dist)
+    assert not moved[rank < capacity].any()
+    # Moves change the last level only (unless escalated to the level above).
+    assert moved.any() or capacity > 1
+    if moved.any():
+        assert (out[moved, :2] == codes[moved, :2]).all(1).mean() > 0.9
+        # The added error is the real increase in quantization error.
+        new_dist = ((x - cb.decode(table.codes)) ** 2).sum(1)
+        assert table.report["mean_added_error"] == pytest.approx((new_dist - dist)[moved].mean(), rel=1e-3)
+
+
+def test_reassign_moves_to_nearest_free_code_hand_worked():
+    # One prefix, last level codes at 0, 1, 2, 10 on a line; three items on code 0.
+    cbs = [np.array([[0.0]], np.float32), np.array([[0.0], [1.0], [2.0], [10.0]], np.float32)]
+    cb = sk.Codebooks(cbs)
+    x = np.array([[0.1], [0.9], [-0.2]], np.float32)
+    codes = np.zeros((3, 2), np.uint16)  # all forced onto (0, 0)
+    table = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb)
+    # Item 0 (0.1) is closest to code 0 and stays; 0.9 moves to 1 (cost 0.01); -0.2 then
+    # finds 1 taken and goes to 2.
+    np.testing.assert_array_equal(table.codes[:, 1], [0, 1, 2])
+
+
+def test_reassign_escalates_to_the_level_above():
+    cbs = [np.array([[0.0], [100.0]], np.float32), np.array([[0.0], [1.0]], np.float32)]
+    cb = sk.Codebooks(cbs)
+    x = np.array([[0.0], [1.0], [0.5]], np.float32)
+    codes = np.array([[0, 0], [0, 1], [0, 0]], np.uint16)  # prefix 0 has 2 slots, 3 items
+    table = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb)
+    assert len(np.unique(table.codes, axis=0)) == 3
+    assert table.codes[2, 0] == 1  # the third item went to the other prefix
+
+
+def test_reassign_reports_impossible_cases(fitted):
+    x, cb, _ = fitted
+    codes = np.zeros((3000, 3), np.uint16)
+    small = sk.Codebooks([cb.level(0)[:2], cb.level(1)[:2], cb.level(2)[:2]])
+    with pytest.raises(ValueError, match="items found no SID with room"):
+        sk.resolve(codes, "reassign", embeddings=x, codebooks=small)
+
+
+def test_reassign_random_order_is_seeded(fitted):
+    x, cb, codes = fitted
+    a = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, order="random", seed=1)
+    b = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, order="random", seed=1)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert len(np.unique(a.codes, axis=0)) == len(a)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resolution_is_thread_count_independent(fitted, threads):
+    x, cb, codes = fitted
+    sk.set_num_threads(1)
+    want = [sk.resolve(codes).codes, sk.resolve(codes, "reassign", embeddings=x, codebooks=cb).codes]
+    sk.set_num_threads(threads)
+    got = [sk.resolve(codes).codes, sk.resolve(codes, "reassign", embeddings=x, codebooks=cb).codes]
+    for g, w in zip(got, want, strict=False):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_lookups_both_ways(collided):
+    codes, ids = collided
+    table = sk.resolve(codes, item_ids=ids)
+    np.testing.assert_array_equal(table.sid(ids[::7]), table.codes[::7])
+    np.testing.assert_array_equal(table.items(table.codes), ids)
+    assert table.items(np.array([[3, 3, 3, 60000]])).tolist() == [-1]
+    assert table.rows(np.array([-5, ids[3]])).tolist() == [-1, 3]
+    with pytest.raises(KeyError, match="item_ids: not in the table"):
+        table.sid([123456789])
+    assert len(table) == 3000 and next(iter(table)) == (int(ids[0]), tuple(int(v) for v in table.codes[0]))
+
+
+def test_capacity_tables_return_every_item(fitted):
+    x, cb, codes = fitted
+    table = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=3)
+    found = table.items(table.codes)
+    assert found.shape == (len(table), 3)
+    assert all(i in row for i, row in zip(table.item_ids, found, strict=False))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=5), st.integers(0, 2**32 - 1))
+def test_add_keeps_existing_sids(batches, seed):
+    rng = np.random.default_rng(seed)
+    n0 = 50
+    codes = rng.integers(0, 3, size=(n0, 2))
+    table = sk.resolve(codes, sizes=(3, 3))
+    next_id = n0
+    for b in batches:
+        before = table.codes.copy()
+        new_codes = rng.integers(0, 3, size=(b, 2))
+        table = table.add(np.arange(next_id, next_id + b), new_codes)
+        next_id += b
+        np.testing.assert_array_equal(table.codes[: len(before)], before)
+        assert len(np.unique(table.codes, axis=0)) == len(table)
+        np.testing.assert_array_equal(table.codes[len(before) :, :2], new_codes)
+        assert table.sizes[-1] == table.codes[:, -1].max() + 1
+
+
+def test_add_to_reassign_table_keeps_existing_sids(fitted, rng):
+    x, cb, codes = fitted
+    table = sk.resolve(codes[:2000], "reassign", embeddings=x[:2000], codebooks=cb, item_ids=np.arange(2000))
+    grown = table.add(np.arange(2000, 3000), codes[2000:], embeddings=x[2000:], codebooks=cb)
+    np.testing.assert_array_equal(grown.codes[:2000], table.codes)
+    assert len(np.unique(grown.codes, axis=0)) == 3000
+
+
+def test_add_rejects_existing_ids(collided):
+    codes, ids = collided
+    table = sk.resolve(codes, item_ids=ids)
+    with pytest.raises(ValueError, match="item_ids: expected new ids"):
+        table.add(ids[:2], codes[:2])
+
+
+def test_parquet_round_trip_and_plain_readers(collided, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    codes, ids = collided
+    table = sk.resolve(codes, item_ids=ids)
+    path = tmp_path / "sids.parquet"
+    table.to_parquet(path)
+    assert not list(tmp_path.glob(".*tmp"))
+    back = sk.SidTable.from_parquet(path)
+    np.testing.assert_array_equal(back.codes, table.codes)
+    np.testing.assert_array_equal(back.item_ids, table.item_ids)
+    assert back.sizes == table.sizes and back.method == "suffix"
+    plain = pq.read_table(path)  # readable without sidkit
+    assert plain.schema.field("sid").type == pa.list_(pa.uint16(), 4)
+    assert plain.column("item_id").to_pylist()[:3] == ids[:3].tolist()
+
+
+def test_foreign_parquet_files_are_rejected(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"item_id": [1, 2]}), tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match="table: expected a column 'sid'"):
+        sk.SidTable.from_parquet(tmp_path / "a.parquet")
+    pq.write_table(pa.table({"item_id": [1], "sid": [[1, 2]]}), tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="sidkit metadata"):
+        sk.SidTable.from_parquet(tmp_path / "b.parquet")
+    (tmp_path / "c.parquet").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="path: expected a Parquet file"):
+        sk.SidTable.from_parquet(tmp_path / "c.parquet")
+
+
+@pytest.mark.parametrize(
+    "ids, codes, sizes, exc, msg",
+    [
+        ([1, 1], [[0, 0], [0, 1]], (2, 2), ValueError, "item_ids: expected unique item ids, got 1 more than once"),
+        ([1, 2], [[0, 0], [0, 2]], (2, 2), ValueError, "codes: expected 0 <= code < 2 at level 1"),
+        ([1, 2, 3], [[0, 0], [0, 1]], (2, 2), ValueError, r"item_ids: expected shape \(2,\)"),
+        ([1, 2], [[0, -1], [0, 1]], (2, 2), ValueError, "codes: expected codes in 0..65535, got -1"),
+        ([1, 2], [[0, 0], [0, 0]], (2, 2), ValueError, "at most 1 item"),
+        ([1.5, 2], [[0, 0], [0, 1]], (2, 2), TypeError, "item_ids: expected an integer array"),
+        ([1, 2], [[0, 0], [0, 1]], (2, 2, 2), ValueError, "sizes: expected 2 level sizes"),
+    ],
+)
+def test_bad_tables(ids, codes, sizes, exc, msg):
+    with pytest.raises(exc, match=msg):
+        sk.SidTable(np.array(ids), np.array(codes), sizes)
+
+
+def test_empty_and_bad_resolve_calls(fitted):
+    x, cb, codes = fitted
+    empty = sk.resolve(np.zeros((0, 3), np.uint16), sizes=(4, 4, 4))
+    assert len(empty) == 0 and empty.codes.shape == (0, 4)
+    with pytest.raises(ValueError, match="method: expected 'suffix' or 'reassign'"):
+        sk.resolve(codes, "other")
+    with pytest.raises(ValueError, match="needs both"):
+        sk.resolve(codes, "reassign")
+    with pytest.raises(ValueError, match="embeddings, codebooks: expected both or neither"):
+        sk.resolve(codes, embeddings=x)
+    with pytest.raises(ValueError, match="order: expected 'knn' or 'random'"):
+        sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, order="zigzag")
+    with pytest.raises(ValueError, match="embeddings: expected 3000 rows"):
+        sk.resolve(codes, "reassign", embeddings=x[:10], codebooks=cb)
