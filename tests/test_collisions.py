@@ -57,6 +57,11 @@ def test_suffix_orders_by_distance_with_embeddings(rng):
     np.testing.assert_array_equal(table.codes[:, 2], cumcount_reference(codes, dist))
 
 
+def test_suffix_never_wraps_around():
+    with pytest.raises(ValueError, match="max_suffix: expected every collision group to fit in 65536"):
+        sk.resolve(np.zeros((70_000, 2), np.uint16), sizes=(4, 4))
+
+
 def test_max_suffix(collided):
     codes, ids = collided
     with pytest.raises(ValueError, match="max_suffix: expected every collision group to fit in 3"):

@@ -13,6 +13,7 @@ __all__ = [
     "rq_decode",
     "rq_encode",
     "set_num_threads",
+    "suffix",
 ]
 
 __version__: str
@@ -36,7 +37,7 @@ def get_num_threads() -> int:
 def group_ranks(
     codes: npt.NDArray[np.uint16],
     sizes: list[int],
-    item_ids: npt.NDArray[np.int64],
+    item_ids: npt.NDArray[np.int64] | None = None,
     cost: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.uint32], int, int, int]:
     """Rank inside each group of equal codes (by cost, then item id); groups, max_group, colliding_groups."""
@@ -54,3 +55,12 @@ def reassign(
     fixed: npt.NDArray[np.bool_] | None = None,
 ) -> dict[str, Any]:
     """Fixed-length collision resolution: codes, moved, unresolved, added_error, groups, max_group, colliding_groups."""
+
+def suffix(
+    codes: npt.NDArray[np.uint16],
+    sizes: list[int],
+    item_ids: npt.NDArray[np.int64] | None = None,
+    cost: npt.NDArray[np.float32] | None = None,
+    max_suffix: int | None = None,
+) -> tuple[npt.NDArray[np.uint16], int, int, int]:
+    """Codes (N, L + 1) with each item's rank in its collision group appended; groups, max_group, colliding_groups."""

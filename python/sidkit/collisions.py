@@ -113,7 +113,7 @@ def resolve(
         largest group, items moved, mean added quantization error, unresolved items.
     """
     c = _codes_u16(codes)
-    ids = _item_ids(item_ids, len(c))
+    ids = None if item_ids is None else _item_ids(item_ids, len(c))
     k = _sizes(c, sizes, codebooks)
     if codebooks is not None and k != codebooks.sizes:
         raise ValueError(f"sizes: expected codebooks.sizes = {codebooks.sizes}, got {k}")
@@ -121,13 +121,7 @@ def resolve(
         raise ValueError("embeddings, codebooks: expected both or neither")
     if method == "suffix":
         cost = None if codebooks is None else _quantization_cost(embeddings, codebooks, c)
-        rank, groups, max_group, colliding = _native.group_ranks(c, list(k), ids, cost)
-        if max_suffix is not None and max_group > max_suffix:
-            raise ValueError(
-                f"max_suffix: expected every collision group to fit in {max_suffix} suffix values, "
-                f"got a group of {max_group} items; raise max_suffix or use method='reassign'"
-            )
-        out = np.hstack([c, rank.astype(np.uint16)[:, None]]) if len(c) else np.zeros((0, c.shape[1] + 1), np.uint16)
+        out, groups, max_group, colliding = _native.suffix(c, list(k), ids, cost, max_suffix)
         report = {
             "method": "suffix",
             "items": len(c),
@@ -139,7 +133,8 @@ def resolve(
             "mean_added_error": 0.0,
             "unresolved": 0,
         }
-        return SidTable(ids, out, (*k, max(max_group, 1)), method="suffix", report=report)
+        ids = np.arange(len(c), dtype=np.int64) if ids is None else ids
+        return SidTable._trusted(ids, out, (*k, max(max_group, 1)), 1, "suffix", report)
     if method == "reassign":
         if codebooks is None:
             raise ValueError("embeddings, codebooks: method='reassign' needs both, to measure move costs")
@@ -148,6 +143,7 @@ def resolve(
         x = as_float_matrix(embeddings, "embeddings", codebooks.dim)
         if len(x) != len(c):
             raise ValueError(f"embeddings: expected {len(c)} rows to match codes, got {len(x)}")
+        ids = np.arange(len(c), dtype=np.int64) if ids is None else ids
         r = _native.reassign(codebooks.data, list(k), x, c, ids, capacity, candidates, order, seed)
         report = _reassign_report(r, len(c))
         if report["unresolved"]:
@@ -157,7 +153,7 @@ def resolve(
                 f"codes of the level above (item ids {stuck}...); raise capacity or candidates, use larger "
                 "codebooks, or use method='suffix'"
             )
-        return SidTable(ids, r["codes"], k, capacity=capacity, method="reassign", report=report)
+        return SidTable._trusted(ids, r["codes"], k, capacity, "reassign", report)
     raise ValueError(f"method: expected 'suffix' or 'reassign', got {method!r}")
 
 
@@ -229,6 +225,25 @@ class SidTable:
         self.report: dict[str, Any] = dict(report or {})
         self._by_id: np.ndarray | None = None
         self._by_sid: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def _trusted(
+        cls,
+        ids: np.ndarray,
+        codes: np.ndarray,
+        sizes: tuple[int, ...],
+        capacity: int,
+        method: str,
+        report: dict[str, Any],
+    ) -> SidTable:
+        """A table from arrays the core just validated and resolved (skips re-checking them)."""
+        table = cls.__new__(cls)
+        for a in (codes, ids):
+            a.setflags(write=False)
+        table.item_ids, table.codes, table.sizes = ids, codes, tuple(sizes)
+        table.capacity, table.method, table.meta, table.report = capacity, method, {}, report
+        table._by_id = table._by_sid = None
+        return table
 
     @property
     def levels(self) -> int:

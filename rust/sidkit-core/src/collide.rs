@@ -23,17 +23,25 @@ pub struct GroupRanks {
     pub colliding_groups: usize,
 }
 
-/// Checks `codes` ((n, L) row-major) against the level sizes and `item_ids` for length and
-/// uniqueness.
-pub fn check_table(codes: &[u16], sizes: &[usize], item_ids: &[i64]) -> Result<()> {
+/// Checks `codes` ((n, L) row-major) against the level sizes and `item_ids` (`None`: the
+/// row indices) for length and uniqueness.
+pub fn check_table(codes: &[u16], sizes: &[usize], item_ids: Option<&[i64]>) -> Result<()> {
     let levels = sizes.len();
     if levels == 0 {
         return Err(Error::shape("sizes", "at least one level", "0 levels"));
     }
-    if codes.len() != item_ids.len() * levels {
+    if let Some(ids) = item_ids {
+        if codes.len() != ids.len() * levels {
+            return Err(Error::shape(
+                "codes",
+                format!("({}, {levels}) to match item_ids", ids.len()),
+                format!("{} values", codes.len()),
+            ));
+        }
+    } else if codes.len() % levels != 0 {
         return Err(Error::shape(
             "codes",
-            format!("({}, {levels}) to match item_ids", item_ids.len()),
+            format!("(n, {levels})"),
             format!("{} values", codes.len()),
         ));
     }
@@ -53,16 +61,30 @@ pub fn check_table(codes: &[u16], sizes: &[usize], item_ids: &[i64]) -> Result<(
             format!("{} at row {i}", row[l]),
         ));
     }
-    let mut sorted = item_ids.to_vec();
-    sorted.par_sort_unstable();
-    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-        return Err(Error::value(
-            "item_ids",
-            "unique item ids",
-            format!("{} more than once", w[0]),
-        ));
+    let Some(item_ids) = item_ids else {
+        return Ok(());
+    };
+    if !increasing(item_ids) {
+        let mut sorted = item_ids.to_vec();
+        sorted.par_sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::value(
+                "item_ids",
+                "unique item ids",
+                format!("{} more than once", w[0]),
+            ));
+        }
     }
     Ok(())
+}
+
+/// Whether `ids` is strictly increasing (then unique, with index order = id order).
+fn increasing(ids: &[i64]) -> bool {
+    ids.par_windows(2).all(|w| w[0] < w[1])
+}
+
+fn key_bits(sizes: &[usize]) -> u32 {
+    sizes.iter().map(|&k| bits_of(k)).sum()
 }
 
 fn pack_row(row: &[u16], bits: &[u32]) -> u64 {
@@ -74,10 +96,10 @@ fn pack_row(row: &[u16], bits: &[u32]) -> u64 {
 /// Packs each code tuple into one `u64` (level 0 most significant), when the levels' bit
 /// widths fit; the packed keys order like the tuples.
 pub fn pack(codes: &[u16], sizes: &[usize]) -> Option<Vec<u64>> {
-    let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
-    if bits.iter().sum::<u32>() > 64 {
+    if key_bits(sizes) > 64 {
         return None;
     }
+    let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
     Some(
         codes
             .par_chunks(sizes.len())
@@ -91,15 +113,17 @@ pub fn pack(codes: &[u16], sizes: &[usize]) -> Option<Vec<u64>> {
 }
 
 /// Groups the rows of `codes` ((n, L) row-major) and ranks the items of each group by
-/// `cost` (ascending, when given) then `item_ids`. Deterministic for any thread count.
+/// `cost` (ascending, when given) then item id (`None`: the row index). Deterministic for any
+/// thread count.
 pub fn group_ranks(
     codes: &[u16],
     sizes: &[usize],
-    item_ids: &[i64],
+    item_ids: Option<&[i64]>,
     cost: Option<&[f32]>,
 ) -> Result<GroupRanks> {
     check_table(codes, sizes, item_ids)?;
-    let n = item_ids.len();
+    let levels = sizes.len();
+    let n = codes.len() / levels;
     if let Some(c) = cost {
         if c.len() != n {
             return Err(Error::shape(
@@ -110,54 +134,143 @@ pub fn group_ranks(
         }
         check_finite("cost", c)?;
     }
-    let levels = sizes.len();
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    let cost_of = |i: u32| cost.map_or(0.0, |c| c[i as usize]);
-    // Sort by (code tuple, cost, item id): item ids are unique, so the order is total and an
-    // unstable parallel sort gives the same result for any thread count.
+    let id = |i: usize| item_ids.map_or(i as i64, |ids| ids[i]);
+    let in_order = item_ids.is_none_or(increasing);
+    let idx_bits = bits_of(n.max(2));
+    let cost_bits = |i: usize| cost.map_or(0, |c| ordered_bits(c[i]));
     match pack(codes, sizes) {
-        Some(keys) => order.par_sort_unstable_by(|&a, &b| {
-            keys[a as usize]
-                .cmp(&keys[b as usize])
-                .then(cost_of(a).total_cmp(&cost_of(b)))
-                .then(item_ids[a as usize].cmp(&item_ids[b as usize]))
-        }),
+        // Fast path: ids in row order and no cost, so (key, row) packed in one u64 sorts into
+        // (code tuple, item id) order.
+        Some(keys) if cost.is_none() && in_order && key_bits(sizes) + idx_bits <= 64 => {
+            let mut packed: Vec<u64> = keys
+                .par_iter()
+                .enumerate()
+                .map(|(i, &k)| (k << idx_bits) | i as u64)
+                .collect();
+            packed.par_sort_unstable();
+            let mask = (1u64 << idx_bits) - 1;
+            rank_sorted(
+                &packed,
+                |p| (p & mask) as usize,
+                |a, b| a >> idx_bits == b >> idx_bits,
+            )
+        }
+        // Contiguous (key, cost, id, row) records: ids are unique, so the order is total and
+        // an unstable parallel sort is the same for any thread count.
+        Some(keys) => {
+            let mut recs: Vec<(u64, u32, i64, u32)> = (0..n)
+                .into_par_iter()
+                .map(|i| (keys[i], cost_bits(i), id(i), i as u32))
+                .collect();
+            recs.par_sort_unstable();
+            rank_sorted(&recs, |r| r.3 as usize, |a, b| a.0 == b.0)
+        }
         None => {
             let row = |i: u32| &codes[i as usize * levels..(i as usize + 1) * levels];
+            let mut order: Vec<u32> = (0..n as u32).collect();
             order.par_sort_unstable_by(|&a, &b| {
                 row(a)
                     .cmp(row(b))
-                    .then(cost_of(a).total_cmp(&cost_of(b)))
-                    .then(item_ids[a as usize].cmp(&item_ids[b as usize]))
-            })
+                    .then(cost_bits(a as usize).cmp(&cost_bits(b as usize)))
+                    .then(id(a as usize).cmp(&id(b as usize)))
+            });
+            rank_sorted(&order, |&i| i as usize, |&a, &b| row(a) == row(b))
         }
     }
-    let same = |a: u32, b: u32| {
-        codes[a as usize * levels..(a as usize + 1) * levels]
-            == codes[b as usize * levels..(b as usize + 1) * levels]
-    };
+}
+
+/// Ranks inside groups of a sorted sequence: `row(s)` is the item of sorted entry `s`,
+/// `same(a, b)` whether adjacent entries share a group. Segments split at group boundaries
+/// are ranked in parallel; the result does not depend on the split.
+fn rank_sorted<T: Sync>(
+    sorted: &[T],
+    row: impl Fn(&T) -> usize + Sync,
+    same: impl Fn(&T, &T) -> bool + Sync,
+) -> Result<GroupRanks> {
+    let n = sorted.len();
+    let parts = 64.min(n.max(1));
+    let mut cuts: Vec<usize> = (0..parts)
+        .map(|p| {
+            let mut j = p * n / parts;
+            while j > 0 && j < n && same(&sorted[j - 1], &sorted[j]) {
+                j += 1;
+            }
+            j
+        })
+        .collect();
+    cuts.push(n);
+    cuts.dedup();
     let mut rank = vec![0u32; n];
-    let (mut groups, mut max_group, mut colliding) = (0, 0, 0);
-    let mut start = 0;
-    while start < n {
-        let mut end = start + 1;
-        while end < n && same(order[start], order[end]) {
-            end += 1;
-        }
-        for (r, &i) in order[start..end].iter().enumerate() {
-            rank[i as usize] = r as u32;
-        }
-        groups += 1;
-        max_group = max_group.max(end - start);
-        colliding += usize::from(end - start > 1);
-        start = end;
-    }
+    let out = SharedSlice(rank.as_mut_ptr());
+    let stats = cuts
+        .par_windows(2)
+        .map(|w| {
+            let (mut groups, mut max_group, mut colliding) = (0usize, 0usize, 0usize);
+            let mut start = w[0];
+            while start < w[1] {
+                let mut end = start + 1;
+                while end < w[1] && same(&sorted[end - 1], &sorted[end]) {
+                    end += 1;
+                }
+                for (r, e) in sorted[start..end].iter().enumerate() {
+                    // SAFETY: `row` maps sorted entries to distinct rows < n (a permutation),
+                    // so no two writes alias and all are in bounds.
+                    unsafe { out.write(row(e), r as u32) };
+                }
+                groups += 1;
+                max_group = max_group.max(end - start);
+                colliding += usize::from(end - start > 1);
+                start = end;
+            }
+            (groups, max_group, colliding)
+        })
+        .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1.max(b.1), a.2 + b.2));
     Ok(GroupRanks {
         rank,
-        groups,
-        max_group,
-        colliding_groups: colliding,
+        groups: stats.0,
+        max_group: stats.1,
+        colliding_groups: stats.2,
     })
+}
+
+/// A raw pointer for parallel writes to provably disjoint indices.
+struct SharedSlice(*mut u32);
+unsafe impl Sync for SharedSlice {}
+impl SharedSlice {
+    unsafe fn write(&self, i: usize, v: u32) {
+        *self.0.add(i) = v;
+    }
+}
+
+/// TIGER's suffix resolution: the codes with one more level holding each item's rank in its
+/// collision group, (n, L + 1) row-major, and the grouping. Fails when a group has more items
+/// than `max_suffix` (default: 65,536, the `u16` limit).
+pub fn suffix(
+    codes: &[u16],
+    sizes: &[usize],
+    item_ids: Option<&[i64]>,
+    cost: Option<&[f32]>,
+    max_suffix: Option<usize>,
+) -> Result<(Vec<u16>, GroupRanks)> {
+    let g = group_ranks(codes, sizes, item_ids, cost)?;
+    let limit = max_suffix.unwrap_or(1 << 16).min(1 << 16);
+    if g.max_group > limit {
+        return Err(Error::value(
+            "max_suffix",
+            format!("every collision group to fit in {limit} suffix values"),
+            format!("a group of {} items", g.max_group),
+        ));
+    }
+    let levels = sizes.len();
+    let mut out = vec![0u16; g.rank.len() * (levels + 1)];
+    out.par_chunks_mut(levels + 1)
+        .zip(codes.par_chunks(levels))
+        .zip(g.rank.par_iter())
+        .for_each(|((o, c), &r)| {
+            o[..levels].copy_from_slice(c);
+            o[levels] = r as u16;
+        });
+    Ok((out, g))
 }
 
 /// How `reassign` orders the moves.
@@ -201,8 +314,6 @@ pub fn reassign(
     order: MoveOrder,
     fixed: Option<&[bool]>,
 ) -> Result<Reassigned> {
-    use std::collections::{BinaryHeap, HashMap};
-
     let (d, levels, sizes) = (cb.dim(), cb.levels(), cb.sizes());
     let n = item_ids.len();
     if x.len() != n * d {
@@ -227,7 +338,7 @@ pub fn reassign(
         .zip(recon.par_chunks(d))
         .map(|(a, b)| crate::kernels::sq_dist(a, b) as f32)
         .collect();
-    let groups = group_ranks(codes, sizes, item_ids, Some(&cost))?;
+    let groups = group_ranks(codes, sizes, Some(item_ids), Some(&cost))?;
     let keys = pack(codes, sizes).ok_or_else(|| {
         Error::value(
             "codes",
@@ -245,126 +356,60 @@ pub fn reassign(
         }
     }
     let is_fixed = |i: usize| fixed.is_some_and(|f| f[i]);
-    // Fixed items take their slots first; the others keep theirs in rank order while room lasts.
-    let mut taken: HashMap<u64, u32> = HashMap::with_capacity(groups.groups);
-    for i in (0..n).filter(|&i| is_fixed(i)) {
-        *taken.entry(keys[i]).or_insert(0) += 1;
-    }
-    let mut by_rank: Vec<u32> = (0..n as u32).filter(|&i| !is_fixed(i as usize)).collect();
-    by_rank.sort_unstable_by_key(|&i| (groups.rank[i as usize], i));
-    let mut movers = Vec::new();
-    for i in by_rank {
-        let count = taken.entry(keys[i as usize]).or_insert(0);
-        if (*count as usize) < capacity {
-            *count += 1;
-        } else {
-            movers.push(i);
+    // Items sharing a prefix (all levels but the last) compete for the same last-level codes,
+    // and only with each other: each prefix is resolved on its own, in parallel, which gives
+    // the same result as one global cheapest-move-first pass over all of them.
+    let low_bits = (1u64 << bits_of(k_last)) - 1;
+    let mut by_prefix: Vec<u32> = (0..n as u32).collect();
+    by_prefix.par_sort_unstable_by_key(|&i| {
+        let i = i as usize;
+        (keys[i] & !low_bits, !is_fixed(i), groups.rank[i], i)
+    });
+    let prefix_of = |j: usize| keys[by_prefix[j] as usize] & !low_bits;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for j in 1..=n {
+        if j == n || prefix_of(j) != prefix_of(start) {
+            runs.push(start..j);
+            start = j;
         }
     }
-    movers.sort_unstable();
-    // Each mover's candidate last-level codes, nearest first, from its residual before the
-    // last level: one GEMM per tile of movers.
-    let cand: Vec<Vec<(f32, u16)>> = movers
-        .par_chunks(256)
-        .flat_map_iter(|tile| {
-            let mut resid = Vec::with_capacity(tile.len() * d);
-            for &i in tile {
-                let i = i as usize;
-                let mut r = x[i * d..(i + 1) * d].to_vec();
-                for l in 0..last {
-                    let c = cb.codeword(l, codes[i * levels + l] as usize);
-                    r.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
-                }
-                resid.extend_from_slice(&r);
-            }
-            let mut dist = Vec::new();
-            crate::rq::distances(cb, last, &resid, tile.len(), &mut dist);
-            let rows: Vec<Vec<(f32, u16)>> = resid
-                .chunks(d)
-                .zip(dist.chunks(k_last))
-                .map(|(r, v)| {
-                    let rn = crate::kernels::sq_norm(r) as f32;
-                    let mut row: Vec<(f32, u16)> = v
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &e)| ((rn + e).max(0.0), j as u16))
-                        .collect();
-                    let by =
-                        |a: &(f32, u16), b: &(f32, u16)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                    if candidates < row.len() {
-                        row.select_nth_unstable_by(candidates - 1, by);
-                        row.truncate(candidates);
-                    }
-                    row.sort_unstable_by(by);
-                    row
-                })
-                .collect();
-            rows
-        })
+    let ctx = PrefixCtx {
+        cb,
+        x,
+        codes,
+        item_ids,
+        cost: &cost,
+        capacity,
+        candidates,
+        order,
+    };
+    let results: Vec<PrefixMoves> = runs
+        .into_par_iter()
+        .map(|run| ctx.resolve_prefix(&by_prefix[run], &is_fixed))
         .collect();
-    let low_bits = (1u64 << bits_of(k_last)) - 1;
-    let slot = |i: usize, code: u16| (keys[i] & !low_bits) | code as u64;
     let mut out = codes.to_vec();
     let (mut moved, mut unresolved, mut added) = (Vec::new(), Vec::new(), 0.0f64);
-    let mut place = |m: usize, code: u16, dist: f32, taken: &mut HashMap<u64, u32>| -> bool {
-        let i = movers[m] as usize;
-        let count = taken.entry(slot(i, code)).or_insert(0);
-        if (*count as usize) >= capacity {
-            return false;
+    for r in results {
+        for (i, code, dist) in r.moves {
+            out[i as usize * levels + last] = code;
+            moved.push(i);
+            added += (dist - cost[i as usize]) as f64;
         }
-        *count += 1;
-        out[i * levels + last] = code;
-        moved.push(i as u32);
-        added += (dist - cost[i]) as f64;
-        true
-    };
-    match order {
-        MoveOrder::Knn => {
-            // Lazy global greedy: each mover offers its next candidate; the cheapest added
-            // error goes first (ties → item id, then code), as a sorted list of all pairs would.
-            #[derive(PartialEq, Eq, PartialOrd, Ord)]
-            struct Offer(std::cmp::Reverse<(u32, i64, u16)>, usize, usize);
-            let offer = |m: usize, p: usize| {
-                let (dist, code) = cand[m][p];
-                let i = movers[m] as usize;
-                Offer(
-                    std::cmp::Reverse((ordered_bits(dist - cost[i]), item_ids[i], code)),
-                    m,
-                    p,
-                )
-            };
-            let mut heap: BinaryHeap<Offer> = (0..movers.len()).map(|m| offer(m, 0)).collect();
-            while let Some(Offer(_, m, p)) = heap.pop() {
-                let (dist, code) = cand[m][p];
-                if place(m, code, dist, &mut taken) {
-                    continue;
-                }
-                if p + 1 < cand[m].len() {
-                    heap.push(offer(m, p + 1));
-                } else {
-                    unresolved.push(movers[m]);
-                }
-            }
-        }
-        MoveOrder::Random(seed) => {
-            let mut ordered: Vec<usize> = (0..movers.len()).collect();
-            // SplitMix64-keyed shuffle: deterministic for a seed, independent of threads.
-            ordered.sort_by_key(|&m| splitmix(seed ^ item_ids[movers[m] as usize] as u64));
-            for m in ordered {
-                if !cand[m]
-                    .iter()
-                    .any(|&(dist, code)| place(m, code, dist, &mut taken))
-                {
-                    unresolved.push(movers[m]);
-                }
-            }
-        }
+        unresolved.extend(r.unresolved);
     }
     unresolved.sort_unstable();
     // Escalation: an item whose prefix has no room left tries the next-nearest codes of the
     // level above, each with its nearest last-level codes, until one has room.
     if levels >= 2 && !unresolved.is_empty() {
         let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
+        let mut taken: rustc_hash::FxHashMap<u64, u32> = rustc_hash::FxHashMap::default();
+        let stuck: rustc_hash::FxHashSet<u32> = unresolved.iter().copied().collect();
+        for (i, row) in out.chunks(levels).enumerate() {
+            if !stuck.contains(&(i as u32)) {
+                *taken.entry(pack_row(row, &bits)).or_insert(0) += 1;
+            }
+        }
         let up = levels - 2;
         let mut still = Vec::new();
         for &row in &unresolved {
@@ -420,6 +465,141 @@ pub fn reassign(
         added_error: added,
         groups,
     })
+}
+
+/// What resolving one prefix decided: (row, new last-level code, its squared distance).
+struct PrefixMoves {
+    moves: Vec<(u32, u16, f32)>,
+    unresolved: Vec<u32>,
+}
+
+/// Shared, read-only inputs of the per-prefix resolution.
+struct PrefixCtx<'a> {
+    cb: &'a crate::Codebooks<'a>,
+    x: &'a [f32],
+    codes: &'a [u16],
+    item_ids: &'a [i64],
+    cost: &'a [f32],
+    capacity: usize,
+    candidates: usize,
+    order: MoveOrder,
+}
+
+impl PrefixCtx<'_> {
+    /// Resolves the items of one prefix: `items` come fixed first, then by rank in their SID.
+    fn resolve_prefix(
+        &self,
+        items: &[u32],
+        is_fixed: &(impl Fn(usize) -> bool + Sync),
+    ) -> PrefixMoves {
+        let (cb, d) = (self.cb, self.cb.dim());
+        let (levels, last) = (cb.levels(), cb.levels() - 1);
+        let k = cb.sizes()[last];
+        let mut taken = vec![0u32; k];
+        let mut movers = Vec::new();
+        for &i in items {
+            let code = self.codes[i as usize * levels + last] as usize;
+            if is_fixed(i as usize) || (taken[code] as usize) < self.capacity {
+                taken[code] += 1;
+            } else {
+                movers.push(i);
+            }
+        }
+        let mut result = PrefixMoves {
+            moves: Vec::new(),
+            unresolved: Vec::new(),
+        };
+        if movers.is_empty() {
+            return result;
+        }
+        // Distances of every mover's residual before the last level to every last-level
+        // codeword: the movers share their prefix, so one reconstruction serves all.
+        let first = movers[0] as usize;
+        let mut prefix = vec![0.0f32; d];
+        for l in 0..last {
+            let c = cb.codeword(l, self.codes[first * levels + l] as usize);
+            prefix.iter_mut().zip(c).for_each(|(a, &b)| *a += b);
+        }
+        let mut resid = Vec::with_capacity(movers.len() * d);
+        for &i in &movers {
+            let xi = &self.x[i as usize * d..(i as usize + 1) * d];
+            resid.extend(xi.iter().zip(&prefix).map(|(&a, &b)| a - b));
+        }
+        let mut dist = Vec::new();
+        crate::rq::distances(cb, last, &resid, movers.len(), &mut dist);
+        let take = self.candidates.min(k);
+        let cands: Vec<Vec<(f32, u16)>> = resid
+            .chunks(d)
+            .zip(dist.chunks(k))
+            .map(|(r, v)| {
+                let rn = crate::kernels::sq_norm(r) as f32;
+                let mut row: Vec<(f32, u16)> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &e)| ((rn + e).max(0.0), j as u16))
+                    .collect();
+                let by = |a: &(f32, u16), b: &(f32, u16)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                if take < row.len() {
+                    row.select_nth_unstable_by(take - 1, by);
+                    row.truncate(take);
+                }
+                row.sort_unstable_by(by);
+                row
+            })
+            .collect();
+        let mut place = |m: usize, (dist, code): (f32, u16)| {
+            if (taken[code as usize] as usize) >= self.capacity {
+                return false;
+            }
+            taken[code as usize] += 1;
+            result.moves.push((movers[m], code, dist));
+            true
+        };
+        match self.order {
+            MoveOrder::Knn => {
+                // Lazy greedy: each mover offers its next candidate; the cheapest added error
+                // goes first (ties → item id, then code), as a sorted list of all pairs would.
+                use std::cmp::Reverse;
+                let key = |m: usize, p: usize| {
+                    let (dist, code) = cands[m][p];
+                    let i = movers[m] as usize;
+                    (
+                        Reverse((ordered_bits(dist - self.cost[i]), self.item_ids[i], code)),
+                        m,
+                        p,
+                    )
+                };
+                let mut heap: std::collections::BinaryHeap<_> =
+                    (0..movers.len()).map(|m| key(m, 0)).collect();
+                let mut stuck = Vec::new();
+                while let Some((_, m, p)) = heap.pop() {
+                    if place(m, cands[m][p]) {
+                        continue;
+                    }
+                    if p + 1 < cands[m].len() {
+                        heap.push(key(m, p + 1));
+                    } else {
+                        stuck.push(movers[m]);
+                    }
+                }
+                result.unresolved = stuck;
+            }
+            MoveOrder::Random(seed) => {
+                let mut shuffled: Vec<usize> = (0..movers.len()).collect();
+                // SplitMix64-keyed shuffle: deterministic for a seed, independent of threads.
+                shuffled
+                    .sort_by_key(|&m| splitmix(seed ^ self.item_ids[movers[m] as usize] as u64));
+                let mut stuck = Vec::new();
+                for m in shuffled {
+                    if !cands[m].iter().any(|&c| place(m, c)) {
+                        stuck.push(movers[m]);
+                    }
+                }
+                result.unresolved = stuck;
+            }
+        }
+        result
+    }
 }
 
 fn bits_of(k: usize) -> u32 {

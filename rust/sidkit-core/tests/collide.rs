@@ -1,6 +1,6 @@
 //! Collision grouping and reassignment on hand-worked cases.
 
-use sidkit_core::collide::{group_ranks, pack, reassign, MoveOrder};
+use sidkit_core::collide::{group_ranks, pack, reassign, suffix, MoveOrder};
 use sidkit_core::{Codebooks, Error};
 
 #[test]
@@ -8,12 +8,27 @@ fn ranks_inside_groups_by_cost_then_id() {
     // Rows: (0,1) x3, (1,0) x1, (0,0) x2.
     let codes = [0u16, 1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0];
     let ids = [10i64, 11, 12, 13, 14, 15];
-    let g = group_ranks(&codes, &[2, 2], &ids, None).unwrap();
+    let g = group_ranks(&codes, &[2, 2], Some(&ids), None).unwrap();
     assert_eq!(g.rank, vec![0, 0, 1, 0, 2, 1]);
     assert_eq!((g.groups, g.max_group, g.colliding_groups), (3, 3, 2));
     let cost = [0.5f32, 0.0, 0.1, 0.0, 0.2, 0.3];
-    let g = group_ranks(&codes, &[2, 2], &ids, Some(&cost)).unwrap();
+    let g = group_ranks(&codes, &[2, 2], Some(&ids), Some(&cost)).unwrap();
     assert_eq!(g.rank, vec![2, 0, 0, 0, 1, 1]);
+}
+
+#[test]
+fn suffix_appends_the_rank_and_respects_max_suffix() {
+    let codes = [1u16, 0, 1, 0, 0, 0];
+    let (out, g) = suffix(&codes, &[2, 2], None, None, None).unwrap();
+    assert_eq!(out, vec![1, 0, 0, 1, 0, 1, 0, 0, 0]);
+    assert_eq!(g.max_group, 2);
+    assert!(matches!(
+        suffix(&codes, &[2, 2], None, None, Some(1)),
+        Err(Error::Value {
+            arg: "max_suffix",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -27,22 +42,22 @@ fn packed_keys_order_like_tuples() {
 #[test]
 fn bad_tables_are_errors() {
     assert!(matches!(
-        group_ranks(&[0, 2], &[2], &[1, 2], None),
+        group_ranks(&[0, 2], &[2], Some(&[1, 2]), None),
         Err(Error::Value { arg: "codes", .. })
     ));
     assert!(matches!(
-        group_ranks(&[0, 1], &[2], &[1, 1], None),
+        group_ranks(&[0, 1], &[2], Some(&[1, 1]), None),
         Err(Error::Value {
             arg: "item_ids",
             ..
         })
     ));
     assert!(matches!(
-        group_ranks(&[0, 1, 1], &[2], &[1, 2], None),
+        group_ranks(&[0, 1, 1], &[2], Some(&[1, 2]), None),
         Err(Error::Shape { arg: "codes", .. })
     ));
     assert!(matches!(
-        group_ranks(&[0, 1], &[2], &[1, 2], Some(&[0.0, f32::NAN])),
+        group_ranks(&[0, 1], &[2], Some(&[1, 2]), Some(&[0.0, f32::NAN])),
         Err(Error::NonFinite { arg: "cost", .. })
     ));
 }

@@ -1,7 +1,7 @@
 //! Collision grouping and fixed-length reassignment.
 
 use numpy::{
-    IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
@@ -21,17 +21,7 @@ fn slice1<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray1<'_, T>) -> P
     })
 }
 
-/// Ranks items inside groups of equal codes (N, L) uint16, by `cost` (N,) float32 when given,
-/// then item id (N,) int64. Returns (rank (N,) uint32, groups, max_group, colliding_groups).
-#[pyfunction]
-#[pyo3(signature = (codes, sizes, item_ids, cost = None))]
-pub fn group_ranks<'py>(
-    py: Python<'py>,
-    codes: PyReadonlyArray2<'py, u16>,
-    sizes: Vec<usize>,
-    item_ids: PyReadonlyArray1<'py, i64>,
-    cost: Option<PyReadonlyArray1<'py, f32>>,
-) -> PyResult<(Bound<'py, PyArray1<u32>>, usize, usize, usize)> {
+fn check_levels(codes: &PyReadonlyArray2<'_, u16>, sizes: &[usize]) -> PyResult<()> {
     if codes.shape()[1] != sizes.len() {
         return Err(PyValueError::new_err(format!(
             "codes: expected shape (N, {}), got {:?}",
@@ -39,7 +29,27 @@ pub fn group_ranks<'py>(
             codes.shape()
         )));
     }
-    let (c, ids) = (slice("codes", &codes)?, slice1("item_ids", &item_ids)?);
+    Ok(())
+}
+
+/// Ranks items inside groups of equal codes (N, L) uint16, by `cost` (N,) float32 when given,
+/// then item id (N,) int64 (`None`: the row index). Returns (rank (N,) uint32, groups,
+/// max_group, colliding_groups).
+#[pyfunction]
+#[pyo3(signature = (codes, sizes, item_ids = None, cost = None))]
+pub fn group_ranks<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray2<'py, u16>,
+    sizes: Vec<usize>,
+    item_ids: Option<PyReadonlyArray1<'py, i64>>,
+    cost: Option<PyReadonlyArray1<'py, f32>>,
+) -> PyResult<(Bound<'py, PyArray1<u32>>, usize, usize, usize)> {
+    check_levels(&codes, &sizes)?;
+    let c = slice("codes", &codes)?;
+    let ids = item_ids
+        .as_ref()
+        .map(|a| slice1("item_ids", a))
+        .transpose()?;
     let cost = cost.as_ref().map(|a| slice1("cost", a)).transpose()?;
     let g = pool::run(py, || collide::group_ranks(c, &sizes, ids, cost))?.map_err(CoreError)?;
     Ok((
@@ -48,6 +58,34 @@ pub fn group_ranks<'py>(
         g.max_group,
         g.colliding_groups,
     ))
+}
+
+type SuffixResult<'py> = (Bound<'py, PyArray2<u16>>, usize, usize, usize);
+
+/// TIGER suffix resolution: codes (N, L) -> (codes (N, L + 1) uint16 with each item's rank in
+/// its collision group appended, groups, max_group, colliding_groups).
+#[pyfunction]
+#[pyo3(signature = (codes, sizes, item_ids = None, cost = None, max_suffix = None))]
+pub fn suffix<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray2<'py, u16>,
+    sizes: Vec<usize>,
+    item_ids: Option<PyReadonlyArray1<'py, i64>>,
+    cost: Option<PyReadonlyArray1<'py, f32>>,
+    max_suffix: Option<usize>,
+) -> PyResult<SuffixResult<'py>> {
+    check_levels(&codes, &sizes)?;
+    let c = slice("codes", &codes)?;
+    let ids = item_ids
+        .as_ref()
+        .map(|a| slice1("item_ids", a))
+        .transpose()?;
+    let cost = cost.as_ref().map(|a| slice1("cost", a)).transpose()?;
+    let (out, g) =
+        pool::run(py, || collide::suffix(c, &sizes, ids, cost, max_suffix))?.map_err(CoreError)?;
+    let n = codes.shape()[0];
+    let out = out.into_pyarray(py).reshape([n, sizes.len() + 1])?;
+    Ok((out, g.groups, g.max_group, g.colliding_groups))
 }
 
 /// Fixed-length reassignment; returns a dict with `codes` (N, L) uint16, `moved` and
