@@ -82,3 +82,25 @@ def test_demo_real_data(amazon_dir, capsys, tmp_path):
 def test_demo_reports_missing_data(tmp_path, capsys):
     assert main(["demo", "--data", str(tmp_path), "--quiet"]) == 2
     assert "Beauty.txt" in capsys.readouterr().err
+
+
+def test_resolve_cli_round_trip(tmp_path, capsys):
+    x = synthetic_catalog(3000, 16, (8, 4), seed=3)
+    cb = sk.RQKMeans(2, 8, iters=5, verbose=False).fit(x)
+    codes = cb.encode(x)
+    np.save(tmp_path / "codes.npy", codes)
+    np.save(tmp_path / "x.npy", x)
+    cb.save(tmp_path / "cb.npz")
+    out = tmp_path / "sids.parquet"
+    assert main(["resolve", str(tmp_path / "codes.npy"), "--out", str(out)]) == 0
+    assert "colliding_groups" in capsys.readouterr().out
+    table = sk.SidTable.from_parquet(out)
+    np.testing.assert_array_equal(table.codes[:, :2], codes)
+    args = ["resolve", str(out), "--out", str(tmp_path / "r.parquet"), "--method", "reassign"]
+    assert main([*args, "--embeddings", str(tmp_path / "x.npy"), "--codebooks", str(tmp_path / "cb.npz")]) == 2
+    assert "sizes: expected 3 level sizes" in capsys.readouterr().err  # the table has 3 levels, cb 2
+    assert (
+        main(["resolve", str(tmp_path / "codes.npy"), "--out", str(tmp_path / "r.parquet"), "--method", "reassign"])
+        == 2
+    )
+    assert "--embeddings, --codebooks" in capsys.readouterr().err

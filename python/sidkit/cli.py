@@ -59,6 +59,13 @@ def demo(args: argparse.Namespace) -> int:
         codes, err = cb.encode(emb, return_errors=True)
     with t(f"encode beam={args.beam}"):
         codes_b, err_b = cb.encode(emb, beam=args.beam, return_errors=True)
+    with t("resolve collisions (suffix)"):
+        table = sk.resolve(codes, embeddings=emb, codebooks=cb)
+    with t("resolve collisions (reassign)"):
+        try:
+            fixed = sk.resolve(codes, "reassign", embeddings=emb, codebooks=cb)
+        except ValueError as e:  # a catalog too large for the code space
+            fixed, fixed_error = None, str(e)
     total = float((emb.astype(np.float64) ** 2).sum())
     print(f"\n{'stage':<44}{'seconds':>10}")
     for name, sec in t.rows:
@@ -72,12 +79,62 @@ def demo(args: argparse.Namespace) -> int:
             f"(collision rate {s['collision_rate']:.1%}), largest collision group {s['max_group']}, "
             f"relative reconstruction error {rel:.4f}"
         )
+    r = table.report
+    print(
+        f"  suffix: {len(table):,} unique SIDs of {table.levels} levels {table.sizes} "
+        f"({r['colliding_groups']:,} collision groups, extra level size {r['suffix_size']})"
+    )
+    if fixed is not None:
+        r = fixed.report
+        print(
+            f"reassign: {len(fixed):,} unique SIDs of {fixed.levels} levels, {r['items_moved']:,} items moved, "
+            f"mean added squared error {r['mean_added_error']:.4g}"
+        )
+    else:
+        print(f"reassign: not possible here: {fixed_error}")
     if args.save:
         out = Path(args.save)
         out.mkdir(parents=True, exist_ok=True)
         cb.save(out / "codebooks.npz")
         np.save(out / "codes.npy", codes)
-        print(f"\nwrote {out / 'codebooks.npz'} and {out / 'codes.npy'}")
+        table.to_parquet(out / "sids.parquet")
+        print(f"\nwrote {out / 'codebooks.npz'}, {out / 'codes.npy'} and {out / 'sids.parquet'}")
+    return 0
+
+
+def resolve_cmd(args: argparse.Namespace) -> int:
+    import sidkit as sk
+
+    path = Path(args.codes)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path)
+        if "sid" in t.column_names:
+            codes = np.asarray(t.column("sid").combine_chunks().flatten()).reshape(len(t), -1)
+        else:
+            codes = np.stack([t.column(c).to_numpy() for c in t.column_names if c != "item_id"], 1)
+        item_ids = t.column("item_id").to_numpy() if "item_id" in t.column_names else None
+    else:
+        codes, item_ids = np.load(path), None
+        if args.item_ids:
+            item_ids = np.load(args.item_ids)
+    kwargs = {}
+    if args.method == "reassign" or args.embeddings:
+        if not (args.embeddings and args.codebooks):
+            raise ValueError("--embeddings, --codebooks: expected both (reassign needs them)")
+        kwargs = {"embeddings": np.load(args.embeddings), "codebooks": sk.Codebooks.load(args.codebooks)}
+    if args.method == "reassign":
+        kwargs.update(capacity=args.capacity, order=args.order)
+    elif args.max_suffix is not None:
+        kwargs["max_suffix"] = args.max_suffix
+    table = sk.resolve(codes, args.method, item_ids=item_ids, **kwargs)
+    table.to_parquet(args.out)
+    print(f"{table!r} -> {args.out}")
+    for key, value in table.report.items():
+        if key != "unresolved_rows":
+            shown = f"{value:.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+            print(f"  {key:<18} {shown}")
     return 0
 
 
@@ -99,9 +156,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
     p.add_argument("--save", help="directory to write codebooks.npz and codes.npy to")
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
+    r = sub.add_parser("resolve", help="make SIDs unique: codes (.npy/.parquet) in, a Parquet SID table out")
+    r.add_argument("codes", help="(N, L) integer codes: .npy, or Parquet with 'sid' (list) or one column per level")
+    r.add_argument("--out", required=True, help="output Parquet path")
+    r.add_argument("--method", choices=["suffix", "reassign"], default="suffix")
+    r.add_argument("--item-ids", help=".npy of (N,) item ids (default 0..N-1, or the 'item_id' column)")
+    r.add_argument("--embeddings", help=".npy of (N, D) embeddings (orders groups; needed by reassign)")
+    r.add_argument("--codebooks", help="codebooks file from Codebooks.save (needed by reassign)")
+    r.add_argument("--capacity", type=int, default=1, help="reassign: items allowed per SID")
+    r.add_argument("--order", choices=["knn", "random"], default="knn", help="reassign: move order")
+    r.add_argument("--max-suffix", type=int, help="suffix: fail if a group needs more suffix values")
     args = parser.parse_args(argv)
+    commands = {"demo": demo, "resolve": resolve_cmd}
     try:
-        return demo(args)
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"sidkit {args.command}: error: {e}", file=sys.stderr)
         return 2
