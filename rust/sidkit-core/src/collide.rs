@@ -7,6 +7,7 @@
 //! first `C` of each group and move the rest.
 
 use rayon::prelude::*;
+use voracious_radix_sort::RadixSort;
 
 use crate::error::{check_finite, Error, Result};
 
@@ -147,7 +148,9 @@ pub fn group_ranks(
                 .enumerate()
                 .map(|(i, &k)| (k << idx_bits) | i as u64)
                 .collect();
-            packed.par_sort_unstable();
+            // Radix sort (parallel LSD): sorting plain integers, so the result is the same for
+            // any thread count.
+            packed.voracious_mt_sort(rayon::current_num_threads().max(1));
             let mask = (1u64 << idx_bits) - 1;
             rank_sorted(
                 &packed,
