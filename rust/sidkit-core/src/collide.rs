@@ -143,11 +143,11 @@ pub fn group_ranks(
         // Fast path: ids in row order and no cost, so (key, row) packed in one u64 sorts into
         // (code tuple, item id) order.
         Some(keys) if cost.is_none() && in_order && key_bits(sizes) + idx_bits <= 64 => {
-            let mut packed: Vec<u64> = keys
-                .par_iter()
+            let mut packed: Vec<u64> = crate::alloc::with_capacity(n);
+            keys.par_iter()
                 .enumerate()
                 .map(|(i, &k)| (k << idx_bits) | i as u64)
-                .collect();
+                .collect_into_vec(&mut packed);
             // Radix sort (parallel LSD): sorting plain integers, so the result is the same for
             // any thread count.
             packed.voracious_mt_sort(rayon::current_num_threads().max(1));
@@ -203,7 +203,7 @@ fn rank_sorted<T: Sync>(
         .collect();
     cuts.push(n);
     cuts.dedup();
-    let mut rank = vec![0u32; n];
+    let mut rank = crate::alloc::filled(n, 0u32);
     let out = SharedSlice(rank.as_mut_ptr());
     let stats = cuts
         .par_windows(2)
@@ -265,7 +265,7 @@ pub fn suffix(
         ));
     }
     let levels = sizes.len();
-    let mut out = vec![0u16; g.rank.len() * (levels + 1)];
+    let mut out = crate::alloc::filled(g.rank.len() * (levels + 1), 0u16);
     out.par_chunks_mut(levels + 1)
         .zip(codes.par_chunks(levels))
         .zip(g.rank.par_iter())

@@ -61,8 +61,8 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
     let n = x.len() / d;
     let levels = cb.levels();
     let mut enc = Encoding {
-        codes: vec![0; n * levels],
-        errors: vec![0.0; n * levels],
+        codes: crate::alloc::filled(n * levels, 0),
+        errors: crate::alloc::filled(n * levels, 0.0),
     };
     // More beams than partial encodings at the second-to-last level change nothing.
     let beam = beam.min(
@@ -588,7 +588,7 @@ pub fn decode<C: Code>(cb: &Codebooks, codes: &[C]) -> Result<Vec<f32>> {
     check_codes(cb, codes)?;
     let (d, levels) = (cb.dim(), cb.levels());
     let n = codes.len() / levels;
-    let mut out = vec![0.0f32; n * d];
+    let mut out = crate::alloc::filled(n * d, 0.0f32);
     out.par_chunks_mut(TILE_ROWS * d)
         .zip(codes.par_chunks(TILE_ROWS * levels))
         .for_each(|(out, codes)| {
