@@ -1,0 +1,222 @@
+//! Trie-constrained beam search over SIDs, one level per step, for any model.
+//!
+//! The caller runs its model on the current beams and passes log-probabilities for the next
+//! level; the search keeps, per batch row, the `beam` best (beam, valid child) extensions by
+//! cumulative score — only children that exist in the trie are ever scored, so the cost is
+//! O(beams × children), never a sort over the vocabulary — and reports each new beam's code
+//! and parent (to reorder a KV cache).
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::trie::{Trie, NONE};
+
+#[derive(Debug, Clone)]
+pub struct BeamSearch {
+    batch: usize,
+    beam: usize,
+    step: usize,
+    depth: usize,
+    /// Trie node of every beam (`NONE` = no hypothesis), `batch * beam`.
+    node: Vec<u32>,
+    score: Vec<f32>,
+    parent: Vec<u32>,
+    /// Codes chosen so far, `batch * beam * depth` (only the first `step` per beam are set).
+    codes: Vec<u16>,
+}
+
+/// The best hypotheses of every batch row after the last step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// (batch, top_k) item ids, -1 where a row has fewer valid items.
+    pub items: Vec<i64>,
+    /// (batch, top_k) cumulative log-probabilities, -inf where padded.
+    pub scores: Vec<f32>,
+    /// (batch, top_k, depth) codes, 0 where padded.
+    pub sids: Vec<u16>,
+}
+
+impl BeamSearch {
+    pub fn new(trie: &Trie, batch: usize, beam: usize) -> Result<Self> {
+        if beam == 0 {
+            return Err(Error::value("beam_width", "beam_width >= 1", 0));
+        }
+        if batch == 0 {
+            return Err(Error::value("batch_size", "batch_size >= 1", 0));
+        }
+        let depth = trie.depth();
+        let mut node = vec![NONE; batch * beam];
+        let mut score = vec![f32::NEG_INFINITY; batch * beam];
+        // One live hypothesis per row at the start, so no duplicates ever arise.
+        for b in 0..batch {
+            node[b * beam] = 0;
+            score[b * beam] = 0.0;
+        }
+        let parent = (0..(batch * beam) as u32).collect();
+        Ok(Self {
+            batch,
+            beam,
+            step: 0,
+            depth,
+            node,
+            score,
+            parent,
+            codes: vec![0; batch * beam * depth],
+        })
+    }
+
+    pub fn step_index(&self) -> usize {
+        self.step
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step == self.depth
+    }
+
+    /// Node of every beam (`NONE` for empty beams).
+    pub fn nodes(&self) -> &[u32] {
+        &self.node
+    }
+
+    pub fn scores(&self) -> &[f32] {
+        &self.score
+    }
+
+    /// For every beam, the beam of the previous step it extends.
+    pub fn parents(&self) -> &[u32] {
+        &self.parent
+    }
+
+    /// Codes chosen so far, (batch * beam, depth), valid up to the current step.
+    pub fn codes(&self) -> &[u16] {
+        &self.codes
+    }
+
+    /// Advances one level. `logp` is (batch * beam, width) row-major; the score of code `c` at
+    /// this level is `logp[row, offset + c]`. NaN scores count as -inf (never chosen).
+    pub fn step(&mut self, trie: &Trie, logp: &[f32], width: usize, offset: usize) -> Result<()> {
+        if self.step == self.depth {
+            return Err(Error::value(
+                "step",
+                format!("at most {} steps (the trie depth)", self.depth),
+                "a call after the last level; call finish()",
+            ));
+        }
+        let rows = self.batch * self.beam;
+        let k = trie.sizes()[self.step];
+        if logp.len() != rows * width {
+            return Err(Error::shape(
+                "logp",
+                format!("({rows}, {width}) = batch_size * beam_width rows"),
+                format!("{} values", logp.len()),
+            ));
+        }
+        if offset + k > width {
+            return Err(Error::shape(
+                "logp",
+                format!(
+                    "at least offset + K = {} columns at level {}",
+                    offset + k,
+                    self.step
+                ),
+                format!("{width} columns"),
+            ));
+        }
+        let (beam, depth, step) = (self.beam, self.depth, self.step);
+        let (node, score, codes) = (&self.node, &self.score, &self.codes);
+        // Per batch row, in parallel: (new node, score, parent, code) for each new beam.
+        let chosen: Vec<Vec<(u32, f32, u32, u16)>> = (0..self.batch)
+            .into_par_iter()
+            .map(|b| {
+                let mut cand: Vec<(f32, u32, u16, u32)> = Vec::new();
+                for p in b * beam..(b + 1) * beam {
+                    if node[p] == NONE {
+                        continue;
+                    }
+                    let kids = trie.children(node[p]);
+                    let row = &logp[p * width + offset..p * width + offset + k];
+                    for (v, &c) in kids.clone().zip(trie.codes_of(kids)) {
+                        let s = score[p] + row[c as usize];
+                        if s > f32::NEG_INFINITY {
+                            cand.push((s, p as u32, c, v));
+                        }
+                    }
+                }
+                // Best first; ties → lower parent beam, then lower code (deterministic).
+                let by = |a: &(f32, u32, u16, u32), b: &(f32, u32, u16, u32)| {
+                    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+                };
+                if cand.len() > beam {
+                    cand.select_nth_unstable_by(beam - 1, by);
+                    cand.truncate(beam);
+                }
+                cand.sort_unstable_by(by);
+                cand.into_iter().map(|(s, p, c, v)| (v, s, p, c)).collect()
+            })
+            .collect();
+        let mut new_codes = vec![0u16; codes.len()];
+        for (b, picks) in chosen.into_iter().enumerate() {
+            for slot in 0..beam {
+                let q = b * beam + slot;
+                match picks.get(slot) {
+                    Some(&(v, s, p, c)) => {
+                        let p = p as usize;
+                        new_codes[q * depth..q * depth + step]
+                            .copy_from_slice(&codes[p * depth..p * depth + step]);
+                        new_codes[q * depth + step] = c;
+                        self.node[q] = v;
+                        self.score[q] = s;
+                        self.parent[q] = p as u32;
+                    }
+                    None => {
+                        self.node[q] = NONE;
+                        self.score[q] = f32::NEG_INFINITY;
+                        self.parent[q] = q as u32;
+                    }
+                }
+            }
+        }
+        self.codes = new_codes;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// The `top_k` best items per batch row, after the last step.
+    pub fn finish(&self, trie: &Trie, top_k: usize) -> Result<Finished> {
+        if self.step != self.depth {
+            return Err(Error::value(
+                "finish",
+                format!("{} steps (the trie depth) first", self.depth),
+                format!("{} steps so far", self.step),
+            ));
+        }
+        let depth = self.depth;
+        let mut out = Finished {
+            items: vec![-1; self.batch * top_k],
+            scores: vec![f32::NEG_INFINITY; self.batch * top_k],
+            sids: vec![0; self.batch * top_k * depth],
+        };
+        for b in 0..self.batch {
+            let mut slot = 0;
+            // Beams are already sorted best first; a leaf with several items (duplicates)
+            // yields them in item id order.
+            'beams: for q in b * self.beam..(b + 1) * self.beam {
+                if self.node[q] == NONE {
+                    continue;
+                }
+                for &item in trie.items_of(self.node[q]) {
+                    if slot == top_k {
+                        break 'beams;
+                    }
+                    let o = b * top_k + slot;
+                    out.items[o] = item;
+                    out.scores[o] = self.score[q];
+                    out.sids[o * depth..(o + 1) * depth]
+                        .copy_from_slice(&self.codes[q * depth..(q + 1) * depth]);
+                    slot += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

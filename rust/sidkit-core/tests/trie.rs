@@ -1,0 +1,207 @@
+//! Trie and constrained beam search against brute-force references.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use sidkit_core::beam::BeamSearch;
+use sidkit_core::trie::{Trie, NONE};
+use sidkit_core::Error;
+use std::collections::BTreeMap;
+
+fn random_table(rng: &mut StdRng, n: usize, sizes: &[usize]) -> (Vec<u16>, Vec<i64>) {
+    let mut seen = BTreeMap::new();
+    while seen.len() < n {
+        let row: Vec<u16> = sizes
+            .iter()
+            .map(|&k| rng.random_range(0..k) as u16)
+            .collect();
+        let id = 1000 + seen.len() as i64 * 7;
+        seen.entry(row).or_insert(id);
+    }
+    let mut codes = Vec::new();
+    let mut ids = Vec::new();
+    // Shuffle the row order so the builder has to sort.
+    let mut rows: Vec<_> = seen.into_iter().collect();
+    for i in (1..rows.len()).rev() {
+        rows.swap(i, rng.random_range(0..=i));
+    }
+    for (row, id) in rows {
+        codes.extend(row);
+        ids.push(id);
+    }
+    (codes, ids)
+}
+
+#[test]
+fn walk_child_lookup_match_a_set() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let sizes = [5, 3, 7];
+    let (codes, ids) = random_table(&mut rng, 60, &sizes);
+    let trie = Trie::new(&codes, &sizes, &ids, false).unwrap();
+    assert_eq!((trie.depth(), trie.leaves(), trie.num_items()), (3, 60, 60));
+    let table: BTreeMap<Vec<u16>, i64> = codes
+        .chunks(3)
+        .map(|r| r.to_vec())
+        .zip(ids.iter().copied())
+        .collect();
+    for a in 0..5u16 {
+        for b in 0..3u16 {
+            for c in 0..7u16 {
+                let v = trie.walk(&[a, b, c]);
+                match table.get(&vec![a, b, c]) {
+                    Some(&id) => assert_eq!(trie.items_of(v), &[id]),
+                    None => assert_eq!(v, NONE),
+                }
+            }
+            // A 2-prefix is a node exactly when some SID starts with it.
+            let has = table.keys().any(|k| k[0] == a && k[1] == b);
+            assert_eq!(trie.walk(&[a, b]) != NONE, has);
+            if has {
+                let v = trie.walk(&[a, b]);
+                let kids: Vec<u16> = trie.codes_of(trie.children(v)).to_vec();
+                let want: Vec<u16> = table
+                    .keys()
+                    .filter(|k| k[0] == a && k[1] == b)
+                    .map(|k| k[2])
+                    .collect();
+                assert_eq!(kids, want);
+                assert_eq!(trie.node_depth(v), Some(2));
+            }
+        }
+    }
+    assert_eq!(trie.walk(&[]), 0);
+    assert_eq!(trie.child(NONE - 1, 0), NONE);
+}
+
+#[test]
+fn duplicates_need_permission() {
+    let codes = [1u16, 2, 1, 2, 0, 0];
+    assert!(matches!(
+        Trie::new(&codes, &[3, 3], &[5, 6, 7], false),
+        Err(Error::Value { arg: "codes", .. })
+    ));
+    let trie = Trie::new(&codes, &[3, 3], &[6, 5, 7], true).unwrap();
+    assert_eq!(trie.leaves(), 2);
+    assert_eq!(trie.items_of(trie.walk(&[1, 2])), &[5, 6]);
+}
+
+/// Score of every valid SID under per-level log-probs that depend on the prefix (a hash),
+/// like a real model's.
+fn logp_of(seed: u64, prefix: &[u16], code: u16) -> f32 {
+    let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for &c in prefix.iter().chain(std::iter::once(&code)) {
+        h = (h ^ c as u64).wrapping_mul(0x100_0000_01B3);
+        h ^= h >> 29;
+    }
+    -((h % 10_000) as f32) / 1000.0
+}
+
+#[test]
+fn beam_search_is_exact_when_wide_and_valid_always() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let sizes = [4usize, 6, 5];
+    for trial in 0..20 {
+        let n = rng.random_range(1..80);
+        let (codes, ids) = random_table(&mut rng, n, &sizes);
+        let trie = Trie::new(&codes, &sizes, &ids, false).unwrap();
+        let (batch, width) = (3, 8);
+        for beam in [1, 3, n] {
+            let mut search = BeamSearch::new(&trie, batch, beam).unwrap();
+            for t in 0..3 {
+                let rows = batch * beam;
+                let mut logp = vec![f32::NEG_INFINITY; rows * width];
+                for q in 0..rows {
+                    let prefix = &search.codes()[q * 3..q * 3 + t];
+                    for c in 0..sizes[t] as u16 {
+                        logp[q * width + 1 + c as usize] =
+                            logp_of((q / beam) as u64 * 31 + trial, prefix, c);
+                    }
+                }
+                search.step(&trie, &logp, width, 1).unwrap();
+            }
+            let out = search.finish(&trie, 5).unwrap();
+            for b in 0..batch {
+                let seed = b as u64 * 31 + trial;
+                // Exhaustive reference: every valid SID scored, best first, ties → SID order.
+                let mut all: Vec<(f32, Vec<u16>, i64)> = codes
+                    .chunks(3)
+                    .zip(&ids)
+                    .map(|(r, &id)| {
+                        let s = (0..3).map(|t| logp_of(seed, &r[..t], r[t])).sum::<f32>();
+                        (s, r.to_vec(), id)
+                    })
+                    .collect();
+                all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                for slot in 0..5 {
+                    let o = b * 5 + slot;
+                    let item = out.items[o];
+                    if item == -1 {
+                        // Padding only once the beams (or the valid SIDs) run out.
+                        assert!(
+                            slot >= beam.min(all.len()),
+                            "slot {slot} empty with beam {beam}"
+                        );
+                        assert_eq!(out.scores[o], f32::NEG_INFINITY);
+                        continue;
+                    }
+                    // Every returned SID is a valid one, with its item and true score.
+                    let sid = &out.sids[o * 3..o * 3 + 3];
+                    let Some((s, _, id)) = all.iter().find(|e| e.1 == sid) else {
+                        panic!(
+                            "invalid SID {sid:?} item {item} slot {slot} beam {beam} n {n} node {}",
+                            trie.walk(sid)
+                        );
+                    };
+                    assert_eq!(*id, item);
+                    assert!((s - out.scores[o]).abs() < 1e-4);
+                    if beam >= n {
+                        assert!(
+                            (all[slot].0 - out.scores[o]).abs() < 1e-4,
+                            "beam {beam} not exact"
+                        );
+                    }
+                }
+                // No SID twice.
+                let mut got: Vec<i64> = out.items[b * 5..b * 5 + 5]
+                    .iter()
+                    .copied()
+                    .filter(|&i| i >= 0)
+                    .collect();
+                got.sort();
+                got.dedup();
+                assert_eq!(
+                    got.len(),
+                    out.items[b * 5..b * 5 + 5]
+                        .iter()
+                        .filter(|&&i| i >= 0)
+                        .count()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn beam_search_bad_calls_are_errors() {
+    let trie = Trie::new(&[0u16, 1, 1, 0], &[2, 2], &[1, 2], false).unwrap();
+    assert!(BeamSearch::new(&trie, 1, 0).is_err());
+    let mut s = BeamSearch::new(&trie, 2, 2).unwrap();
+    assert!(matches!(
+        s.step(&trie, &[0.0; 7], 2, 0),
+        Err(Error::Shape { arg: "logp", .. })
+    ));
+    assert!(matches!(
+        s.step(&trie, &[0.0; 4], 1, 0),
+        Err(Error::Shape { arg: "logp", .. })
+    ));
+    assert!(matches!(
+        s.finish(&trie, 2),
+        Err(Error::Value { arg: "finish", .. })
+    ));
+    s.step(&trie, &[f32::NAN; 8], 2, 0).unwrap(); // NaN = -inf: nothing valid survives
+    assert!(s.nodes().iter().all(|&v| v == NONE));
+    s.step(&trie, &[0.0; 8], 2, 0).unwrap();
+    assert!(matches!(
+        s.step(&trie, &[0.0; 8], 2, 0),
+        Err(Error::Value { arg: "step", .. })
+    ));
+    assert_eq!(s.finish(&trie, 2).unwrap().items, vec![-1; 4]);
+}
