@@ -105,12 +105,12 @@ fn beam_search_is_exact_when_wide_and_valid_always() {
         let (batch, width) = (3, 8);
         for beam in [1, 3, n] {
             let mut search = BeamSearch::new(&trie, batch, beam).unwrap();
-            for t in 0..3 {
+            for (t, &k) in sizes.iter().enumerate() {
                 let rows = batch * beam;
                 let mut logp = vec![f32::NEG_INFINITY; rows * width];
                 for q in 0..rows {
                     let prefix = &search.codes()[q * 3..q * 3 + t];
-                    for c in 0..sizes[t] as u16 {
+                    for c in 0..k as u16 {
                         logp[q * width + 1 + c as usize] =
                             logp_of((q / beam) as u64 * 31 + trial, prefix, c);
                     }
