@@ -11,14 +11,20 @@ Quick start::
 from ._native import __version__, get_num_threads, set_num_threads
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 from .collisions import SidTable, resolve
+from .decode import BeamSearch, generate
 from .kmeans import RQKMeans, kmeans
+from .trie import TokenMap, Trie
 
 __all__ = [
     "MAX_CODEBOOK_SIZE",
+    "BeamSearch",
     "Codebooks",
     "RQKMeans",
     "SidTable",
+    "TokenMap",
+    "Trie",
     "__version__",
+    "generate",
     "get_num_threads",
     "kmeans",
     "resolve",

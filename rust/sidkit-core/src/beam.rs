@@ -65,6 +65,11 @@ impl BeamSearch {
         })
     }
 
+    /// The trie depth (codes per finished hypothesis).
+    pub fn depth_len(&self) -> usize {
+        self.depth
+    }
+
     pub fn step_index(&self) -> usize {
         self.step
     }

@@ -6,6 +6,7 @@ mod collide;
 mod errors;
 mod pool;
 mod rq;
+mod trie;
 
 use pyo3::prelude::*;
 
@@ -17,6 +18,8 @@ mod _native {
     use crate::pool::{get_num_threads, set_num_threads};
     #[pymodule_export]
     use crate::rq::{rq_decode, rq_encode};
+    #[pymodule_export]
+    use crate::trie::{PyBeamSearch, PyTrie};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

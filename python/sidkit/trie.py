@@ -1,0 +1,217 @@
+"""The token map and the prefix trie of valid SIDs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _native
+from ._arrays import to_numpy
+from .collisions import SidTable, _codes_u16, _item_ids, _sizes
+
+
+class TokenMap:
+    """The one mapping between (level, code) and model token ids.
+
+    Token of code ``c`` at level ``l`` is ``offset + sum(sizes[:l]) + c``: the first
+    ``offset`` ids are the model's special tokens (pad, eos, ...), then each level's codes.
+
+    Args:
+        sizes: codebook size per level (e.g. ``table.sizes``).
+        offset: number of special tokens before the first SID token.
+    """
+
+    def __init__(self, sizes: Sequence[int], offset: int = 0) -> None:
+        self.sizes = tuple(int(k) for k in sizes)
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"sizes: expected at least one level of size >= 1, got {self.sizes}")
+        if offset < 0:
+            raise ValueError(f"offset: expected >= 0, got {offset}")
+        self.offset = int(offset)
+        self.starts = tuple(self.offset + int(s) for s in np.concatenate(([0], np.cumsum(self.sizes)[:-1])))
+
+    @property
+    def levels(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def vocab_size(self) -> int:
+        """Special tokens plus every level's codes."""
+        return self.offset + sum(self.sizes)
+
+    def to_tokens(self, codes: Any) -> np.ndarray:
+        """(N, t) codes of the first t levels -> (N, t) int64 token ids."""
+        c = to_numpy(codes, "codes")
+        if c.ndim != 2 or c.shape[1] > self.levels or c.dtype.kind not in "iu":
+            raise ValueError(f"codes: expected an integer (N, t <= {self.levels}) array, got {c.dtype} {c.shape}")
+        c = c.astype(np.int64)
+        t = c.shape[1]
+        if c.size and ((c < 0).any() or (c >= np.array(self.sizes[:t])).any()):
+            raise ValueError(f"codes: expected codes below the level sizes {self.sizes[:t]}")
+        return c + np.array(self.starts[:t], dtype=np.int64)
+
+    def to_codes(self, tokens: Any) -> np.ndarray:
+        """(N, t) token ids of the first t levels -> (N, t) uint16 codes; raises on a token
+        that is not a code of its level."""
+        tok = to_numpy(tokens, "tokens")
+        if tok.ndim != 2 or tok.shape[1] > self.levels or tok.dtype.kind not in "iu":
+            raise ValueError(f"tokens: expected an integer (N, t <= {self.levels}) array, got {tok.dtype} {tok.shape}")
+        t = tok.shape[1]
+        c = tok.astype(np.int64) - np.array(self.starts[:t], dtype=np.int64)
+        if c.size and ((c < 0).any() or (c >= np.array(self.sizes[:t])).any()):
+            raise ValueError(
+                f"tokens: expected level l's tokens in [starts[l], starts[l] + sizes[l]), starts {self.starts[:t]}"
+            )
+        return c.astype(np.uint16)
+
+    def __repr__(self) -> str:
+        return f"TokenMap(sizes={self.sizes}, offset={self.offset}, vocab_size={self.vocab_size})"
+
+
+class Trie:
+    """A compact prefix trie of valid SIDs, built in Rust (sorted CSR arrays per depth).
+
+    ``Trie(codes, item_ids)`` or ``Trie.from_table(table)``. Node 0 is the root; every
+    navigation call is batched and takes/returns int64 node ids, -1 meaning "no node".
+
+    Args:
+        codes: (N, L) integer SIDs.
+        item_ids: (N,) int64; default ``arange(N)``.
+        sizes: codebook size per level; default ``codes.max(0) + 1``.
+        allow_duplicates: keep several items on one SID instead of raising.
+    """
+
+    def __init__(self, codes: Any, item_ids: Any = None, sizes: Any = None, allow_duplicates: bool = False) -> None:
+        c = _codes_u16(codes)
+        ids = _item_ids(item_ids, len(c))
+        k = _sizes(c, sizes, None)
+        try:
+            self._native = _native.Trie(c, list(k), ids, allow_duplicates)
+        except ValueError as e:
+            if "share a SID" in str(e):
+                raise ValueError(f"{e}; sidkit.resolve(codes, ...) makes SIDs unique") from None
+            raise
+
+    @classmethod
+    def from_table(cls, table: SidTable) -> Trie:
+        """The trie of a :class:`SidTable`'s SIDs (all of its levels)."""
+        return cls(table.codes, table.item_ids, table.sizes, allow_duplicates=table.capacity > 1)
+
+    @property
+    def depth(self) -> int:
+        return self._native.depth
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(self._native.sizes)
+
+    @property
+    def num_nodes(self) -> int:
+        return self._native.num_nodes
+
+    def __len__(self) -> int:
+        """Number of distinct SIDs."""
+        return self._native.num_leaves
+
+    def __repr__(self) -> str:
+        return f"Trie({len(self):,} SIDs, depth {self.depth}, {self.num_nodes:,} nodes)"
+
+    def lookup(self, codes: Any) -> np.ndarray:
+        """Item id of each full SID (B, L): (B,) int64, -1 where the SID is not in the trie."""
+        c, bad = self._query(codes, exact=True)
+        out = self._native.lookup(c)
+        out[bad] = -1
+        return out
+
+    def contains(self, codes: Any) -> np.ndarray:
+        """Whether each full SID (B, L) is in the trie: (B,) bool."""
+        return self.lookup(codes) >= 0
+
+    def walk(self, prefixes: Any) -> np.ndarray:
+        """Node reached by each prefix (B, t), t <= depth: (B,) int64, -1 where invalid."""
+        c, bad = self._query(prefixes, exact=False)
+        out = self._native.walk(c)
+        out[bad] = -1
+        return out
+
+    def children(self, node_ids: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Children of (B,) nodes as CSR: offsets (B + 1,) int64, codes uint16 and child node
+        ids int64 (children of ``node_ids[i]`` are ``[offsets[i], offsets[i + 1])``)."""
+        return self._native.children(self._nodes(node_ids))
+
+    def child(self, node_ids: Any, codes: Any) -> np.ndarray:
+        """The child of each node with the matching code: (B,) int64, -1 where none."""
+        nodes = self._nodes(node_ids)
+        c = to_numpy(codes, "codes")
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"codes: expected integers, got dtype {c.dtype}")
+        return self._native.child(nodes, np.ascontiguousarray(c.ravel(), dtype=np.int64))
+
+    def mask(self, node_ids: Any, vocab: int | None = None, token_map: TokenMap | None = None, out: Any = None) -> Any:
+        """Allowed next tokens of (B,) nodes as a (B, V) bool mask.
+
+        Without ``token_map``, columns are the codes of the next level (V = ``vocab`` or the
+        largest level size). With one, columns are token ids (V = ``token_map.vocab_size``) and
+        the nodes must all sit at one depth. ``out``: a (B, V) bool torch tensor to fill
+        (on any device) instead of returning a new numpy array.
+        """
+        nodes = self._nodes(node_ids)
+        offset = 0
+        if token_map is not None:
+            depths = {self._depth_of(v) for v in nodes.tolist() if v >= 0}
+            if len(depths) > 1:
+                raise ValueError(f"node_ids: expected nodes of one depth with a token_map, got depths {sorted(depths)}")
+            level = depths.pop() if depths else 0
+            offset = token_map.starts[min(level, token_map.levels - 1)]
+            vocab = token_map.vocab_size
+        if vocab is None:
+            vocab = max(self.sizes)
+        m = self._native.mask(nodes, int(vocab), offset)
+        if out is None:
+            return m
+        import torch
+
+        out.copy_(torch.from_numpy(m).to(out.device))
+        return out
+
+    def _depth_of(self, node: int) -> int:
+        # Nodes are numbered depth by depth: the depth is where the node id falls.
+        starts = self._depth_starts()
+        return int(np.searchsorted(starts, node, side="right") - 1)
+
+    def _depth_starts(self) -> np.ndarray:
+        if not hasattr(self, "_starts"):
+            # Walk the leftmost path: the first node of each depth is the first child of the
+            # first node of the depth above.
+            starts, v = [0], np.array([0])
+            for _ in range(self.depth):
+                offsets, _, ids = self.children(v)
+                starts.append(int(ids[0]) if len(ids) else starts[-1] + 1)
+                v = ids[:1]
+            self._starts = np.array(starts)
+        return self._starts
+
+    def _query(self, codes: Any, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Codes as uint16, and the rows holding a code no SID can have (negative, > 65535)."""
+        c = to_numpy(codes, "codes" if exact else "prefixes")
+        if c.ndim != 2:
+            raise ValueError(f"{'codes' if exact else 'prefixes'}: expected a 2-D array (B, t), got shape {c.shape}")
+        if exact and c.shape[1] != self.depth:
+            raise ValueError(f"codes: expected shape (B, {self.depth}), got {c.shape}")
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"codes: expected integers, got dtype {c.dtype}")
+        out_of_range = (c < 0) | (c > 65535)
+        bad = out_of_range.any(1)
+        c = np.where(out_of_range, 0, c)
+        return np.ascontiguousarray(c, dtype=np.uint16), bad
+
+    def _nodes(self, node_ids: Any) -> np.ndarray:
+        n = to_numpy(node_ids, "node_ids")
+        if n.dtype.kind not in "iu":
+            raise TypeError(f"node_ids: expected integers, got dtype {n.dtype}")
+        return np.ascontiguousarray(n.ravel(), dtype=np.int64)
+
+
+__all__ = ["TokenMap", "Trie"]

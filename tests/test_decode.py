@@ -1,0 +1,216 @@
+"""The SID trie and constrained beam search, against brute-force references."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import sidkit as sk
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+SIZES = (4, 5, 3)
+
+
+def random_sids(rng: np.random.Generator, n: int, sizes=SIZES) -> np.ndarray:
+    every = np.array(list(itertools.product(*[range(k) for k in sizes])))
+    return every[rng.choice(len(every), size=n, replace=False)]
+
+
+def scorer(seed: int, sizes=SIZES):
+    """Deterministic prefix-dependent log-probs, like a model: logp(code | prefix)."""
+
+    def logp(prefix: tuple[int, ...], level: int) -> np.ndarray:
+        r = np.random.default_rng([seed, level, *prefix])
+        return np.log(r.dirichlet(np.ones(sizes[level]))).astype(np.float32)
+
+    return logp
+
+
+def exhaustive(sids: np.ndarray, ids: np.ndarray, logp) -> list[tuple[float, int]]:
+    scored = []
+    for row, item in zip(sids.tolist(), ids.tolist(), strict=True):
+        s = sum(float(logp(tuple(row[:t]), t)[row[t]]) for t in range(len(row)))
+        scored.append((s, item, tuple(row)))
+    scored.sort(key=lambda e: (-e[0], e[2]))
+    return [(s, i) for s, i, _ in scored]
+
+
+def test_trie_navigation_matches_a_set(rng):
+    sids = random_sids(rng, 25)
+    ids = rng.permutation(1000)[:25]
+    trie = sk.Trie(sids, ids, sizes=SIZES)
+    assert len(trie) == 25 and trie.depth == 3
+    every = np.array(list(itertools.product(*[range(k) for k in SIZES])))
+    table = {tuple(r): i for r, i in zip(sids.tolist(), ids.tolist(), strict=True)}
+    want = np.array([table.get(tuple(r), -1) for r in every.tolist()])
+    np.testing.assert_array_equal(trie.lookup(every), want)
+    np.testing.assert_array_equal(trie.contains(every), want >= 0)
+    prefixes = np.array(list(itertools.product(range(4), range(5))))
+    nodes = trie.walk(prefixes)
+    valid = {tuple(r[:2]) for r in sids.tolist()}
+    np.testing.assert_array_equal(nodes >= 0, [tuple(p) in valid for p in prefixes.tolist()])
+    offsets, codes, _ = trie.children(nodes)
+    for i, p in enumerate(prefixes.tolist()):
+        kids = sorted(r[2] for r in sids.tolist() if r[:2] == p)
+        assert codes[offsets[i] : offsets[i + 1]].tolist() == kids
+    mask = trie.mask(nodes, vocab=3)
+    for i, p in enumerate(prefixes.tolist()):
+        assert np.flatnonzero(mask[i]).tolist() == sorted(r[2] for r in sids.tolist() if r[:2] == p)
+    # child() agrees with walk() one level down.
+    np.testing.assert_array_equal(trie.child(trie.walk(sids[:, :2]), sids[:, 2]), trie.walk(sids))
+    assert trie.walk(np.zeros((2, 0), np.int64)).tolist() == [0, 0]
+    assert trie.lookup(np.array([[0, -1, 0], [0, 0, 70000]])).tolist() == [-1, -1]
+
+
+def test_trie_from_table_and_duplicates(rng):
+    codes = np.array([[0, 1], [0, 1], [1, 1]])
+    with pytest.raises(ValueError, match=r"share a SID.*sidkit.resolve"):
+        sk.Trie(codes)
+    table = sk.resolve(codes)
+    trie = sk.Trie.from_table(table)
+    assert trie.depth == 3 and len(trie) == 3
+    np.testing.assert_array_equal(trie.lookup(table.codes), table.item_ids)
+    dup = sk.Trie(codes, [7, 5, 6], allow_duplicates=True)
+    assert len(dup) == 2 and dup.lookup(np.array([[0, 1]])).tolist() == [5]
+
+
+def test_token_map():
+    tm = sk.TokenMap((4, 5, 3), offset=2)
+    assert tm.vocab_size == 14 and tm.starts == (2, 6, 11)
+    codes = np.array([[3, 4, 2], [0, 0, 0]])
+    tokens = tm.to_tokens(codes)
+    assert tokens.tolist() == [[5, 10, 13], [2, 6, 11]]
+    np.testing.assert_array_equal(tm.to_codes(tokens), codes)
+    with pytest.raises(ValueError, match="tokens"):
+        tm.to_codes(np.array([[6]]))  # a level-1 token at level 0
+    with pytest.raises(ValueError, match="codes"):
+        tm.to_tokens(np.array([[4]]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 60), st.integers(0, 2**31), st.sampled_from([1, 2, 7]))
+def test_beam_search_exact_when_wide_and_always_valid(n, seed, batch):
+    rng = np.random.default_rng(seed)
+    sids = random_sids(rng, n)
+    ids = rng.permutation(10**6)[:n]
+    trie = sk.Trie(sids, ids, sizes=SIZES)
+    valid = {tuple(r) for r in sids.tolist()}
+    for beam in (1, 4, n):
+
+        def step(tokens, parents, beam=beam):
+            rows = []
+            for q, prefix in enumerate(tokens.tolist()):
+                rows.append(scorer(seed + q // beam)(tuple(prefix), tokens.shape[1]))
+            return np.stack(rows)
+
+        top_k = min(beam, 5)
+        items, scores, got = sk.generate(step, trie, batch, beam, top_k=top_k)
+        for b in range(batch):
+            ref = exhaustive(sids, ids, scorer(seed + b))
+            live = items[b] >= 0
+            assert live.sum() == min(top_k, n, beam)
+            assert all(tuple(s) in valid for s in got[b][live].tolist())
+            assert len(set(items[b][live].tolist())) == live.sum()  # no duplicates
+            np.testing.assert_array_equal(trie.lookup(got[b][live]), items[b][live])
+            if beam >= n:  # exhaustive: exactly the best top_k
+                np.testing.assert_allclose(scores[b][live], [s for s, _ in ref[:top_k]], rtol=1e-5, atol=1e-5)
+
+
+def test_token_map_path_matches_code_path(rng):
+    sids = random_sids(rng, 30)
+    trie = sk.Trie(sids, sizes=SIZES)
+    tm = sk.TokenMap(SIZES, offset=3)
+
+    def by_code(tokens, parents):
+        return np.stack([scorer(1)(tuple(p), tokens.shape[1]) for p in tokens.tolist()])
+
+    def by_token(tokens, parents):
+        level = tokens.shape[1]
+        codes = tm.to_codes(tokens) if level else tokens
+        out = np.full((len(tokens), tm.vocab_size), -np.inf, np.float32)
+        out[:, tm.starts[level] : tm.starts[level] + SIZES[level]] = by_code(codes, parents)
+        return out
+
+    a = sk.generate(by_code, trie, 1, 6)
+    b = sk.generate(by_token, trie, 1, 6, token_map=tm)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_generate_with_a_tiny_torch_model(rng):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    sids = random_sids(rng, 40)
+    trie = sk.Trie(sids, sizes=SIZES)
+    tm = sk.TokenMap(SIZES, offset=1)
+    emb = torch.nn.Embedding(tm.vocab_size, 16)
+    rnn = torch.nn.GRU(16, 16, batch_first=True)
+    head = torch.nn.Linear(16, tm.vocab_size)
+
+    @torch.no_grad()
+    def step(tokens, parents):
+        x = torch.as_tensor(np.concatenate([np.zeros((len(tokens), 1), np.int64), tokens], 1))  # BOS = 0
+        h, _ = rnn(emb(x))
+        return torch.log_softmax(head(h[:, -1]), -1)
+
+    items, scores, got = sk.generate(step, trie, 4, 5, token_map=tm)
+    assert (items >= 0).all() and np.isfinite(scores).all()
+    assert trie.contains(got.reshape(-1, 3)).all()
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+
+
+def test_mask_fills_a_torch_tensor(rng):
+    torch = pytest.importorskip("torch")
+    trie = sk.Trie(random_sids(rng, 20), sizes=SIZES)
+    tm = sk.TokenMap(SIZES, offset=2)
+    nodes = trie.walk(np.array([[0], [1], [3]]))
+    out = torch.zeros((3, tm.vocab_size), dtype=torch.bool)
+    trie.mask(nodes, token_map=tm, out=out)
+    want = trie.mask(nodes, vocab=5)
+    np.testing.assert_array_equal(out.numpy()[:, tm.starts[1] : tm.starts[1] + 5], want)
+    assert not out.numpy()[:, : tm.starts[1]].any()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_beam_search_thread_count_independent(rng, threads):
+    sids = random_sids(rng, 50)
+    trie = sk.Trie(sids, sizes=SIZES)
+
+    def step(tokens, parents):
+        return np.stack([scorer(q % 7)(tuple(p), tokens.shape[1]) for q, p in enumerate(tokens.tolist())])
+
+    sk.set_num_threads(1)
+    want = sk.generate(step, trie, 8, 4)
+    sk.set_num_threads(threads)
+    got = sk.generate(step, trie, 8, 4)
+    for x, y in zip(want, got, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_bad_decoding_calls(rng):
+    trie = sk.Trie(random_sids(rng, 10), sizes=SIZES)
+    with pytest.raises(ValueError, match="beam_width: expected an int >= 1"):
+        sk.BeamSearch(trie, 2, 0)
+    with pytest.raises(ValueError, match="token_map: expected sizes"):
+        sk.BeamSearch(trie, 1, 2, token_map=sk.TokenMap((4, 4, 4)))
+    search = sk.BeamSearch(trie, 2, 3)
+    with pytest.raises(ValueError, match=r"logp: expected shape \(6, 4\) at level 0, got \(5, 4\)"):
+        search.step(np.zeros((5, 4), np.float32))
+    with pytest.raises(TypeError, match="logp: expected floating-point"):
+        search.step(np.zeros((6, 4), np.int64))
+    with pytest.raises(ValueError, match="finish"):
+        search.finish()
+    for level in range(3):
+        search.step(np.full((6, SIZES[level]), np.nan if level == 0 else 0.0, np.float32))
+    with pytest.raises(ValueError, match="step: expected at most 3 steps"):
+        search.step(np.zeros((6, 3), np.float32))
+    items, scores = search.finish()
+    assert (items == -1).all() and np.isneginf(scores).all()  # NaN = -inf: nothing was valid
+    with pytest.raises(ValueError, match="node_ids: expected node ids in"):
+        trie.children([10**6])
+    with pytest.raises(ValueError, match="prefixes: expected at most 3 codes"):
+        trie.walk(np.zeros((1, 4), np.int64))
+    with pytest.raises(ValueError, match=r"codes: expected shape \(B, 3\)"):
+        trie.lookup(np.zeros((1, 2), np.int64))
