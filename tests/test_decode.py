@@ -214,3 +214,22 @@ def test_bad_decoding_calls(rng):
         trie.walk(np.zeros((1, 4), np.int64))
     with pytest.raises(ValueError, match=r"codes: expected shape \(B, 3\)"):
         trie.lookup(np.zeros((1, 2), np.int64))
+
+
+def test_prefix_scorer_decodes_the_exact_top_items(rng):
+    from sidkit.retrieval import PrefixScorer
+
+    sids = random_sids(rng, 50)
+    table = sk.SidTable(np.arange(50), sids, SIZES)
+    scores = rng.standard_normal((3, 50)) * 3
+    scorer = PrefixScorer(table, scores)
+    beam = 50
+
+    def step(prefixes, parents):
+        return scorer.logp(np.repeat(np.arange(3), beam), prefixes)
+
+    items, logp, _ = sk.generate(step, sk.Trie.from_table(table), 3, beam, top_k=10)
+    np.testing.assert_array_equal(items, np.argsort(-scores, axis=1, kind="stable")[:, :10])
+    # The SID's log-prob is its item's softmax log-probability.
+    soft = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+    np.testing.assert_allclose(logp, np.take_along_axis(soft, items, 1), rtol=1e-4, atol=1e-4)

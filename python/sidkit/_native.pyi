@@ -1,11 +1,13 @@
 """Type stubs of the native extension (sidkit-py, built from rust/sidkit-py)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BeamSearch",
+    "Trie",
     "__version__",
     "get_num_threads",
     "group_ranks",
@@ -64,3 +66,57 @@ def suffix(
     max_suffix: int | None = None,
 ) -> tuple[npt.NDArray[np.uint16], int, int, int]:
     """Codes (N, L + 1) with each item's rank in its collision group appended; groups, max_group, colliding_groups."""
+
+@final
+class Trie:
+    """A compact prefix trie of valid SIDs (CSR arrays per depth)."""
+
+    def __new__(
+        cls,
+        codes: npt.NDArray[np.uint16],
+        sizes: list[int],
+        item_ids: npt.NDArray[np.int64],
+        allow_duplicates: bool = False,
+    ) -> Trie: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def sizes(self) -> list[int]: ...
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def num_leaves(self) -> int: ...
+    @property
+    def num_items(self) -> int: ...
+    def walk(self, prefixes: npt.NDArray[np.uint16]) -> npt.NDArray[np.int64]:
+        """Node ids (B,) reached by prefixes (B, t); -1 where invalid."""
+    def lookup(self, codes: npt.NDArray[np.uint16]) -> npt.NDArray[np.int64]:
+        """First item id on each full SID (B, L); -1 where absent."""
+    def items_of(self, sid: list[int]) -> list[int]:
+        """All items on one full SID."""
+    def children(
+        self, node_ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint16], npt.NDArray[np.int64]]:
+        """CSR children: offsets (B + 1,), codes, child node ids."""
+    def child(self, node_ids: npt.NDArray[np.int64], codes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The child of each node with each code; -1 where none."""
+    def mask(self, node_ids: npt.NDArray[np.int64], vocab: int, offset: int) -> npt.NDArray[np.bool_]:
+        """Boolean (B, vocab) mask of allowed next tokens (offset + code)."""
+
+@final
+class BeamSearch:
+    """Trie-constrained beam search state for one batch."""
+
+    def __new__(cls, trie: Trie, batch_size: int, beam_width: int) -> BeamSearch: ...
+    def step(self, logp: npt.NDArray[np.float32], offset: int) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int64]]:
+        """Advances one level; returns (codes, parents) of the new beams."""
+    @property
+    def step_index(self) -> int: ...
+    def codes(self) -> npt.NDArray[np.uint16]:
+        """(batch * beam, steps) codes chosen so far."""
+    def scores(self) -> npt.NDArray[np.float32]:
+        """Cumulative log-prob per beam."""
+    def nodes(self) -> npt.NDArray[np.int64]:
+        """Trie node per beam; -1 for empty beams."""
+    def finish(self, top_k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.uint16]]:
+        """(items (B, top_k), scores (B, top_k), sids (B, top_k, L))."""

@@ -172,13 +172,13 @@ impl PyTrie {
     fn children<'py>(
         &self,
         py: Python<'py>,
-        nodes: PyReadonlyArray1<'py, i64>,
+        node_ids: PyReadonlyArray1<'py, i64>,
     ) -> PyResult<(
         Bound<'py, PyArray1<i64>>,
         Bound<'py, PyArray1<u16>>,
         Bound<'py, PyArray1<i64>>,
     )> {
-        let nodes = self.nodes("node_ids", slice1("node_ids", &nodes)?)?;
+        let nodes = self.nodes("node_ids", slice1("node_ids", &node_ids)?)?;
         let mut offsets = Vec::with_capacity(nodes.len() + 1);
         let (mut codes, mut ids) = (Vec::new(), Vec::new());
         offsets.push(0i64);
@@ -201,10 +201,10 @@ impl PyTrie {
     fn child<'py>(
         &self,
         py: Python<'py>,
-        nodes: PyReadonlyArray1<'py, i64>,
+        node_ids: PyReadonlyArray1<'py, i64>,
         codes: PyReadonlyArray1<'py, i64>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let nodes = self.nodes("node_ids", slice1("node_ids", &nodes)?)?;
+        let nodes = self.nodes("node_ids", slice1("node_ids", &node_ids)?)?;
         let codes = slice1("codes", &codes)?;
         if codes.len() != nodes.len() {
             return Err(PyValueError::new_err(format!(
@@ -231,11 +231,11 @@ impl PyTrie {
     fn mask<'py>(
         &self,
         py: Python<'py>,
-        nodes: PyReadonlyArray1<'py, i64>,
+        node_ids: PyReadonlyArray1<'py, i64>,
         vocab: usize,
         offset: usize,
     ) -> PyResult<Bound<'py, PyArray2<bool>>> {
-        let nodes = self.nodes("node_ids", slice1("node_ids", &nodes)?)?;
+        let nodes = self.nodes("node_ids", slice1("node_ids", &node_ids)?)?;
         let trie = &self.inner;
         let mut mask = Array2::<bool>::from_elem((nodes.len(), vocab), false);
         for (row, &v) in mask.rows_mut().into_iter().zip(&nodes) {
