@@ -1,0 +1,93 @@
+"""The Hugging Face logits processor with a tiny randomly initialised T5 (no download)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import sidkit as sk
+from sidkit.hf import SidLogitsProcessor, logits_processor_list
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+SIZES = (6, 5, 4)
+
+
+@pytest.fixture
+def setup():
+    rng = np.random.default_rng(0)
+    every = np.array(list(itertools.product(*[range(k) for k in SIZES])))
+    sids = every[rng.choice(len(every), size=40, replace=False)]
+    trie = sk.Trie(sids, sizes=SIZES)
+    tm = sk.TokenMap(SIZES, offset=2)  # 0 = pad / decoder start, 1 = eos
+    torch.manual_seed(0)
+    config = transformers.T5Config(
+        vocab_size=tm.vocab_size,
+        d_model=32,
+        d_ff=64,
+        d_kv=16,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    model = transformers.T5ForConditionalGeneration(config).eval()
+    inputs = torch.randint(2, tm.vocab_size, (3, 7))
+    return trie, tm, model, inputs
+
+
+def hf_generate(model, inputs, processors, beams):
+    return model.generate(
+        inputs,
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=len(SIZES),
+        min_new_tokens=len(SIZES),
+        logits_processor=processors,
+        do_sample=False,
+        eos_token_id=None,
+        early_stopping=True,
+        output_scores=False,
+    )
+
+
+def test_t5_generate_yields_only_valid_sids(setup):
+    trie, tm, model, inputs = setup
+    out = hf_generate(model, inputs, logits_processor_list(trie, tm, start=1), beams=5)
+    sids = tm.to_codes(out[:, 1 : 1 + len(SIZES)].numpy())
+    assert trie.contains(sids).all()
+    # Without the processor the same model emits SIDs that match no item.
+    free = hf_generate(model, inputs, None, beams=5)[:, 1:].numpy()
+    ok = ((free - np.array(tm.starts) >= 0) & (free - np.array(tm.starts) < np.array(SIZES))).all(1)
+    codes = np.where(ok[:, None], free - np.array(tm.starts), 0)
+    assert not (ok & trie.contains(codes)).all()
+
+
+def test_t5_matches_sidkit_beam_search(setup):
+    trie, tm, model, inputs = setup
+    beams = 5
+    out = hf_generate(model, inputs, logits_processor_list(trie, tm, start=1), beams=beams)
+    hf_sids = tm.to_codes(out[:, 1 : 1 + len(SIZES)].numpy()).reshape(len(inputs), beams, -1)
+
+    @torch.no_grad()
+    def step(tokens, parents):
+        rows = len(tokens)
+        enc = inputs.repeat_interleave(beams, 0)[:rows]
+        dec = torch.as_tensor(np.concatenate([np.zeros((rows, 1), np.int64), tokens], 1))
+        return torch.log_softmax(model(input_ids=enc, decoder_input_ids=dec).logits[:, -1].float(), -1)
+
+    _, _, ours = sk.generate(step, trie, len(inputs), beams, token_map=tm)
+    for b in range(len(inputs)):
+        assert {tuple(s) for s in hf_sids[b].tolist()} == {tuple(s) for s in ours[b].tolist()}
+
+
+def test_processor_rejects_mismatched_maps(setup):
+    trie, *_ = setup
+    with pytest.raises(ValueError, match="token_map: expected sizes"):
+        SidLogitsProcessor(trie, sk.TokenMap((2, 2, 2)))
+    with pytest.raises(ValueError, match="start"):
+        SidLogitsProcessor(trie, sk.TokenMap(SIZES), start=-1)
