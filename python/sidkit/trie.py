@@ -111,6 +111,11 @@ class Trie:
     def num_nodes(self) -> int:
         return self._native.num_nodes
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the trie's arrays, in bytes."""
+        return self._native.nbytes
+
     def __len__(self) -> int:
         """Number of distinct SIDs."""
         return self._native.num_leaves

@@ -177,6 +177,17 @@ impl Trie {
         self.items.len()
     }
 
+    /// Bytes held by the trie's arrays.
+    pub fn memory_bytes(&self) -> usize {
+        self.code.capacity() * 2
+            + (self.first_child.capacity()
+                + self.item_start.capacity()
+                + self.depth_start.capacity())
+                * 4
+            + self.items.capacity() * 8
+            + self.sizes.capacity() * std::mem::size_of::<usize>()
+    }
+
     /// Total node count, root included.
     pub fn num_nodes(&self) -> usize {
         self.code.len()

@@ -110,6 +110,12 @@ impl PyTrie {
         self.inner.num_items()
     }
 
+    /// Bytes held by the trie's arrays.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
     /// Node ids (B,) int64 reached by prefixes (B, t) uint16; -1 where invalid.
     fn walk<'py>(
         &self,
