@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, like_input, to_numpy, torch_device
+from ._arrays import as_code_matrix, as_float_matrix, atomic_path, like_input, to_numpy, torch_device
 
 MAX_CODEBOOK_SIZE = 65536
 """Largest codebook size per level: codes are uint16."""
@@ -145,19 +144,13 @@ class Codebooks:
             "meta": self.meta,
         }
         sizes = np.asarray(self.sizes, dtype=np.int64)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if path.suffix == ".safetensors":
-                    from safetensors.numpy import save
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            if path.suffix == ".safetensors":
+                from safetensors.numpy import save
 
-                    f.write(save({"codebooks": self.data, "sizes": sizes}, metadata={"sidkit": json.dumps(meta)}))
-                else:
-                    np.savez(f, codebooks=self.data, sizes=sizes, meta=np.array(json.dumps(meta)))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+                f.write(save({"codebooks": self.data, "sizes": sizes}, metadata={"sidkit": json.dumps(meta)}))
+            else:
+                np.savez(f, codebooks=self.data, sizes=sizes, meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Codebooks:

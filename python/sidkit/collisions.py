@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, to_numpy
+from ._arrays import as_code_matrix, as_float_matrix, atomic_path, to_numpy
 from .codebooks import Codebooks
 
 FORMAT = "sidkit.sidtable/1"
@@ -435,15 +433,8 @@ class SidTable:
         """Writes the table as Parquet (see :meth:`to_arrow` for the schema), atomically."""
         import pyarrow.parquet as pq
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(self.to_arrow(), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike[str]) -> SidTable:

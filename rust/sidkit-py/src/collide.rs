@@ -9,17 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sidkit_core::collide::{self, MoveOrder};
 
+use crate::arrays::{slice, slice1};
 use crate::errors::CoreError;
 use crate::pool;
-use crate::rq::{codebooks, slice};
-
-fn slice1<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{arg}: expected a C-contiguous array, got a strided one"
-        ))
-    })
-}
+use crate::rq::codebooks;
 
 fn check_levels(codes: &PyReadonlyArray2<'_, u16>, sizes: &[usize]) -> PyResult<()> {
     if codes.shape()[1] != sizes.len() {

@@ -2,6 +2,7 @@
 //! attached to the interpreter, the work runs detached (GIL released) on sidkit's rayon pool,
 //! and core errors become Python exceptions in one place (`errors.rs`).
 
+mod arrays;
 mod collide;
 mod errors;
 mod pool;

@@ -5,20 +5,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use sidkit_core::{Codebooks, Encoding};
 
+use crate::arrays::slice;
 use crate::errors::CoreError;
 use crate::pool;
-
-/// Borrows a C-contiguous array's data (the Python layer makes it contiguous first).
-pub(crate) fn slice<'a, T: numpy::Element>(
-    arg: &str,
-    a: &'a PyReadonlyArray2<'_, T>,
-) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{arg}: expected a C-contiguous array, got a strided one"
-        ))
-    })
-}
 
 pub(crate) fn codebooks<'a>(
     data: &'a PyReadonlyArray2<'_, f32>,

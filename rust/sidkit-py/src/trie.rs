@@ -12,17 +12,9 @@ use pyo3::prelude::*;
 use sidkit_core::beam::BeamSearch;
 use sidkit_core::trie::{Trie, NONE};
 
+use crate::arrays::{slice, slice1};
 use crate::errors::CoreError;
 use crate::pool;
-use crate::rq::slice;
-
-fn slice1<'a, T: numpy::Element>(arg: &str, a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{arg}: expected a C-contiguous array, got a strided one"
-        ))
-    })
-}
 
 fn node_or_none(v: u32) -> i64 {
     if v == NONE {

@@ -1,0 +1,27 @@
+//! Borrowing numpy arrays' data (the Python layer makes inputs C-contiguous first).
+
+use numpy::{PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::PyResult;
+
+fn strided(arg: &str) -> pyo3::PyErr {
+    PyValueError::new_err(format!(
+        "{arg}: expected a C-contiguous array, got a strided one"
+    ))
+}
+
+/// The data of a C-contiguous 2-D array.
+pub fn slice<'a, T: numpy::Element>(
+    arg: &str,
+    a: &'a PyReadonlyArray2<'_, T>,
+) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|_| strided(arg))
+}
+
+/// The data of a C-contiguous 1-D array.
+pub fn slice1<'a, T: numpy::Element>(
+    arg: &str,
+    a: &'a PyReadonlyArray1<'_, T>,
+) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|_| strided(arg))
+}
