@@ -45,7 +45,8 @@ def as_float_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
         raise ValueError(f"{name}: expected a 2-D array {want}, got shape {a.shape}")
     if dim is not None and a.shape[1] != dim:
         raise ValueError(f"{name}: expected shape (N, {dim}), got {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, which the core rejects by name
+        return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def as_code_matrix(codes: Any, levels: int, name: str = "codes") -> np.ndarray:
