@@ -24,6 +24,17 @@ pub struct GroupRanks {
     pub colliding_groups: usize,
 }
 
+/// Summary of a grouping of code tuples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// Number of distinct code tuples.
+    pub groups: usize,
+    /// Size of the largest group.
+    pub max_group: usize,
+    /// Number of groups with more than one item.
+    pub colliding_groups: usize,
+}
+
 /// Checks `codes` ((n, L) row-major) against the level sizes and `item_ids` (`None`: the
 /// row indices) for length and uniqueness.
 pub fn check_table(codes: &[u16], sizes: &[usize], item_ids: Option<&[i64]>) -> Result<()> {
@@ -122,6 +133,32 @@ pub fn group_ranks(
     item_ids: Option<&[i64]>,
     cost: Option<&[f32]>,
 ) -> Result<GroupRanks> {
+    let n = codes.len() / sizes.len().max(1);
+    let mut rank = crate::alloc::filled(n, 0u32);
+    let out = SharedSlice(rank.as_mut_ptr());
+    // SAFETY: `rank_groups` calls `write` once per row < n (rows form a permutation).
+    let (groups, max_group, colliding_groups) =
+        rank_groups(codes, sizes, item_ids, cost, |row, r| unsafe {
+            out.write(row, r)
+        })?;
+    Ok(GroupRanks {
+        rank,
+        groups,
+        max_group,
+        colliding_groups,
+    })
+}
+
+/// The grouping of [`group_ranks`], calling `write(row, rank)` exactly once for every row
+/// (from several threads, for distinct rows) and returning (groups, max group, colliding
+/// groups).
+fn rank_groups(
+    codes: &[u16],
+    sizes: &[usize],
+    item_ids: Option<&[i64]>,
+    cost: Option<&[f32]>,
+    write: impl Fn(usize, u32) + Sync,
+) -> Result<(usize, usize, usize)> {
     check_table(codes, sizes, item_ids)?;
     let levels = sizes.len();
     let n = codes.len() / levels;
@@ -139,25 +176,27 @@ pub fn group_ranks(
     let in_order = item_ids.is_none_or(increasing);
     let idx_bits = bits_of(n.max(2));
     let cost_bits = |i: usize| cost.map_or(0, |c| ordered_bits(c[i]));
-    match pack(codes, sizes) {
-        // Fast path: ids in row order and no cost, so (key, row) packed in one u64 sorts into
-        // (code tuple, item id) order.
-        Some(keys) if cost.is_none() && in_order && key_bits(sizes) + idx_bits <= 64 => {
-            let mut packed: Vec<u64> = crate::alloc::with_capacity(n);
-            keys.par_iter()
-                .enumerate()
-                .map(|(i, &k)| (k << idx_bits) | i as u64)
-                .collect_into_vec(&mut packed);
-            // Radix sort (parallel LSD): sorting plain integers, so the result is the same for
-            // any thread count.
-            packed.voracious_mt_sort(rayon::current_num_threads().max(1));
-            let mask = (1u64 << idx_bits) - 1;
-            rank_sorted(
-                &packed,
-                |p| (p & mask) as usize,
-                |a, b| a >> idx_bits == b >> idx_bits,
-            )
-        }
+    if cost.is_none() && in_order && key_bits(sizes) + idx_bits <= 64 {
+        // Fast path: ids in row order and no cost, so (code tuple, row) packed in one u64
+        // sorts into (code tuple, item id) order; a parallel LSD radix sort of plain integers
+        // gives the same result for any thread count.
+        let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
+        let mut packed: Vec<u64> = crate::alloc::with_capacity(n);
+        codes
+            .par_chunks(levels)
+            .enumerate()
+            .map(|(i, row)| (pack_row(row, &bits) << idx_bits) | i as u64)
+            .collect_into_vec(&mut packed);
+        packed.voracious_mt_sort(rayon::current_num_threads().max(1));
+        let mask = (1u64 << idx_bits) - 1;
+        return Ok(rank_sorted(
+            &packed,
+            |p| (p & mask) as usize,
+            |a, b| a >> idx_bits == b >> idx_bits,
+            write,
+        ));
+    }
+    Ok(match pack(codes, sizes) {
         // Contiguous (key, cost, id, row) records: ids are unique, so the order is total and
         // an unstable parallel sort is the same for any thread count.
         Some(keys) => {
@@ -166,7 +205,7 @@ pub fn group_ranks(
                 .map(|i| (keys[i], cost_bits(i), id(i), i as u32))
                 .collect();
             recs.par_sort_unstable();
-            rank_sorted(&recs, |r| r.3 as usize, |a, b| a.0 == b.0)
+            rank_sorted(&recs, |r| r.3 as usize, |a, b| a.0 == b.0, write)
         }
         None => {
             let row = |i: u32| &codes[i as usize * levels..(i as usize + 1) * levels];
@@ -177,19 +216,21 @@ pub fn group_ranks(
                     .then(cost_bits(a as usize).cmp(&cost_bits(b as usize)))
                     .then(id(a as usize).cmp(&id(b as usize)))
             });
-            rank_sorted(&order, |&i| i as usize, |&a, &b| row(a) == row(b))
+            rank_sorted(&order, |&i| i as usize, |&a, &b| row(a) == row(b), write)
         }
-    }
+    })
 }
 
 /// Ranks inside groups of a sorted sequence: `row(s)` is the item of sorted entry `s`,
-/// `same(a, b)` whether adjacent entries share a group. Segments split at group boundaries
-/// are ranked in parallel; the result does not depend on the split.
+/// `same(a, b)` whether adjacent entries share a group, `write(row, rank)` stores a rank.
+/// Segments split at group boundaries are ranked in parallel; the result does not depend on
+/// the split. Returns (groups, max group, colliding groups).
 fn rank_sorted<T: Sync>(
     sorted: &[T],
     row: impl Fn(&T) -> usize + Sync,
     same: impl Fn(&T, &T) -> bool + Sync,
-) -> Result<GroupRanks> {
+    write: impl Fn(usize, u32) + Sync,
+) -> (usize, usize, usize) {
     let n = sorted.len();
     let parts = 64.min(n.max(1));
     let mut cuts: Vec<usize> = (0..parts)
@@ -203,10 +244,7 @@ fn rank_sorted<T: Sync>(
         .collect();
     cuts.push(n);
     cuts.dedup();
-    let mut rank = crate::alloc::filled(n, 0u32);
-    let out = SharedSlice(rank.as_mut_ptr());
-    let stats = cuts
-        .par_windows(2)
+    cuts.par_windows(2)
         .map(|w| {
             let (mut groups, mut max_group, mut colliding) = (0usize, 0usize, 0usize);
             let mut start = w[0];
@@ -216,9 +254,7 @@ fn rank_sorted<T: Sync>(
                     end += 1;
                 }
                 for (r, e) in sorted[start..end].iter().enumerate() {
-                    // SAFETY: `row` maps sorted entries to distinct rows < n (a permutation),
-                    // so no two writes alias and all are in bounds.
-                    unsafe { out.write(row(e), r as u32) };
+                    write(row(e), r as u32);
                 }
                 groups += 1;
                 max_group = max_group.max(end - start);
@@ -227,20 +263,16 @@ fn rank_sorted<T: Sync>(
             }
             (groups, max_group, colliding)
         })
-        .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1.max(b.1), a.2 + b.2));
-    Ok(GroupRanks {
-        rank,
-        groups: stats.0,
-        max_group: stats.1,
-        colliding_groups: stats.2,
-    })
+        .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1.max(b.1), a.2 + b.2))
 }
 
 /// A raw pointer for parallel writes to provably disjoint indices.
-struct SharedSlice(*mut u32);
-unsafe impl Sync for SharedSlice {}
-impl SharedSlice {
-    unsafe fn write(&self, i: usize, v: u32) {
+struct SharedSlice<T>(*mut T);
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
+impl<T> SharedSlice<T> {
+    /// # Safety
+    /// `i` must be in bounds and no other thread may access index `i` concurrently.
+    unsafe fn write(&self, i: usize, v: T) {
         *self.0.add(i) = v;
     }
 }
@@ -254,25 +286,36 @@ pub fn suffix(
     item_ids: Option<&[i64]>,
     cost: Option<&[f32]>,
     max_suffix: Option<usize>,
-) -> Result<(Vec<u16>, GroupRanks)> {
-    let g = group_ranks(codes, sizes, item_ids, cost)?;
+) -> Result<(Vec<u16>, Grouping)> {
+    let levels = sizes.len().max(1);
+    let n = codes.len() / levels;
+    // The codes, each row followed by its rank, written straight into the output.
+    let mut out: Vec<u16> = crate::alloc::with_capacity(n * (levels + 1));
+    out.par_extend(
+        codes
+            .par_chunks(levels)
+            .flat_map_iter(|c| c.iter().copied().chain([0])),
+    );
+    let dst = SharedSlice(out.as_mut_ptr());
+    let stride = levels + 1;
+    // SAFETY: each row's rank is written once, at its own row's last column (< n * stride).
+    let (groups, max_group, colliding_groups) =
+        rank_groups(codes, sizes, item_ids, cost, |row, r| unsafe {
+            dst.write(row * stride + levels, r.min(u16::MAX as u32) as u16)
+        })?;
     let limit = max_suffix.unwrap_or(1 << 16).min(1 << 16);
-    if g.max_group > limit {
+    if max_group > limit {
         return Err(Error::value(
             "max_suffix",
             format!("every collision group to fit in {limit} suffix values"),
-            format!("a group of {} items", g.max_group),
+            format!("a group of {max_group} items"),
         ));
     }
-    let levels = sizes.len();
-    let mut out = crate::alloc::filled(g.rank.len() * (levels + 1), 0u16);
-    out.par_chunks_mut(levels + 1)
-        .zip(codes.par_chunks(levels))
-        .zip(g.rank.par_iter())
-        .for_each(|((o, c), &r)| {
-            o[..levels].copy_from_slice(c);
-            o[levels] = r as u16;
-        });
+    let g = Grouping {
+        groups,
+        max_group,
+        colliding_groups,
+    };
     Ok((out, g))
 }
 
