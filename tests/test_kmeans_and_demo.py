@@ -71,6 +71,7 @@ def test_demo_real_data(amazon_dir, capsys, tmp_path):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "12,101 items" in out and "22,363 users" in out
+    assert "valid SIDs 100.0%" in out and "embedding hit rate@30" in out
     codes = np.load(tmp_path / "codes.npy")
     cb = sk.Codebooks.load(tmp_path / "codebooks.npz")
     assert codes.shape == (12101, 3)

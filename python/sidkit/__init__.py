@@ -8,6 +8,7 @@ Quick start::
     recon = cb.decode(codes)                                  # (N, D) float32
 """
 
+from . import metrics
 from ._native import __version__, get_num_threads, set_num_threads
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 from .collisions import SidTable, resolve
@@ -27,6 +28,7 @@ __all__ = [
     "generate",
     "get_num_threads",
     "kmeans",
+    "metrics",
     "resolve",
     "set_num_threads",
 ]

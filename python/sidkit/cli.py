@@ -67,6 +67,11 @@ def demo(args: argparse.Namespace) -> int:
         except ValueError as e:  # a catalog too large for the code space
             fixed, fixed_error = None, str(e)
     decode_report = _decode_demo(sk, ds, emb, table, args, t) if args.data else None
+    from sidkit.metrics import report
+
+    with t("SID quality report"):
+        seqs = [s - 1 for s in ds.sequences] if args.data else None
+        quality = report(emb, codes, cb, sequences=seqs, seed=args.seed)
     total = float((emb.astype(np.float64) ** 2).sum())
     print(f"\n{'stage':<44}{'seconds':>10}")
     for name, sec in t.rows:
@@ -95,6 +100,18 @@ def demo(args: argparse.Namespace) -> int:
         print(f"reassign: not possible here: {fixed_error}")
     if decode_report:
         print(decode_report)
+    lv = ", ".join(f"{q['perplexity']:.0f}" for q in quality["levels"])
+    line = (
+        f" quality: code perplexity per level {lv}; prefix collision rate per depth "
+        f"{', '.join(f'{v:.1%}' for v in quality['prefix_collision_rate'])}; similarity-depth Spearman "
+        f"{quality['similarity_depth_spearman']:.3f}; neighbour recall@10 {quality['neighbour_recall@10']:.3f}"
+    )
+    if args.data:
+        line += (
+            f"; embedding hit rate@30 {quality['hit_rate@30']:.3f} raw vs "
+            f"{quality['hit_rate_quantised@30']:.3f} quantised"
+        )
+    print(line)
     if args.save:
         out = Path(args.save)
         out.mkdir(parents=True, exist_ok=True)

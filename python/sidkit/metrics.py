@@ -30,3 +30,173 @@ def collisions(codes: Any) -> dict[str, float | int]:
         "max_group": int(counts.max()),
         "mean_group": float(n / len(counts)),
     }
+
+
+def gini(counts: Any) -> float:
+    """Gini coefficient of non-negative counts: ``sum_ij |c_i - c_j| / (2 n^2 mean)``.
+
+    0 when all counts are equal, (n - 1) / n when one bin holds everything:
+    ``gini([1, 1, 1, 1]) == 0``, ``gini([0, 0, 0, 4]) == 0.75``.
+    """
+    c = np.sort(np.asarray(counts, dtype=np.float64).ravel())
+    if c.size == 0 or c.sum() == 0:
+        return 0.0
+    if (c < 0).any():
+        raise ValueError("counts: expected non-negative values")
+    n = c.size
+    return float(2.0 * np.sum(np.arange(1, n + 1) * c) / (n * c.sum()) - (n + 1) / n)
+
+
+def code_usage(codes: Any, sizes: Any) -> list[dict[str, float]]:
+    """Per level: ``utilisation`` (used codes / K), ``entropy`` (bits, of the code frequencies),
+    ``perplexity`` (2^entropy) and ``gini`` of items per code (unused codes count as 0)."""
+    c = to_numpy(codes, "codes")
+    out = []
+    for l, k in enumerate(sizes):
+        counts = np.bincount(np.asarray(c[:, l], dtype=np.int64), minlength=int(k)).astype(np.float64)
+        p = counts[counts > 0] / max(counts.sum(), 1)
+        h = float(-(p * np.log2(p)).sum())
+        out.append(
+            {"utilisation": float((counts > 0).mean()), "entropy": h, "perplexity": 2.0**h, "gini": gini(counts)}
+        )
+    return out
+
+
+def prefix_collision_rates(codes: Any) -> list[float]:
+    """For each depth d = 1..L: the share of items whose first d codes are shared with another
+    item (depth L is the SID collision rate)."""
+    c = to_numpy(codes, "codes")
+    rates = []
+    for d in range(1, c.shape[1] + 1):
+        _, inverse, counts = np.unique(c[:, :d], axis=0, return_inverse=True, return_counts=True)
+        rates.append(float((counts[inverse.ravel()] > 1).mean()) if len(c) else 0.0)
+    return rates
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def top_k_neighbours(x: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
+    """(N, k) int64: each row's k largest inner products among the other rows (itself
+    excluded), best first, by blocked matrix products."""
+    n = len(x)
+    k = min(k, n - 1)
+    out = np.empty((n, k), dtype=np.int64)
+    for s in range(0, n, block):
+        sims = x[s : s + block] @ x.T
+        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+        out[s : s + block] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def embedding_hit_rate(emb: np.ndarray, sequences: list[np.ndarray], k: int = 30, history: int = 20) -> float:
+    """FORGE's embedding hit rate (§4.2 / App. A.6): for each user sequence, the pair
+    (history = up to ``history`` items before the last, target = the last item) is a hit when
+    the target is among the top-``k`` inner-product neighbours (L2-normalised embeddings,
+    itself excluded) of any history item. Item ids in ``sequences`` are 0-based rows of ``emb``.
+    """
+    nbrs = top_k_neighbours(_unit(np.asarray(emb, dtype=np.float32)), k)
+    hits = pairs = 0
+    for seq in sequences:
+        if len(seq) < 2:
+            continue
+        pairs += 1
+        hits += bool((nbrs[seq[:-1][-history:]] == seq[-1]).any())
+    return hits / max(pairs, 1)
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (for Spearman's correlation)."""
+    order = np.argsort(a, kind="stable")
+    sorted_a = a[order]
+    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
+    ends = np.r_[starts[1:], len(a)]
+    avg = (starts + ends - 1) / 2.0
+    ranks = np.empty(len(a))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Spearman's rank correlation (Pearson correlation of tie-averaged ranks)."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def report(
+    x: Any,
+    codes: Any,
+    codebooks: Any = None,
+    *,
+    sizes: Any = None,
+    sequences: list[np.ndarray] | None = None,
+    k: int = 10,
+    hit_k: int = 30,
+    sample: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """SID quality without training a generative model.
+
+    Args:
+        x: (N, D) item embeddings; codes: (N, L) integer SIDs of the same items.
+        codebooks: their :class:`~sidkit.Codebooks` (adds reconstruction error, neighbour
+            recall and the quantised embedding hit rate).
+        sizes: codebook size per level (default: ``codebooks.sizes`` or ``codes.max(0) + 1``).
+        sequences: user sequences of 0-based item rows (adds the embedding hit rate).
+        k: neighbours for neighbour recall@k; hit_k: neighbours for the hit rate (FORGE: 30).
+        sample: items / pairs sampled for the pairwise metrics.
+
+    Returns:
+        A dict: ``collisions`` (see :func:`collisions`), ``prefix_collision_rate`` (per depth),
+        ``levels`` (per level utilisation, entropy, perplexity, gini), ``gini_items_per_sid``,
+        ``similarity_depth_spearman``, and with codebooks ``reconstruction_mse`` (per
+        dimension), ``relative_error`` (``sum ||x - x̂||² / sum ||x||²``),
+        ``neighbour_recall@k``; with sequences ``hit_rate@hit_k`` (raw embeddings) and, with
+        codebooks, ``hit_rate_quantised@hit_k``.
+    """
+    x = np.asarray(to_numpy(x, "x"), dtype=np.float32)
+    c = np.asarray(to_numpy(codes, "codes"))
+    if x.ndim != 2 or c.ndim != 2 or len(x) != len(c):
+        raise ValueError(f"x, codes: expected (N, D) and (N, L) with the same N, got {x.shape} and {c.shape}")
+    if sizes is None:
+        sizes = codebooks.sizes if codebooks is not None else tuple(int(m) + 1 for m in c.max(0))
+    rng = np.random.default_rng(seed)
+    _, sid_counts = np.unique(c, axis=0, return_counts=True)
+    out: dict[str, Any] = {
+        "items": len(c),
+        "collisions": collisions(c.astype(np.int64)),
+        "prefix_collision_rate": prefix_collision_rates(c),
+        "levels": code_usage(c, sizes),
+        "gini_items_per_sid": gini(sid_counts),
+    }
+    # Similarity-depth correlation over random pairs: cosine similarity vs shared prefix length.
+    m = min(sample * 10, len(c) * (len(c) - 1) // 2) if len(c) > 1 else 0
+    if m:
+        i, j = rng.integers(len(c), size=m), rng.integers(len(c), size=m)
+        keep = i != j
+        i, j = i[keep], j[keep]
+        u = _unit(x)
+        cos = np.einsum("ij,ij->i", u[i], u[j])
+        same = np.cumprod(c[i] == c[j], axis=1).sum(1)
+        out["similarity_depth_spearman"] = spearman(cos, same)
+    if codebooks is not None:
+        recon = np.asarray(codebooks.decode(c.astype(np.int64)), dtype=np.float32)
+        err = ((x.astype(np.float64) - recon) ** 2).sum()
+        out["reconstruction_mse"] = float(err / x.size)
+        out["relative_error"] = float(err / max((x.astype(np.float64) ** 2).sum(), 1e-300))
+        q = rng.choice(len(x), size=min(sample, len(x)), replace=False)
+        true = np.argsort(-(_unit(x)[q] @ _unit(x).T), axis=1)[:, 1 : k + 1]
+        approx = np.argsort(-(_unit(recon)[q] @ _unit(recon).T), axis=1)[:, 1 : k + 1]
+        out[f"neighbour_recall@{k}"] = float(
+            np.mean([len(set(a) & set(b)) / k for a, b in zip(true.tolist(), approx.tolist(), strict=True)])
+        )
+    if sequences is not None:
+        out[f"hit_rate@{hit_k}"] = embedding_hit_rate(x, sequences, hit_k)
+        if codebooks is not None:
+            out[f"hit_rate_quantised@{hit_k}"] = embedding_hit_rate(recon, sequences, hit_k)
+    return out

@@ -1,0 +1,73 @@
+"""SID quality metrics on hand-worked cases and against slow references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sidkit as sk
+from sidkit.metrics import (
+    code_usage,
+    embedding_hit_rate,
+    gini,
+    prefix_collision_rates,
+    report,
+    spearman,
+    top_k_neighbours,
+)
+
+
+def test_gini_hand_worked():
+    assert gini([1, 1, 1, 1]) == 0.0
+    assert gini([0, 0, 0, 4]) == pytest.approx(0.75)
+    assert gini([]) == 0.0 and gini([0, 0]) == 0.0
+    x = np.random.default_rng(0).integers(0, 50, 40)
+    slow = np.abs(x[:, None] - x[None, :]).sum() / (2 * len(x) ** 2 * x.mean())
+    assert gini(x) == pytest.approx(slow)
+
+
+def test_code_usage_and_prefix_collisions_hand_worked():
+    codes = np.array([[0, 0], [0, 1], [1, 1], [1, 1]])
+    levels = code_usage(codes, (4, 2))
+    assert levels[0] == {"utilisation": 0.5, "entropy": 1.0, "perplexity": 2.0, "gini": 0.5}
+    p = np.array([0.25, 0.75])
+    assert levels[1]["entropy"] == pytest.approx(-(p * np.log2(p)).sum())
+    assert prefix_collision_rates(codes) == [1.0, 0.5]
+
+
+def test_spearman_and_neighbours_against_references(rng):
+    a = rng.standard_normal(200)
+    assert spearman(a, np.exp(a)) == pytest.approx(1.0)
+    b = np.round(a + rng.standard_normal(200), 1)
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.array([np.mean(np.flatnonzero(np.sort(b) == v)) for v in b])  # tie-averaged ranks
+    assert spearman(a, b) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    nbrs = top_k_neighbours(x, 5, block=64)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    np.testing.assert_array_equal(nbrs, np.argsort(-sims, axis=1, kind="stable")[:, :5])
+
+
+def test_embedding_hit_rate_hand_worked():
+    # Items 0 and 1 point the same way, 2 and 3 another; k = 1 neighbour each.
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    seqs = [np.array([0, 1]), np.array([0, 2]), np.array([3, 0, 2]), np.array([1])]
+    # (0 -> 1) hit; (0 -> 2) miss; ([3, 0] -> 2) hit through 3; the 1-item sequence is skipped.
+    assert embedding_hit_rate(emb, seqs, k=1) == pytest.approx(2 / 3)
+
+
+def test_report_is_consistent(rng):
+    x = rng.standard_normal((1500, 16)).astype(np.float32)
+    cb = sk.RQKMeans(3, 8, iters=5, verbose=False).fit(x)
+    codes = cb.encode(x)
+    seqs = [rng.integers(0, 1500, size=5) for _ in range(200)]
+    r = report(x, codes, cb, sequences=seqs, k=10, hit_k=30, sample=300)
+    assert r["collisions"]["collision_rate"] == r["prefix_collision_rate"][-1]
+    assert r["prefix_collision_rate"] == sorted(r["prefix_collision_rate"], reverse=True)
+    _, err = cb.encode(x, return_errors=True)
+    assert r["relative_error"] == pytest.approx(err[:, -1].sum() / (x.astype(np.float64) ** 2).sum(), rel=1e-4)
+    assert 0 <= r["neighbour_recall@10"] <= 1 and 0 <= r["hit_rate@30"] <= 1
+    assert -1 <= r["similarity_depth_spearman"] <= 1
+    assert len(r["levels"]) == 3 and all(0 < lv["utilisation"] <= 1 for lv in r["levels"])
+    with pytest.raises(ValueError, match="x, codes"):
+        report(x[:10], codes)
