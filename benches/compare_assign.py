@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,18 +40,10 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SIDKI
 
 import numpy as np  # noqa: E402
 import sidkit as sk  # noqa: E402
+from _timing import best_time  # noqa: E402
 
 sk.set_num_threads(args.threads)
 skip = set(filter(None, args.skip.split(",")))
-
-
-def best_time(fn, repeat: int):
-    out, best = None, float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def make_problem(n: int, d: int, levels: int, k: int, seed: int = 0):

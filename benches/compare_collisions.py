@@ -15,19 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import sidkit as sk
-
-
-def best_time(fn, repeat: int):
-    out, best = None, float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+from _timing import best_time
 
 
 def clustered_codes(n: int, seed: int = 0) -> np.ndarray:
@@ -89,7 +80,7 @@ def main() -> int:
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((2000, 32)).astype(np.float32)
     x = centres[rng.integers(0, 2000, n)] + 0.5 * rng.standard_normal((n, 32), dtype=np.float32)
-    cb = sk.RQKMeans(3, 256, iters=5, verbose=False).fit(x[rng.choice(n, 50_000, replace=False)])
+    cb = sk.RQKMeans(3, 256, iters=5, verbose=False).fit(x[rng.choice(n, min(n, 50_000), replace=False)])
     codes = cb.encode(x)
     t_re, table = best_time(lambda: sk.resolve(codes, "reassign", embeddings=x, codebooks=cb), 1)
     rep = table.report

@@ -22,15 +22,7 @@ import tracemalloc
 
 import numpy as np
 import sidkit as sk
-
-
-def best(fn, repeat=3):
-    out, t_best = None, float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        t_best = min(t_best, time.perf_counter() - t)
-    return t_best, out
+from _timing import best_time
 
 
 def random_sids(n: int, sizes, seed=0) -> np.ndarray:
@@ -62,14 +54,14 @@ def main() -> int:
     sizes = (256, 256, 256, 16)
     codes = random_sids(n, sizes)
     lines = [f"threads {args.threads}", "", f"### (1) Trie build, {n:,} SIDs of 4 levels", ""]
-    t_sk, trie = best(lambda: sk.Trie(codes, sizes=sizes))
+    t_sk, trie = best_time(lambda: sk.Trie(codes, sizes=sizes))
     tracemalloc.start()
     t0 = time.perf_counter()
     d = dict_trie(codes)
     t_dict = time.perf_counter() - t0
     dict_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    t_dict = min(t_dict, best(lambda: dict_trie(codes), 2)[0])
+    t_dict = min(t_dict, best_time(lambda: dict_trie(codes), 2)[0])
     lines += [
         "| trie | build seconds | memory |",
         "|---|---:|---:|",
@@ -184,9 +176,11 @@ def t5_section(args, torch) -> list[str]:
         b = batch if beams == 20 else max(batch * 20 // beams, 1)  # similar beam count per call
         inputs = torch.randint(2, tm.vocab_size, (b, 50))
         run(inputs, beams)  # warm-up
-        t_free, _ = best(lambda inputs=inputs, beams=beams: run(inputs, beams), 2)
-        t_dict, _ = best(lambda inputs=inputs, beams=beams: run(inputs, beams, prefix_allowed_tokens_fn=allowed), 2)
-        t_proc, _ = best(lambda inputs=inputs, beams=beams: run(inputs, beams, logits_processor=proc), 2)
+        t_free, _ = best_time(lambda inputs=inputs, beams=beams: run(inputs, beams), 2)
+        t_dict, _ = best_time(
+            lambda inputs=inputs, beams=beams: run(inputs, beams, prefix_allowed_tokens_fn=allowed), 2
+        )
+        t_proc, _ = best_time(lambda inputs=inputs, beams=beams: run(inputs, beams, logits_processor=proc), 2)
         rows.append((beams, b, t_free, t_dict, t_proc))
         print(f"  t5 beams {beams}: free {t_free:.2f} dict {t_dict:.2f} sidkit {t_proc:.2f}", file=sys.stderr)
     lines = [
