@@ -105,3 +105,41 @@ def test_resolve_cli_round_trip(tmp_path, capsys):
         == 2
     )
     assert "--embeddings, --codebooks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", [7, 100])  # 100 > the 64 kept candidates: exercises the fallback scan
+def test_balanced_rq_kmeans_cluster_sizes(k):
+    x = synthetic_catalog(2003, 8, (4, 2), seed=4)  # few tight clusters: plain k-means is unbalanced
+    model = sk.RQKMeans(levels=2, codebook_size=k, iters=5, seed=0, verbose=False, balanced=True)
+    cb = model.fit(x)
+    assert cb.method == "balanced-rq-kmeans" and model.codes_.shape == (2003, 2)
+    for level in range(2):
+        counts = np.bincount(model.codes_[:, level], minlength=k)
+        assert counts.min() == 2003 // k and counts.max() == -(-2003 // k)
+    # The balanced codes reconstruct worse than nearest-codeword encoding, but not absurdly.
+    x64 = x.astype(np.float64)
+    balanced_err = ((x64 - cb.decode(model.codes_)) ** 2).sum()
+    nearest_err = ((x64 - cb.decode(cb.encode(x))) ** 2).sum()
+    assert nearest_err <= balanced_err < 10 * nearest_err + 1e-6
+    again = sk.RQKMeans(levels=2, codebook_size=k, iters=5, seed=0, verbose=False, balanced=True)
+    assert again.fit(x) == cb
+    np.testing.assert_array_equal(again.codes_, model.codes_)
+
+
+def test_balanced_assign_matches_a_slow_greedy(rng):
+    from sidkit import _native
+
+    x = rng.standard_normal((60, 3)).astype(np.float32)
+    c = rng.standard_normal((7, 3)).astype(np.float32)
+    labels, _ = _native.balanced_assign(c, x)
+    d = ((x[:, None, :].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1).astype(np.float32)
+    pairs = sorted((d[i, j], i, j) for i in range(60) for j in range(7))
+    want, load, big = np.full(60, -1), np.zeros(7, int), 60 % 7
+    for _, i, j in pairs:
+        if want[i] >= 0:
+            continue
+        if load[j] < 60 // 7 or (load[j] == 60 // 7 and big > 0):
+            big -= load[j] == 60 // 7
+            load[j] += 1
+            want[i] = j
+    np.testing.assert_array_equal(labels, want)

@@ -9,6 +9,7 @@ __all__ = [
     "BeamSearch",
     "Trie",
     "__version__",
+    "balanced_assign",
     "get_num_threads",
     "group_ranks",
     "reassign",
@@ -29,6 +30,11 @@ def rq_decode(
     data: npt.NDArray[np.float32], sizes: list[int], codes: npt.NDArray[np.uint16] | npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float32]:
     """Reconstruction (N, D) float32 of codes (N, L)."""
+
+def balanced_assign(
+    centroids: npt.NDArray[np.float32], x: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]]:
+    """Labels (N,) with every centroid holding floor(N/K) or ceil(N/K) points, and distances."""
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads sidkit uses (results do not depend on it)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _native
 from ._arrays import as_float_matrix
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 
@@ -34,7 +35,10 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return centres
 
 
-def _assign(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _assign(x: np.ndarray, centres: np.ndarray, balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    if balanced:
+        labels, dist = _native.balanced_assign(np.ascontiguousarray(centres, dtype=np.float32), x)
+        return labels.astype(np.int64), dist
     codes, errors = Codebooks(centres[None]).encode(x, return_errors=True)
     return codes[:, 0].astype(np.int64), errors[:, 0]
 
@@ -46,6 +50,7 @@ def kmeans(
     seed: int | np.random.Generator = 0,
     verbose: bool = False,
     desc: str = "k-means",
+    balanced: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Lloyd's k-means with k-means++ seeding.
 
@@ -54,15 +59,19 @@ def kmeans(
         k: number of clusters.
         iters: maximum Lloyd iterations (stops early when no assignment changes).
 
+        balanced: assign with capacities (every cluster gets floor(N/k) or ceil(N/k) points,
+            nearest (point, centre) pairs first) instead of to the nearest centre.
+
     Returns:
         centres (k, D) float32, labels (N,) int64, and the objective (sum of squared
-        distances) after each iteration, which never increases. Empty clusters are re-seeded
-        with the points of largest error, so no centre is ever left unused.
+        distances) after each iteration, which never increases in the unbalanced case (the
+        greedy balanced assignment is not optimal, so there it may wobble slightly). Empty
+        clusters are re-seeded with the points of largest error, so no centre is left unused.
     """
     rng = np.random.default_rng(seed)
     len(x)
     centres = _kmeans_pp(x, k, rng)
-    labels, errors = _assign(x, centres)
+    labels, errors = _assign(x, centres, balanced)
     history = [float(errors.sum(dtype=np.float64))]
     with _progress(iters, desc, verbose) as bar:
         for _ in range(iters):
@@ -77,7 +86,7 @@ def kmeans(
                 # Re-seed dead clusters with the worst-served points (largest error first).
                 worst = np.argsort(-errors, kind="stable")[: len(empty)]
                 centres[empty] = x[worst]
-            new_labels, errors = _assign(x, centres)
+            new_labels, errors = _assign(x, centres, balanced)
             history.append(float(errors.sum(dtype=np.float64)))
             bar.update(1)
             bar.set_postfix(sse=f"{history[-1]:.4g}")
@@ -96,8 +105,12 @@ class RQKMeans:
         iters: Lloyd iterations per level.
         seed: seed for k-means++ seeding; same inputs and seed give the same codebooks.
         verbose: show a progress bar per level.
+        balanced: OneRec's balanced RQ-KMeans: at every level each cluster gets floor(N/K) or
+            ceil(N/K) of the fitted items (a capacity-constrained assignment in Rust).
 
-    ``fit(x)`` returns :class:`Codebooks`; ``history_`` keeps each level's objective curve.
+    ``fit(x)`` returns :class:`Codebooks`; ``history_`` keeps each level's objective curve and
+    ``codes_`` the (N, L) uint16 codes of the fitted items (the balanced ones when
+    ``balanced``; ``Codebooks.encode`` always assigns to the nearest codeword).
     """
 
     def __init__(
@@ -107,6 +120,7 @@ class RQKMeans:
         iters: int = 20,
         seed: int = 0,
         verbose: bool = True,
+        balanced: bool = False,
     ) -> None:
         if levels < 1:
             raise ValueError(f"levels: expected >= 1, got {levels}")
@@ -115,8 +129,9 @@ class RQKMeans:
         if iters < 0:
             raise ValueError(f"iters: expected >= 0, got {iters}")
         self.levels, self.codebook_size, self.iters = levels, codebook_size, iters
-        self.seed, self.verbose = seed, verbose
+        self.seed, self.verbose, self.balanced = seed, verbose, balanced
         self.history_: list[list[float]] = []
+        self.codes_: np.ndarray | None = None
 
     def fit(self, x: Any) -> Codebooks:
         """Learns codebooks from (N, D) embeddings, N >= codebook_size."""
@@ -127,13 +142,16 @@ class RQKMeans:
             raise ValueError("x: expected finite values, got NaN or inf")
         rng = np.random.default_rng(self.seed)
         residual = x.copy()
-        levels, self.history_ = [], []
+        levels, codes, self.history_ = [], [], []
         for l in range(self.levels):
             centres, labels, history = kmeans(
-                residual, self.codebook_size, self.iters, rng, self.verbose, desc=f"level {l}"
+                residual, self.codebook_size, self.iters, rng, self.verbose, desc=f"level {l}", balanced=self.balanced
             )
             residual -= centres[labels]
             levels.append(centres)
+            codes.append(labels)
             self.history_.append(history)
-        meta = {"iters": self.iters, "seed": self.seed}
-        return Codebooks(np.stack(levels), method="rq-kmeans", meta=meta)
+        self.codes_ = np.stack(codes, 1).astype(np.uint16)
+        meta = {"iters": self.iters, "seed": self.seed, "balanced": self.balanced}
+        method = "balanced-rq-kmeans" if self.balanced else "rq-kmeans"
+        return Codebooks(np.stack(levels), method=method, meta=meta)

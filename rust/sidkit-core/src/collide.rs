@@ -653,7 +653,7 @@ fn bits_of(k: usize) -> u32 {
 }
 
 /// Bits of a float that order like the float (for use as an integer sort key).
-fn ordered_bits(f: f32) -> u32 {
+pub(crate) fn ordered_bits(f: f32) -> u32 {
     let b = f.to_bits();
     if b >> 31 == 1 {
         !b

@@ -16,6 +16,7 @@ pub mod collide;
 pub mod error;
 #[allow(clippy::needless_range_loop)]
 pub(crate) mod kernels;
+pub mod kmeans;
 pub mod rq;
 pub mod trie;
 

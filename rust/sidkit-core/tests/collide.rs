@@ -89,3 +89,23 @@ fn reassign_moves_to_the_nearest_free_code() {
     assert_eq!(r.codes[4..], [0, 0]);
     assert_eq!(r.moved, vec![0, 1]);
 }
+
+#[test]
+fn balanced_assignment_respects_capacity_and_prefers_near_centroids() {
+    use sidkit_core::kmeans::balanced_assign;
+    // 7 points on a line, 3 centroids at 0, 10, 20: capacities 3, 2, 2 (7 = 2·3 + 1).
+    let cb = Codebooks::new(vec![0.0, 10.0, 20.0], &[3], 1).unwrap();
+    let x = [0.0f32, 1.0, 2.0, 3.0, 4.0, 11.0, 19.0];
+    let (label, dist) = balanced_assign(&cb, 0, &x).unwrap();
+    let mut load = [0; 3];
+    label.iter().for_each(|&l| load[l as usize] += 1);
+    let mut sorted = load;
+    sorted.sort();
+    assert_eq!(sorted, [2, 2, 3]);
+    // Pairs go by distance: 0, 1, 2 fill centroid 0 (taking the one big slot); 4 reaches 10
+    // (36) before 3 does (49) and fills it with 11; 3 goes on to 20 (289).
+    assert_eq!(label, vec![0, 0, 0, 2, 1, 1, 2]);
+    assert_eq!(dist[3], 289.0);
+    let (empty, _) = balanced_assign(&cb, 0, &[]).unwrap();
+    assert!(empty.is_empty());
+}

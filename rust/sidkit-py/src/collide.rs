@@ -130,3 +130,29 @@ pub fn reassign<'py>(
     out.set_item("colliding_groups", r.groups.colliding_groups)?;
     Ok(out)
 }
+
+type LabelsAndDistances<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>);
+
+/// Balanced assignment of x (N, D) float32 to centroids (K, D) float32: every centroid gets
+/// floor(N/K) or ceil(N/K) points, nearest pairs first. Returns (labels (N,) uint32,
+/// squared distances (N,) float32).
+#[pyfunction]
+pub fn balanced_assign<'py>(
+    py: Python<'py>,
+    centroids: PyReadonlyArray2<'py, f32>,
+    x: PyReadonlyArray2<'py, f32>,
+) -> PyResult<LabelsAndDistances<'py>> {
+    let k = centroids.shape()[0];
+    let cb = codebooks(&centroids, &[k])?;
+    if x.shape()[1] != cb.dim() {
+        return Err(PyValueError::new_err(format!(
+            "x: expected shape (N, {}), got {:?}",
+            cb.dim(),
+            x.shape()
+        )));
+    }
+    let xs = slice("x", &x)?;
+    let (labels, dist) =
+        pool::run(py, || sidkit_core::kmeans::balanced_assign(&cb, 0, xs))?.map_err(CoreError)?;
+    Ok((labels.into_pyarray(py), dist.into_pyarray(py)))
+}

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use crate::collide::{group_ranks, reassign, suffix};
+    use crate::collide::{balanced_assign, group_ranks, reassign, suffix};
     #[pymodule_export]
     use crate::pool::{get_num_threads, set_num_threads};
     #[pymodule_export]
