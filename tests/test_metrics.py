@@ -71,3 +71,37 @@ def test_report_is_consistent(rng):
     assert len(r["levels"]) == 3 and all(0 < lv["utilisation"] <= 1 for lv in r["levels"])
     with pytest.raises(ValueError, match="x, codes"):
         report(x[:10], codes)
+
+
+def test_ranking_metrics_hand_worked():
+    from sidkit.metrics import ranking_metrics
+
+    ranked = np.array([[7, 1, 2], [1, 7, 2], [1, 2, 3], [-1, -1, 9]])
+    target = np.array([7, 7, 7, -1])
+    m = ranking_metrics(ranked, target, ks=(1, 2, 3))
+    assert m["recall@1"] == 0.25 and m["recall@2"] == 0.5 and m["recall@3"] == 0.5
+    assert m["ndcg@1"] == 0.25  # a hit at rank 1 scores 1
+    assert m["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 4)  # rank 2 scores 1/log2(3)
+    with pytest.raises(ValueError, match="ranked, target"):
+        ranking_metrics(ranked, target[:2])
+
+
+def test_leave_one_out_and_most_popular():
+    from sidkit.data import leave_one_out, most_popular
+
+    seqs = [np.array([1, 2, 3, 4, 5]), np.array([2, 3]), np.array([3, 2, 9])]
+    s = leave_one_out(seqs, max_history=2)
+    assert [t.tolist() for t in s.train] == [[1, 2, 3], [3]]
+    assert s.valid_target.tolist() == [4, 2] and s.test_target.tolist() == [5, 9]
+    assert [h.tolist() for h in s.test_history] == [[3, 4], [3, 2]]
+    assert [h.tolist() for h in s.valid_history] == [[2, 3], [3]]
+    assert most_popular(s.train, 2).tolist() == [3, 1]  # 3 twice; ties -> lower id
+
+
+def test_beauty_split_counts(amazon_dir):
+    from sidkit.data import leave_one_out, load_amazon
+
+    ds = load_amazon(amazon_dir)
+    s = leave_one_out(ds.sequences)
+    assert len(s.test_target) == 22363  # 5-core: every user has >= 5 items
+    assert sum(len(t) for t in s.train) == 198502 - 2 * 22363

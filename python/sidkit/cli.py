@@ -150,19 +150,17 @@ def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped
     valid = trie.contains(sids.reshape(-1, trie.depth))[items.ravel() >= 0].mean()
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(items.tolist(), exact.tolist(), strict=True)])
 
-    def recall_ndcg(ranked: np.ndarray) -> tuple[float, float]:
-        hit = ranked == target[:, None]
-        ranks = np.argmax(hit, 1)
-        found = hit.any(1)
-        return float(found.mean()), float(np.where(found, 1.0 / np.log2(ranks + 2), 0.0).mean())
+    from sidkit.data import leave_one_out, most_popular
+    from sidkit.metrics import ranking_metrics
 
-    r_dec, n_dec = recall_ndcg(items)
-    r_ex, n_ex = recall_ndcg(exact)
+    popular = np.tile(most_popular(leave_one_out(ds.sequences).train, 10) - 1, (len(users), 1))
+    dec, ex, pop = (ranking_metrics(r, target, ks=(10,)) for r in (items, exact, popular))
     return (
         f"  decode: {len(users):,} users, trie {len(trie):,} SIDs / {trie.num_nodes:,} nodes; valid SIDs "
         f"{valid:.1%}; overlap with exhaustive top-10 {overlap:.1%}\n"
-        f"          content-similarity scorer (no trained model), leave-one-out: Recall@10 {r_dec:.4f} "
-        f"NDCG@10 {n_dec:.4f} (exhaustive ranking: {r_ex:.4f} / {n_ex:.4f})"
+        f"          content-similarity scorer (no trained model), leave-one-out: Recall@10 "
+        f"{dec['recall@10']:.4f} NDCG@10 {dec['ndcg@10']:.4f} (exhaustive ranking: {ex['recall@10']:.4f} / "
+        f"{ex['ndcg@10']:.4f}; most popular: {pop['recall@10']:.4f} / {pop['ndcg@10']:.4f})"
     )
 
 

@@ -166,3 +166,37 @@ def synthetic_catalog(
         scale /= 2
     pick = rng.integers(len(centres), size=n)
     return (centres[pick] + scale * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@dataclass
+class Split:
+    """A leave-one-out split: per user, the training prefix and the two held-out items."""
+
+    train: list[np.ndarray]
+    valid_history: list[np.ndarray]
+    valid_target: np.ndarray
+    test_history: list[np.ndarray]
+    test_target: np.ndarray
+
+
+def leave_one_out(sequences: list[np.ndarray], max_history: int = 20) -> Split:
+    """TIGER/GRID protocol: the last item of each sequence is the test target, the second-last
+    the validation target, the rest the training sequence; histories are truncated to the
+    last ``max_history`` items. Users with fewer than 3 items are dropped."""
+    keep = [s for s in sequences if len(s) >= 3]
+    return Split(
+        train=[s[:-2] for s in keep],
+        valid_history=[s[:-2][-max_history:] for s in keep],
+        valid_target=np.array([s[-2] for s in keep], dtype=np.int64),
+        test_history=[s[:-1][-max_history:] for s in keep],
+        test_target=np.array([s[-1] for s in keep], dtype=np.int64),
+    )
+
+
+def most_popular(train: list[np.ndarray], k: int = 10) -> np.ndarray:
+    """The ``k`` most frequent items of the training sequences (ties → lower id): the
+    most-popular baseline every generative recommender must clearly beat."""
+    items = np.concatenate(train) if train else np.zeros(0, np.int64)
+    ids, counts = np.unique(items, return_counts=True)
+    order = np.lexsort((ids, -counts))
+    return ids[order[:k]]

@@ -200,3 +200,30 @@ def report(
         if codebooks is not None:
             out[f"hit_rate_quantised@{hit_k}"] = embedding_hit_rate(recon, sequences, hit_k)
     return out
+
+
+def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> dict[str, float]:
+    """Recall@k and NDCG@k of ranked item lists against one held-out target per row.
+
+    Args:
+        ranked: (B, K) item ids, best first (-1 = empty slot, never a hit).
+        target: (B,) the held-out item of each row.
+
+    With a single relevant item, Recall@k is the hit rate and NDCG@k is ``1 / log2(rank + 1)``
+    for a hit at 1-based ``rank <= k`` (1 at rank 1, ``1/log2(3)`` at rank 2), else 0.
+    """
+    r = np.asarray(to_numpy(ranked, "ranked"))
+    t = np.asarray(to_numpy(target, "target")).ravel()
+    if r.ndim != 2 or len(r) != len(t):
+        raise ValueError(f"ranked, target: expected (B, K) and (B,), got {r.shape} and {t.shape}")
+    hit = (r == t[:, None]) & (r >= 0)
+    found = hit.any(1)
+    rank = np.where(found, hit.argmax(1) + 1, np.iinfo(np.int64).max)
+    out = {}
+    for k in ks:
+        within = rank <= k
+        out[f"recall@{k}"] = float(within.mean()) if len(t) else 0.0
+        out[f"ndcg@{k}"] = (
+            float(np.where(within, 1.0 / np.log2(np.minimum(rank, k) + 1), 0.0).mean()) if len(t) else 0.0
+        )
+    return out
