@@ -143,3 +143,17 @@ def test_balanced_assign_matches_a_slow_greedy(rng):
             load[j] += 1
             want[i] = j
     np.testing.assert_array_equal(labels, want)
+
+
+def test_metrics_cli(tmp_path, capsys):
+    x = synthetic_catalog(2000, 16, (8, 4), seed=5)
+    cb = sk.RQKMeans(2, 16, iters=5, verbose=False).fit(x)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "codes.npy", cb.encode(x))
+    cb.save(tmp_path / "cb.npz")
+    assert (
+        main(["metrics", str(tmp_path / "x.npy"), str(tmp_path / "codes.npy"), "--codebooks", str(tmp_path / "cb.npz")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "collision rate, prefix depth 2" in out and "relative_error" in out and "level 1 perplexity" in out

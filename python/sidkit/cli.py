@@ -164,6 +164,34 @@ def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped
     )
 
 
+def metrics_cmd(args: argparse.Namespace) -> int:
+    import sidkit as sk
+    from sidkit.metrics import report
+
+    emb = np.load(args.embeddings)
+    codes = np.load(args.codes) if args.codes.endswith(".npy") else sk.SidTable.from_parquet(args.codes).codes
+    cb = sk.Codebooks.load(args.codebooks) if args.codebooks else None
+    seqs = None
+    if args.data:
+        from sidkit.data import load_amazon
+
+        seqs = [s - 1 for s in load_amazon(args.data, args.dataset).sequences]
+    r = report(emb, codes[:, : cb.levels] if cb is not None else codes, cb, sequences=seqs, k=args.k, seed=args.seed)
+    print(f"{'metric':<34}{'value':>12}")
+    for key, value in r["collisions"].items():
+        shown = f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+        print(f"{'collisions.' + key:<34}{shown:>12}")
+    for d, v in enumerate(r["prefix_collision_rate"], 1):
+        print(f"{f'collision rate, prefix depth {d}':<34}{v:>12.4f}")
+    for l, lv in enumerate(r["levels"]):
+        for key, value in lv.items():
+            print(f"{f'level {l} {key}':<34}{value:>12.4f}")
+    for key, value in r.items():
+        if isinstance(value, float):
+            print(f"{key:<34}{value:>12.4g}")
+    return 0
+
+
 def resolve_cmd(args: argparse.Namespace) -> int:
     import sidkit as sk
 
@@ -230,8 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--capacity", type=int, default=1, help="reassign: items allowed per SID")
     r.add_argument("--order", choices=["knn", "random"], default="knn", help="reassign: move order")
     r.add_argument("--max-suffix", type=int, help="suffix: fail if a group needs more suffix values")
+    m = sub.add_parser("metrics", help="SID quality report: embeddings + codes (+ codebooks, + sequences)")
+    m.add_argument("embeddings", help=".npy of (N, D) item embeddings")
+    m.add_argument("codes", help=".npy of (N, L) codes, or a SID table .parquet")
+    m.add_argument("--codebooks", help="codebooks file (adds reconstruction, neighbour recall, quantised hit rate)")
+    m.add_argument("--data", help="S3-Rec layout directory: its user sequences add the embedding hit rate")
+    m.add_argument("--dataset", default="Beauty")
+    m.add_argument("--k", type=int, default=10, help="neighbours for neighbour recall@k")
+    m.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    commands = {"demo": demo, "resolve": resolve_cmd}
+    commands = {"demo": demo, "resolve": resolve_cmd, "metrics": metrics_cmd}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:
