@@ -16,11 +16,21 @@ from .decode import BeamSearch, generate
 from .kmeans import RQKMeans, kmeans
 from .trie import TokenMap, Trie
 
+
+def __getattr__(name: str):  # torch stays optional: RQVAE is imported on first use
+    if name == "RQVAE":
+        from .rqvae import RQVAE
+
+        return RQVAE
+    raise AttributeError(f"module 'sidkit' has no attribute {name!r}")
+
+
 __all__ = [
     "MAX_CODEBOOK_SIZE",
     "BeamSearch",
     "Codebooks",
     "RQKMeans",
+    "RQVAE",
     "SidTable",
     "TokenMap",
     "Trie",
