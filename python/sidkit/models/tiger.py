@@ -1,0 +1,143 @@
+"""TIGER (Rajput et al., 2023): a T5 encoder-decoder that reads a user's history as SID tokens
+and generates the SID of the next item, decoded with sidkit's trie-constrained beam search.
+
+Vocabulary: ``[pad=0, eos=1, user-bucket tokens..., SID tokens...]`` — the SID tokens come
+from one :class:`~sidkit.TokenMap` (offset = 2 + user buckets), shared by the examples, the
+model and the decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..collisions import SidTable
+from ..decode import generate
+from ..trie import TokenMap, Trie
+
+PAD, EOS = 0, 1
+
+
+@dataclass
+class Examples:
+    """Tokenised (history -> next item) pairs: ``inputs`` (M, max_history * L + 1) int64 padded
+    on the left, ``targets`` (M, L) int64 SID tokens, ``items`` (M,) the next item ids."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    items: np.ndarray
+
+
+def make_examples(
+    histories: Sequence[np.ndarray],
+    targets: Sequence[int] | np.ndarray,
+    table: SidTable,
+    token_map: TokenMap,
+    max_history: int = 20,
+    users: Sequence[int] | None = None,
+    user_buckets: int = 0,
+) -> Examples:
+    """Tokenises histories of item ids (each item -> its SID tokens, oldest first, the last
+    ``max_history`` items), left-padded, with an optional hashed user token first."""
+    levels = table.levels
+    width = max_history * levels + 1
+    inputs = np.zeros((len(histories), width), dtype=np.int64)
+    for r, hist in enumerate(histories):
+        hist = np.asarray(hist)[-max_history:]
+        toks = token_map.to_tokens(table.sid(hist)).ravel() if len(hist) else np.zeros(0, np.int64)
+        inputs[r, width - len(toks) :] = toks
+        if user_buckets and users is not None:
+            inputs[r, width - len(toks) - 1] = 2 + (hash(int(users[r])) % user_buckets)
+    items = np.asarray(targets, dtype=np.int64)
+    return Examples(inputs, token_map.to_tokens(table.sid(items)), items)
+
+
+def sliding_window(train: Sequence[np.ndarray], min_history: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every prefix of every training sequence predicts its next item (TIGER/GRID's
+    augmentation): returns (histories, targets)."""
+    histories, targets = [], []
+    for seq in train:
+        for t in range(min_history, len(seq)):
+            histories.append(seq[:t])
+            targets.append(seq[t])
+    return histories, np.asarray(targets, dtype=np.int64)
+
+
+class TIGER(nn.Module):
+    """T5 over SID tokens. Defaults are the TIGER paper's: 4 + 4 layers, d_model 128, 6 heads
+    of 64, feed-forward 1024, dropout 0.1.
+
+    Args:
+        table: the SID table (its sizes define the token map).
+        user_buckets: hashed user-id tokens (0 = none; GRID found them to hurt).
+        seed: seed of the weight initialisation (the global torch RNG is left untouched).
+    """
+
+    def __init__(
+        self,
+        table: SidTable,
+        d_model: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 6,
+        d_kv: int = 64,
+        d_ff: int = 1024,
+        dropout: float = 0.1,
+        user_buckets: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        self.table = table
+        self.user_buckets = user_buckets
+        self.token_map = TokenMap(table.sizes, offset=2 + user_buckets)
+        self.trie = Trie.from_table(table)
+        config = T5Config(
+            vocab_size=self.token_map.vocab_size,
+            d_model=d_model,
+            d_kv=d_kv,
+            d_ff=d_ff,
+            num_layers=num_layers,
+            num_decoder_layers=num_layers,
+            num_heads=num_heads,
+            dropout_rate=dropout,
+            decoder_start_token_id=PAD,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            feed_forward_proj="relu",
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.t5 = T5ForConditionalGeneration(config)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the target SID tokens (B, L) given inputs (B, T)."""
+        return self.t5(input_ids=inputs, attention_mask=inputs != PAD, labels=targets).loss
+
+    @torch.no_grad()
+    def recommend(self, inputs: Any, beam_width: int = 20, top_k: int = 10, batch_size: int = 256) -> np.ndarray:
+        """Top-k item ids (B, top_k) for tokenised inputs (B, T), by constrained beam search
+        (only valid SIDs, hence only real items); -1 pads rows with fewer items."""
+        self.eval()
+        device = next(self.parameters()).device
+        inputs = torch.as_tensor(np.asarray(inputs), device=device)
+        out = []
+        for s in range(0, len(inputs), batch_size):
+            chunk = inputs[s : s + batch_size]
+            enc = self.t5.get_encoder()(input_ids=chunk, attention_mask=chunk != PAD).last_hidden_state
+            enc = enc.repeat_interleave(beam_width, 0)
+            mask = (chunk != PAD).repeat_interleave(beam_width, 0)
+
+            def step(tokens: np.ndarray, parents: np.ndarray, enc=enc, mask=mask) -> torch.Tensor:
+                dec = torch.as_tensor(np.concatenate([np.zeros((len(tokens), 1), np.int64), tokens], 1), device=device)
+                logits = self.t5(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
+                return torch.log_softmax(logits.float(), -1).cpu()
+
+            items, _, _ = generate(step, self.trie, len(chunk), beam_width, top_k, token_map=self.token_map)
+            out.append(items)
+        return np.concatenate(out) if out else np.zeros((0, top_k), np.int64)
