@@ -157,3 +157,18 @@ def test_metrics_cli(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "collision rate, prefix depth 2" in out and "relative_error" in out and "level 1 perplexity" in out
+
+
+def test_metrics_cli_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    x = synthetic_catalog(1500, 8, (8, 4), seed=5)
+    cb = sk.RQKMeans(2, 8, iters=3, verbose=False).fit(x)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "codes.npy", cb.encode(x))
+    png = tmp_path / "report.png"
+    assert main(["metrics", str(tmp_path / "x.npy"), str(tmp_path / "codes.npy"), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    from sidkit.metrics import plot_report
+
+    with pytest.raises(ValueError, match="sizes: expected 2 values"):
+        plot_report(np.zeros((4, 2), np.int64), [8], tmp_path / "bad.png")

@@ -9,9 +9,12 @@ __all__ = [
     "BeamSearch",
     "Trie",
     "__version__",
+    "assign_bounded",
     "balanced_assign",
+    "centroid_means",
     "get_num_threads",
     "group_ranks",
+    "kmeans_pp",
     "reassign",
     "rq_decode",
     "rq_encode",
@@ -35,6 +38,26 @@ def balanced_assign(
     centroids: npt.NDArray[np.float32], x: npt.NDArray[np.float32]
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]]:
     """Labels (N,) with every centroid holding floor(N/K) or ceil(N/K) points, and distances."""
+
+def assign_bounded(
+    centroids: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.uint32],
+    err: npt.NDArray[np.float32],
+    lower: npt.NDArray[np.float32],
+    previous: npt.NDArray[np.float32] | None = None,
+) -> int:
+    """Hamerly-bounded nearest-centroid assignment, updating labels/err/lower in place."""
+
+def centroid_means(
+    x: npt.NDArray[np.float32], labels: npt.NDArray[np.uint32], k: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint64]]:
+    """Per-label means (K, D) float32 of x (N, D) (zero rows when empty) and counts (K,)."""
+
+def kmeans_pp(
+    x: npt.NDArray[np.float32], k: int, trials: int, uniform: npt.NDArray[np.float64]
+) -> npt.NDArray[np.uint64]:
+    """Greedy k-means++: k row indices of x (N, D); best of `trials` D² draws per centre."""
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads sidkit uses (results do not depend on it)."""

@@ -189,6 +189,12 @@ def metrics_cmd(args: argparse.Namespace) -> int:
     for key, value in r.items():
         if isinstance(value, float):
             print(f"{key:<34}{value:>12.4g}")
+    if args.plot:
+        from sidkit.metrics import plot_report
+
+        c = codes[:, : cb.levels] if cb is not None else codes
+        sizes = cb.sizes if cb is not None else (c.max(0).astype(np.int64) + 1)
+        print(f"plot -> {plot_report(c, sizes, args.plot, title=Path(args.codes).name)}")
     return 0
 
 
@@ -266,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--dataset", default="Beauty")
     m.add_argument("--k", type=int, default=10, help="neighbours for neighbour recall@k")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--plot", help="also write a PNG: code usage per level and items per SID")
     args = parser.parse_args(argv)
     commands = {"demo": demo, "resolve": resolve_cmd, "metrics": metrics_cmd}
     try:

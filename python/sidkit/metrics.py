@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -226,4 +227,49 @@ def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> 
         out[f"ndcg@{k}"] = (
             float(np.where(within, 1.0 / np.log2(np.minimum(rank, k) + 1), 0.0).mean()) if len(t) else 0.0
         )
+    return out
+
+
+def plot_report(codes: Any, sizes: Any, path: str | Path, title: str = "") -> Path:
+    """Writes a PNG of a SID assignment: per-level code usage (items per code, codes sorted by
+    count) and the items-per-SID distribution (how many SIDs hold 1, 2, 3, ... items).
+
+    Args:
+        codes: (N, L) integer codes.
+        sizes: (L,) codebook sizes (unused codes count as 0).
+        path: output file; matplotlib (``pip install 'sidkit[plot]'``) renders it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = np.asarray(codes)
+    if c.ndim != 2 or len(c) == 0:
+        raise ValueError(f"codes: expected a non-empty (N, L) array, got shape {c.shape}")
+    sizes = [int(s) for s in sizes]
+    if len(sizes) != c.shape[1]:
+        raise ValueError(f"sizes: expected {c.shape[1]} values (one per level), got {len(sizes)}")
+    levels = c.shape[1]
+    fig, axes = plt.subplots(1, levels + 1, figsize=(4 * (levels + 1), 3.2), constrained_layout=True)
+    for l in range(levels):
+        counts = np.sort(np.bincount(c[:, l].astype(np.int64), minlength=sizes[l]))[::-1]
+        ax = axes[l]
+        ax.bar(np.arange(len(counts)), counts, width=1.0, color="tab:blue")
+        ax.axhline(len(c) / sizes[l], color="tab:red", lw=1, ls="--", label="uniform")
+        ax.set_title(f"level {l}: items per code (gini {gini(counts):.2f})", fontsize=9)
+        ax.set_xlabel("code (sorted by count)")
+        ax.legend(fontsize=8)
+    _, group = np.unique(c, axis=0, return_counts=True)
+    sizes_seen, n_sids = np.unique(group, return_counts=True)
+    ax = axes[levels]
+    ax.bar(sizes_seen, n_sids, color="tab:orange")
+    ax.set_yscale("log")
+    ax.set_title(f"items per SID ({len(group):,} SIDs, {len(c):,} items)", fontsize=9)
+    ax.set_xlabel("items sharing a SID")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
     return out

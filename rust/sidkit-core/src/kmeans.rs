@@ -96,3 +96,338 @@ pub fn balanced_assign(
     debug_assert!(label.iter().all(|&l| l != u32::MAX));
     Ok((label, dist))
 }
+
+/// The k-means update step: the mean of the rows of `x` ((n, D)) with each label in `0..k`.
+/// Returns the (k, D) means (rows of empty clusters are zero) and the (k,) member counts.
+/// Sums run in f64 over each cluster's members in row order (a counting sort groups them),
+/// one cluster per task, so the result does not depend on the thread count.
+pub fn centroid_means(
+    x: &[f32],
+    d: usize,
+    labels: &[u32],
+    k: usize,
+) -> Result<(Vec<f32>, Vec<u64>)> {
+    if d == 0 || x.len() % d != 0 {
+        return Err(Error::shape(
+            "x",
+            format!("a multiple of D = {d} values"),
+            x.len(),
+        ));
+    }
+    let n = x.len() / d;
+    if labels.len() != n {
+        return Err(Error::shape(
+            "labels",
+            format!("({n},)"),
+            format!("({},)", labels.len()),
+        ));
+    }
+    if k == 0 {
+        return Err(Error::value("k", ">= 1", k));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+        return Err(Error::value("labels", format!("values in 0..{k}"), bad));
+    }
+    check_finite("x", x)?;
+    let mut counts = vec![0u64; k];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let mut start = vec![0usize; k + 1];
+    for j in 0..k {
+        start[j + 1] = start[j] + counts[j] as usize;
+    }
+    let mut members = vec![0u32; n];
+    let mut fill = start.clone();
+    for (i, &l) in labels.iter().enumerate() {
+        members[fill[l as usize]] = i as u32;
+        fill[l as usize] += 1;
+    }
+    let mut means = vec![0.0f32; k * d];
+    means.par_chunks_mut(d).enumerate().for_each(|(j, out)| {
+        let rows = &members[start[j]..start[j + 1]];
+        if rows.is_empty() {
+            return;
+        }
+        let mut acc = vec![0.0f64; d];
+        for &i in rows {
+            accumulate(&mut acc, &x[i as usize * d..(i as usize + 1) * d]);
+        }
+        let inv = 1.0 / rows.len() as f64;
+        out.iter_mut()
+            .zip(&acc)
+            .for_each(|(o, &a)| *o = (a * inv) as f32);
+    });
+    Ok((means, counts))
+}
+
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn accumulate(acc: &mut [f64], row: &[f32]) {
+    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+}
+
+/// Greedy k-means++ seeding (Arthur & Vassilvitskii, 2007; the greedy variant of scikit-learn)
+/// of `k` centres from the rows of `x` ((n, D)). The first centre is row `uniform[0] · n`; each
+/// next one is the best of `trials` candidates drawn with probability proportional to the
+/// squared distance to the nearest centre so far — the candidate leaving the smallest total
+/// squared distance (ties → first drawn). `trials = 1` is plain k-means++; scikit-learn uses
+/// `2 + ln k`. Draw `t` of centre `j` uses `uniform[1 + (j - 1) · trials + t]` in [0, 1): the
+/// caller owns the random stream, so seeding is reproducible, and sums run over fixed chunks
+/// in a fixed order, so it does not depend on the thread count. Returns the chosen rows.
+pub fn kmeans_pp(
+    x: &[f32],
+    d: usize,
+    k: usize,
+    trials: usize,
+    uniform: &[f64],
+) -> Result<Vec<usize>> {
+    if d == 0 || x.len() % d != 0 {
+        return Err(Error::shape(
+            "x",
+            format!("a multiple of D = {d} values"),
+            x.len(),
+        ));
+    }
+    let n = x.len() / d;
+    if k == 0 || k > n {
+        return Err(Error::value(
+            "k",
+            format!("1..={n} (the number of points)"),
+            k,
+        ));
+    }
+    if trials == 0 {
+        return Err(Error::value("trials", ">= 1", trials));
+    }
+    let draws = 1 + (k - 1) * trials;
+    if uniform.len() < draws {
+        return Err(Error::shape(
+            "uniform",
+            format!("at least 1 + (k - 1) * trials = {draws} values"),
+            uniform.len(),
+        ));
+    }
+    if let Some(u) = uniform.iter().find(|u| !(0.0..1.0).contains(*u)) {
+        return Err(Error::value("uniform", "values in [0, 1)", u));
+    }
+    check_finite("x", x)?;
+    const CHUNK: usize = 1024;
+    let row = |i: usize| &x[i * d..(i + 1) * d];
+    let first = ((uniform[0] * n as f64) as usize).min(n - 1);
+    let mut chosen = vec![first];
+    let mut d2: Vec<f64> = x
+        .par_chunks(d)
+        .map(|p| crate::kernels::sq_dist(p, row(first)))
+        .collect();
+    let mut sums: Vec<f64> = d2.par_chunks(CHUNK).map(|c| c.iter().sum()).collect();
+    // Candidate distances, candidate-major: cand_d2[t * n + i].
+    let mut cand_d2 = vec![0.0f64; trials * n];
+    let mut cand_sums = vec![0.0f64; trials * sums.len()];
+    for draw in uniform[1..draws].chunks_exact(trials) {
+        let total: f64 = sums.iter().sum();
+        let cands: Vec<usize> = draw
+            .iter()
+            .map(|&u| {
+                if total > 0.0 {
+                    d2_sample(&d2, &sums, CHUNK, u * total)
+                } else {
+                    // Every point coincides with a centre (e.g. constant data): any row will do.
+                    ((u * n as f64) as usize).min(n - 1)
+                }
+            })
+            .collect();
+        // One pass over the points computes every candidate's distances and chunk sums.
+        let nchunks = sums.len();
+        let mut per_chunk: Vec<(&[f64], &[f32], usize)> = Vec::with_capacity(nchunks);
+        for (ci, (dc, xc)) in d2.chunks(CHUNK).zip(x.chunks(CHUNK * d)).enumerate() {
+            per_chunk.push((dc, xc, ci));
+        }
+        let results: Vec<Vec<(Vec<f64>, f64)>> = per_chunk
+            .par_iter()
+            .map(|&(dc, xc, _)| {
+                cands
+                    .iter()
+                    .map(|&c| {
+                        let cd = min_dists(dc, xc, row(c));
+                        let s = cd.iter().sum();
+                        (cd, s)
+                    })
+                    .collect()
+            })
+            .collect();
+        for (ci, per_cand) in results.into_iter().enumerate() {
+            let base = ci * CHUNK;
+            for (t, (cd, s)) in per_cand.into_iter().enumerate() {
+                cand_d2[t * n + base..t * n + base + cd.len()].copy_from_slice(&cd);
+                cand_sums[t * nchunks + ci] = s;
+            }
+        }
+        let potential =
+            |t: usize| -> f64 { cand_sums[t * nchunks..(t + 1) * nchunks].iter().sum() };
+        let best = (0..trials)
+            .min_by(|&a, &b| potential(a).total_cmp(&potential(b)).then(a.cmp(&b)))
+            .unwrap_or(0);
+        chosen.push(cands[best]);
+        d2.copy_from_slice(&cand_d2[best * n..(best + 1) * n]);
+        sums.copy_from_slice(&cand_sums[best * nchunks..(best + 1) * nchunks]);
+    }
+    Ok(chosen)
+}
+
+/// The point a D² draw lands on: `target` in [0, Σ d2), searched chunk sums first. Rounding
+/// may land on a zero-weight point; then the nearest earlier (else later) weighted one.
+fn d2_sample(d2: &[f64], sums: &[f64], chunk: usize, mut target: f64) -> usize {
+    let mut c = sums.len() - 1;
+    for (ci, &s) in sums.iter().enumerate() {
+        if target < s {
+            c = ci;
+            break;
+        }
+        target -= s;
+    }
+    let base = c * chunk;
+    let part = &d2[base..(base + chunk).min(d2.len())];
+    let mut pick = base + part.len() - 1;
+    for (i, &v) in part.iter().enumerate() {
+        if target < v {
+            pick = base + i;
+            break;
+        }
+        target -= v;
+    }
+    if d2[pick] > 0.0 {
+        return pick;
+    }
+    (0..pick)
+        .rev()
+        .find(|&i| d2[i] > 0.0)
+        .or_else(|| d2.iter().position(|&v| v > 0.0))
+        .unwrap_or(pick)
+}
+
+/// `min(d2_i, ||x_i - c||²)` for the rows of one chunk.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn min_dists(d2: &[f64], x: &[f32], c: &[f32]) -> Vec<f64> {
+    d2.iter()
+        .zip(x.chunks_exact(c.len()))
+        .map(|(&v, p)| v.min(crate::kernels::sq_dist(p, c)))
+        .collect()
+}
+
+/// Nearest-centroid assignment with Hamerly's bounds (Hamerly, 2010), for Lloyd iterations.
+///
+/// `labels`, `err` (squared distance to the assigned centroid) and `lower` (a lower bound on
+/// the distance, not squared, to every other centroid) are the state of the previous
+/// iteration; `previous` holds the centroids they refer to. After the centroids move by
+/// `δ_j`, a point keeps its label without a search when `||x - c_a|| < lower - max_{j≠a} δ_j`;
+/// only the others go through the exact GEMM search. The labels are therefore exactly those
+/// of a full search (ties → lowest index, strict inequality with a rounding margin). Without
+/// `previous`, every point is searched (the first iteration). `centroids` is (K, D) and `x`
+/// (n, D). Returns the number of points searched.
+pub fn assign_bounded(
+    centroids: &[f32],
+    x: &[f32],
+    d: usize,
+    labels: &mut [u32],
+    err: &mut [f32],
+    lower: &mut [f32],
+    previous: Option<&[f32]>,
+) -> Result<usize> {
+    if d == 0 || centroids.is_empty() || centroids.len() % d != 0 {
+        return Err(Error::shape(
+            "centroids",
+            format!("(K >= 1, D = {d})"),
+            centroids.len(),
+        ));
+    }
+    let k = centroids.len() / d;
+    let cb = Codebooks::new(centroids, &[k], d)?;
+    if x.len() % d != 0 {
+        return Err(Error::shape(
+            "x",
+            format!("a multiple of D = {d} values"),
+            x.len(),
+        ));
+    }
+    let n = x.len() / d;
+    for (arg, len) in [
+        ("labels", labels.len()),
+        ("err", err.len()),
+        ("lower", lower.len()),
+    ] {
+        if len != n {
+            return Err(Error::shape(arg, format!("({n},)"), format!("({len},)")));
+        }
+    }
+    check_finite("x", x)?;
+    let mut search: Vec<bool> = vec![true; n];
+    if let Some(prev) = previous {
+        if prev.len() != centroids.len() {
+            return Err(Error::shape("previous", format!("({k}, {d})"), prev.len()));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+            return Err(Error::value("labels", format!("values in 0..{k}"), bad));
+        }
+        let drift: Vec<f64> = centroids
+            .chunks_exact(d)
+            .zip(prev.chunks_exact(d))
+            .map(|(c, p)| crate::kernels::sq_dist(c, p).sqrt())
+            .collect();
+        let (mut a1, mut m1, mut m2) = (0usize, 0.0f64, 0.0f64);
+        for (j, &v) in drift.iter().enumerate() {
+            if v > m1 {
+                (m2, m1, a1) = (m1, v, j);
+            } else if v > m2 {
+                m2 = v;
+            }
+        }
+        x.par_chunks(d)
+            .zip(labels.par_iter())
+            .zip(err.par_iter_mut())
+            .zip(lower.par_iter_mut())
+            .zip(search.par_iter_mut())
+            .for_each(|((((p, &a), e), lo), s)| {
+                let a = a as usize;
+                let bound = *lo as f64 - if a == a1 { m2 } else { m1 };
+                let e2 = crate::kernels::sq_dist(p, cb.codeword(0, a));
+                if e2.sqrt() * (1.0 + 1e-5) < bound {
+                    *e = e2 as f32;
+                    *lo = (bound * (1.0 - 1e-7)) as f32;
+                    *s = false;
+                }
+            });
+    }
+    let rows: Vec<usize> = (0..n).filter(|&i| search[i]).collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Gathering rows costs a copy; past this share a full search is as cheap.
+    if rows.len() * 10 >= n * 7 {
+        let mut second = vec![0.0f32; n];
+        crate::rq::nearest_with_bound(&cb, 0, x, labels, err, &mut second);
+        lower
+            .par_iter_mut()
+            .zip(&second)
+            .for_each(|(lo, &s)| *lo = s.sqrt());
+        return Ok(n);
+    }
+    let m = rows.len();
+    let mut buf = vec![0.0f32; m * d];
+    buf.par_chunks_mut(d)
+        .zip(rows.par_iter())
+        .for_each(|(b, &i)| b.copy_from_slice(&x[i * d..(i + 1) * d]));
+    let (mut lab, mut e, mut second) = (vec![0u32; m], vec![0.0f32; m], vec![0.0f32; m]);
+    crate::rq::nearest_with_bound(&cb, 0, &buf, &mut lab, &mut e, &mut second);
+    for (t, &i) in rows.iter().enumerate() {
+        labels[i] = lab[t];
+        err[i] = e[t];
+        lower[i] = second[t].sqrt();
+    }
+    Ok(m)
+}

@@ -601,3 +601,56 @@ pub fn decode<C: Code>(cb: &Codebooks, codes: &[C]) -> Result<Vec<f32>> {
         });
     Ok(out)
 }
+
+/// For every row of `x` ((n, D)) against level `l` of `cb`: the exact nearest codeword
+/// (ties → lowest code), its squared distance, and a lower bound on the squared distance to
+/// every other codeword (the GEMM value of the runner-up minus its rounding window). Fixed
+/// tiles, so the result does not depend on the thread count. Used by k-means' bounded
+/// (Hamerly) assignment.
+pub(crate) fn nearest_with_bound(
+    cb: &Codebooks,
+    l: usize,
+    x: &[f32],
+    labels: &mut [u32],
+    err: &mut [f32],
+    second: &mut [f32],
+) {
+    let d = cb.dim();
+    labels
+        .par_chunks_mut(TILE_ROWS)
+        .zip(err.par_chunks_mut(TILE_ROWS))
+        .zip(second.par_chunks_mut(TILE_ROWS))
+        .zip(x.par_chunks(TILE_ROWS * d))
+        .for_each_init(Vec::new, |dist, (((lab, e), s), x)| {
+            bound_tile(cb, l, x, dist, lab, e, s)
+        });
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+    "x86_64+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+))]
+fn bound_tile(
+    cb: &Codebooks,
+    l: usize,
+    x: &[f32],
+    dist: &mut Vec<f32>,
+    labels: &mut [u32],
+    err: &mut [f32],
+    second: &mut [f32],
+) {
+    let (d, k) = (cb.dim(), cb.sizes()[l]);
+    let rows = x.len() / d;
+    distances(cb, l, x, rows, dist);
+    for (i, r) in x.chunks_exact(d).enumerate() {
+        let rn = sq_norm(r) as f32;
+        let tol = window(cb, l, rn);
+        let v = &mut dist[i * k..(i + 1) * k];
+        let best = nearest(cb, l, r, tol, v);
+        v[best] = f32::INFINITY;
+        let runner_up = kernels::min(v);
+        labels[i] = best as u32;
+        err[i] = sq_dist(r, cb.codeword(l, best)) as f32;
+        second[i] = (runner_up + rn - 2.0 * tol).max(0.0);
+    }
+}

@@ -2,7 +2,7 @@
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
+    PyReadwriteArray1, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -155,4 +155,84 @@ pub fn balanced_assign<'py>(
     let (labels, dist) =
         pool::run(py, || sidkit_core::kmeans::balanced_assign(&cb, 0, xs))?.map_err(CoreError)?;
     Ok((labels.into_pyarray(py), dist.into_pyarray(py)))
+}
+
+type MeansAndCounts<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<u64>>);
+
+/// The k-means update step: means (K, D) float32 of the rows of x (N, D) float32 per label
+/// (N,) uint32 in 0..k (zero rows for empty clusters), and counts (K,) uint64.
+#[pyfunction]
+pub fn centroid_means<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+    labels: PyReadonlyArray1<'py, u32>,
+    k: usize,
+) -> PyResult<MeansAndCounts<'py>> {
+    let d = x.shape()[1];
+    let (xs, ls) = (slice("x", &x)?, slice1("labels", &labels)?);
+    let (means, counts) =
+        pool::run(py, || sidkit_core::kmeans::centroid_means(xs, d, ls, k))?.map_err(CoreError)?;
+    Ok((
+        means.into_pyarray(py).reshape([k, d])?,
+        counts.into_pyarray(py),
+    ))
+}
+
+/// Greedy k-means++ seeding: k row indices of x (N, D) float32, the best of `trials` D² draws
+/// per centre, drawn with `uniform` (at least 1 + (k - 1) * trials numbers in [0, 1), float64).
+#[pyfunction]
+pub fn kmeans_pp<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+    k: usize,
+    trials: usize,
+    uniform: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    let d = x.shape()[1];
+    let (xs, us) = (slice("x", &x)?, slice1("uniform", &uniform)?);
+    let idx = pool::run(py, || sidkit_core::kmeans::kmeans_pp(xs, d, k, trials, us))?
+        .map_err(CoreError)?;
+    Ok(idx
+        .into_iter()
+        .map(|i| i as u64)
+        .collect::<Vec<_>>()
+        .into_pyarray(py))
+}
+
+/// Nearest-centroid assignment with Hamerly's bounds, updating `labels` (N,) uint32, `err`
+/// (N,) float32 (squared distance) and `lower` (N,) float32 (distance lower bound to every
+/// other centroid) in place; `previous` (K, D) are the centroids that state refers to (None:
+/// search every point). Returns the number of points searched.
+#[pyfunction]
+#[pyo3(signature = (centroids, x, labels, err, lower, previous = None))]
+pub fn assign_bounded<'py>(
+    py: Python<'py>,
+    centroids: PyReadonlyArray2<'py, f32>,
+    x: PyReadonlyArray2<'py, f32>,
+    mut labels: PyReadwriteArray1<'py, u32>,
+    mut err: PyReadwriteArray1<'py, f32>,
+    mut lower: PyReadwriteArray1<'py, f32>,
+    previous: Option<PyReadonlyArray2<'py, f32>>,
+) -> PyResult<usize> {
+    let d = centroids.shape()[1];
+    if x.shape()[1] != d {
+        return Err(PyValueError::new_err(format!(
+            "x: expected shape (N, {d}), got {:?}",
+            x.shape()
+        )));
+    }
+    let (cs, xs) = (slice("centroids", &centroids)?, slice("x", &x)?);
+    let prev = previous
+        .as_ref()
+        .map(|p| slice("previous", p))
+        .transpose()?;
+    let strided =
+        |arg: &str| PyValueError::new_err(format!("{arg}: expected a C-contiguous array"));
+    let ls = labels.as_slice_mut().map_err(|_| strided("labels"))?;
+    let es = err.as_slice_mut().map_err(|_| strided("err"))?;
+    let los = lower.as_slice_mut().map_err(|_| strided("lower"))?;
+    pool::run(py, || {
+        sidkit_core::kmeans::assign_bounded(cs, xs, d, ls, es, los, prev)
+    })?
+    .map_err(|e| CoreError(e).into())
 }

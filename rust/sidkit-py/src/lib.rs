@@ -14,7 +14,9 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use crate::collide::{balanced_assign, group_ranks, reassign, suffix};
+    use crate::collide::{
+        assign_bounded, balanced_assign, centroid_means, group_ranks, kmeans_pp, reassign, suffix,
+    };
     #[pymodule_export]
     use crate::pool::{get_num_threads, set_num_threads};
     #[pymodule_export]
