@@ -77,6 +77,9 @@ def main() -> int:
         print(f"  suffix {n:,}: sidkit {t_sk:.3f} pandas {t_pd:.3f} numpy {t_np:.3f}", file=sys.stderr)
 
     n = args.reassign_n
+    if n <= 0:  # --reassign-n 0: suffix numbering only
+        print("\n".join(lines))
+        return 0
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((2000, 32)).astype(np.float32)
     x = centres[rng.integers(0, 2000, n)] + 0.5 * rng.standard_normal((n, 32), dtype=np.float32)

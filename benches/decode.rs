@@ -60,5 +60,72 @@ fn bench_decode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_decode);
+/// One step at the same depth, same SIDs (1M of 256 x 256 x 256 x 16, codes as tokens, V = 256),
+/// B = 256, beam 20, against `constraint-decoding-trie` (STATIC's dense first levels + CSR).
+/// Its step takes raw f64 logits and includes a log-softmax (benched alone as well); sidkit's
+/// takes f32 log-probs.
+fn bench_vs_static(c: &mut Criterion) {
+    use constraint_decoding_trie::decoder::{log_softmax_3d, ConstrainedDecoder};
+    use constraint_decoding_trie::transition::build_static_index;
+    use constraint_decoding_trie::types::BeamState;
+
+    let sizes = [256, 256, 256, 16];
+    let (codes, ids) = sids(1_000_000, &sizes);
+    let trie = Trie::new(&codes, &sizes, &ids, false).unwrap();
+    let rows: Vec<Vec<u32>> = codes
+        .chunks(4)
+        .map(|r| r.iter().map(|&c| c as u32).collect())
+        .collect();
+    let index = build_static_index(&rows, 256, 4, 2);
+    let (batch, beam, vocab) = (256, 20, 256);
+    let dec = ConstrainedDecoder::new(index, beam, batch);
+    let mut rng = StdRng::seed_from_u64(2);
+    let lp: Vec<f32> = (0..batch * beam * vocab)
+        .map(|_| -rng.random::<f32>() * 10.0)
+        .collect();
+    let logits: Vec<Vec<Vec<f64>>> = lp
+        .chunks(beam * vocab)
+        .map(|q| {
+            q.chunks(vocab)
+                .map(|v| v.iter().map(|&x| x as f64).collect())
+                .collect()
+        })
+        .collect();
+    let mut g = c.benchmark_group("step_vs_constraint_decoding_trie");
+    g.sample_size(10);
+    for level in [1usize, 2] {
+        g.bench_function(format!("sidkit/level{level}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut s = BeamSearch::new(&trie, batch, beam).unwrap();
+                    for _ in 0..level {
+                        s.step(&trie, &lp, vocab, 0).unwrap();
+                    }
+                    s
+                },
+                |mut s| s.step(&trie, &lp, vocab, 0).unwrap(),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        g.bench_function(format!("constraint_decoding_trie/level{level}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut st = BeamState::new(batch, beam);
+                    for t in 0..level {
+                        dec.step(&logits, &mut st, t);
+                    }
+                    st
+                },
+                |mut st| dec.step(&logits, &mut st, level),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    g.bench_function("constraint_decoding_trie/log_softmax_only", |b| {
+        b.iter(|| log_softmax_3d(&logits))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_vs_static);
 criterion_main!(benches);

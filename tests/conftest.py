@@ -30,6 +30,14 @@ def amazon_dir() -> Path:
 
 
 @pytest.fixture
+def ml100k_dir() -> Path:
+    d = DATA / "ml-100k"
+    if not (d / "ml-100k.inter").is_file():
+        pytest.skip(f"real data not found at {d} (expected ../shared/data beside the repository)")
+    return d
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 

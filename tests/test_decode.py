@@ -173,6 +173,24 @@ def test_mask_fills_a_torch_tensor(rng):
     assert not out.numpy()[:, : tm.starts[1]].any()
 
 
+def test_device_side_mask_matches_the_rust_mask(rng):
+    """The torch-built mask (what runs on a GPU) equals the Rust one, node for node; checked on
+    CPU tensors here, and on CUDA when one is present."""
+    torch = pytest.importorskip("torch")
+    trie = sk.Trie(random_sids(rng, 40), sizes=SIZES)
+    nodes = np.concatenate([np.arange(trie.num_nodes), [-1, trie.num_nodes + 5]])
+    want = trie._native.mask(np.where(nodes >= trie.num_nodes, -1, nodes), 9, 2)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        got = trie.mask_torch(torch.from_numpy(nodes).to(device), 9, 2)
+        assert got.device.type == device
+        np.testing.assert_array_equal(got.cpu().numpy(), want)
+    # `out` on a non-CPU device takes the device path; a CPU tensor the Rust one.
+    out = torch.zeros((3, 9), dtype=torch.bool)
+    trie.mask(nodes[:3], vocab=9, out=out)
+    np.testing.assert_array_equal(out.numpy(), trie.mask(nodes[:3], vocab=9))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_beam_search_thread_count_independent(rng, threads):
     sids = random_sids(rng, 50)

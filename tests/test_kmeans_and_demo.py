@@ -67,7 +67,7 @@ def test_demo_synthetic(capsys):
 
 
 def test_demo_real_data(amazon_dir, capsys, tmp_path):
-    args = ["demo", "--data", str(amazon_dir), "--iters", "5", "--quiet", "--save", str(tmp_path)]
+    args = ["demo", "--data", str(amazon_dir), "--iters", "5", "--quiet", "--save", str(tmp_path), "--no-train"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "12,101 items" in out and "22,363 users" in out

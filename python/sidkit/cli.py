@@ -32,17 +32,19 @@ class _Stages:
 
 def demo(args: argparse.Namespace) -> int:
     import sidkit as sk
-    from sidkit.data import item_embeddings, load_amazon, synthetic_catalog
+    from sidkit.data import item_embeddings, synthetic_catalog
     from sidkit.metrics import collisions
 
     if args.threads:
         sk.set_num_threads(args.threads)
     t = _Stages()
     if args.data:
+        from sidkit.data import load_dataset
+
         with t("load"):
-            ds = load_amazon(args.data, args.dataset)
+            ds = load_dataset(args.data, args.dataset)
         title = (
-            f"Amazon {ds.name} ({args.data}): {ds.num_items:,} items, {len(ds.sequences):,} users, "
+            f"{ds.name} ({args.data}): {ds.num_items:,} items, {len(ds.sequences):,} users, "
             f"{ds.num_interactions:,} interactions"
         )
         source = "text + attributes" if ds.item_texts else "attributes"
@@ -119,7 +121,38 @@ def demo(args: argparse.Namespace) -> int:
         np.save(out / "codes.npy", codes)
         table.to_parquet(out / "sids.parquet")
         print(f"\nwrote {out / 'codebooks.npz'}, {out / 'codes.npy'} and {out / 'sids.parquet'}")
+    if args.data and args.train:
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError:
+            print("\nskipping the training stage: it needs torch and transformers (pip install 'sidkit[torch,hf]')")
+            return 0
+        _train_demo(args)
     return 0
+
+
+def _train_demo(args: argparse.Namespace) -> None:
+    """The whole pipeline at the small preset: train TIGER and SASRec, evaluate both."""
+    from sidkit import bench
+
+    cfg = bench.merge(
+        bench.merge(bench.DEFAULTS, bench.SMALL),
+        {
+            "data": {"path": args.data, "dataset": args.dataset, "dim": args.dim},
+            "sid": {"levels": args.levels, "codebook_size": args.codebook_size},
+            "run": {"seed": args.seed, "threads": args.threads},
+        },
+    )
+    print(
+        f"\nTraining TIGER at the small preset ({cfg['train']['max_examples']:,} sliding-window examples, "
+        f"{cfg['train']['epochs']} epoch, {cfg['train']['test_users']:,} test users; the full run: "
+        "`sidkit bench --config configs/beauty.toml`) ...",
+        flush=True,
+    )
+    r = bench.run(cfg, args.out, verbose=args.verbose)
+    print(bench.markdown(r).split("\nPer-epoch curve:")[0])
+    print(f"wrote {args.out}/results.json, results.md, config.toml and curve.png")
 
 
 def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped-def]
@@ -173,9 +206,9 @@ def metrics_cmd(args: argparse.Namespace) -> int:
     cb = sk.Codebooks.load(args.codebooks) if args.codebooks else None
     seqs = None
     if args.data:
-        from sidkit.data import load_amazon
+        from sidkit.data import load_dataset
 
-        seqs = [s - 1 for s in load_amazon(args.data, args.dataset).sequences]
+        seqs = [s - 1 for s in load_dataset(args.data, args.dataset).sequences]
     r = report(emb, codes[:, : cb.levels] if cb is not None else codes, cb, sequences=seqs, k=args.k, seed=args.seed)
     print(f"{'metric':<34}{'value':>12}")
     for key, value in r["collisions"].items():
@@ -234,12 +267,49 @@ def resolve_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_cmd(args: argparse.Namespace) -> int:
+    from sidkit import bench
+
+    over: dict[str, dict[str, object]] = {}
+
+    def put(section: str, key: str, value: object) -> None:
+        if value is not None:
+            over.setdefault(section, {})[key] = value
+
+    # Precedence: defaults < --small preset < --config file < flags.
+    cfg = bench.merge(bench.DEFAULTS, bench.SMALL) if args.small else bench.load_config(None)
+    if args.config:
+        import copy
+
+        file_cfg = bench.load_config(args.config)
+        diff = {s: {k: v for k, v in file_cfg[s].items() if v != bench.DEFAULTS[s][k]} for s in file_cfg}
+        cfg = bench.merge(copy.deepcopy(cfg), diff)
+    put("data", "path", args.data)
+    put("data", "dataset", args.dataset)
+    put("sid", "method", args.sid)
+    put("sid", "collisions", args.collisions)
+    put("train", "epochs", args.epochs)
+    put("train", "test_users", args.test_users)
+    put("run", "device", args.device)
+    put("run", "threads", args.threads)
+    put("run", "seed", args.seed)
+    if args.no_sasrec:
+        put("sasrec", "enabled", False)
+    cfg = bench.merge(cfg, over)
+    r = bench.run(cfg, args.out, verbose=args.verbose)
+    print(bench.markdown(r))
+    print(f"wrote {Path(args.out) / 'results.json'}, results.md, config.toml and curve.png")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidkit", description="Semantic IDs for generative recommendation.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="fit RQ-KMeans codebooks, encode every item, report the SIDs")
     p.add_argument(
-        "--data", help="directory in the S3-Rec layout (e.g. ../shared/data/amazon2014); synthetic if absent"
+        "--data",
+        help="S3-Rec layout (e.g. ../shared/data/amazon2014) or RecBole atomic files (../shared/data/ml-100k); "
+        "synthetic if absent",
     )
     p.add_argument("--dataset", default="Beauty", help="dataset name inside --data (default: Beauty)")
     p.add_argument("--items", type=int, default=20000, help="synthetic catalog size (without --data)")
@@ -253,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--beam-decode", type=int, default=20, help="beam width of the constrained decoding")
     p.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
     p.add_argument("--save", help="directory to write codebooks.npz and codes.npy to")
+    p.add_argument("--out", default="runs/demo", help="run directory of the training stage (with --data)")
+    p.add_argument("--no-train", dest="train", action="store_false", help="SIDs, trie and decoding only")
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
     r = sub.add_parser("resolve", help="make SIDs unique: codes (.npy/.parquet) in, a Parquet SID table out")
     r.add_argument("codes", help="(N, L) integer codes: .npy, or Parquet with 'sid' (list) or one column per level")
@@ -273,8 +345,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--k", type=int, default=10, help="neighbours for neighbour recall@k")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--plot", help="also write a PNG: code usage per level and items per SID")
+    b = sub.add_parser(
+        "bench", help="end to end on real data: embed, codebooks, resolve, metrics, train TIGER, evaluate, baselines"
+    )
+    b.add_argument("--out", required=True, help="run directory (results.json, results.md, config.toml, curve.png)")
+    b.add_argument("--config", help="TOML config (sections data, sid, model, train, sasrec, run)")
+    b.add_argument("--small", action="store_true", help="start from the small, fast preset (what demo runs)")
+    b.add_argument("--data", help="data directory (S3-Rec layout or RecBole atomic files)")
+    b.add_argument("--dataset", help="dataset name inside --data (Beauty, ml-100k, ...)")
+    b.add_argument("--sid", choices=["rqkmeans", "balanced", "rqvae"])
+    b.add_argument("--collisions", choices=["suffix", "reassign"])
+    b.add_argument("--epochs", type=int)
+    b.add_argument("--test-users", type=int, help="evaluate on this many sampled test users (0 = all)")
+    b.add_argument("--device", help="torch device (cpu, cuda)")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--seed", type=int)
+    b.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline")
+    b.add_argument("--quiet", dest="verbose", action="store_false", help="no progress output")
     args = parser.parse_args(argv)
-    commands = {"demo": demo, "resolve": resolve_cmd, "metrics": metrics_cmd}
+    commands = {"demo": demo, "resolve": resolve_cmd, "metrics": metrics_cmd, "bench": bench_cmd}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -1,4 +1,7 @@
-"""Datasets: the S3-Rec Amazon layout (e.g. ../shared/data/amazon2014) and synthetic catalogs."""
+"""Datasets: user sequences + item features from the S3-Rec Amazon layout
+(../shared/data/amazon2014), RecBole atomic files (../shared/data/ml-100k), any interaction
+table (Parquet/CSV), and synthetic catalogs. Every loader returns a :class:`Dataset` with
+1-based contiguous item ids and per-user sequences in time order."""
 
 from __future__ import annotations
 
@@ -12,13 +15,19 @@ import numpy as np
 
 
 @dataclass
-class AmazonDataset:
-    """A dataset in the S3-Rec layout (``{name}.txt`` + ``{name}_item2attributes.json``).
+class Dataset:
+    """User sequences and item features.
 
     Attributes:
+        name: dataset name.
         sequences: per user, the (n_u,) int64 item ids in time order (oldest first), 1-based.
-        item_attributes: per item id 1..num_items, the list of its attribute ids (index 0 unused).
-        num_items: the largest item id.
+        item_attributes: per item id 0..num_items, the list of its attribute ids (index 0 unused;
+            empty lists when the source has none).
+        num_items: the largest item id (ids are 1..num_items).
+        item_texts: per item id, its text (title, brand, categories, ...) or None.
+        item_tokens: per item id, its id in the source files (index 0 unused), or None when the
+            source ids are the item ids.
+        user_tokens: per sequence, the user's id in the source files, or None.
     """
 
     name: str
@@ -26,13 +35,23 @@ class AmazonDataset:
     item_attributes: list[list[int]]
     num_items: int
     item_texts: list[str] | None = None
+    item_tokens: list[str] | None = None
+    user_tokens: list[str] | None = None
 
     @property
     def num_interactions(self) -> int:
         return sum(len(s) for s in self.sequences)
 
+    @property
+    def num_users(self) -> int:
+        return len(self.sequences)
 
-def load_amazon(root: str | Path, name: str = "Beauty") -> AmazonDataset:
+
+#: The S3-Rec loader's result (kept for compatibility).
+AmazonDataset = Dataset
+
+
+def load_amazon(root: str | Path, name: str = "Beauty") -> Dataset:
     """Reads ``{root}/{name}.txt`` (``user item item ...`` per line) and the item attributes."""
     root = Path(root)
     seq_path, attr_path = root / f"{name}.txt", root / f"{name}_item2attributes.json"
@@ -52,7 +71,158 @@ def load_amazon(root: str | Path, name: str = "Beauty") -> AmazonDataset:
     attributes: list[list[int]] = [[] for _ in range(num_items + 1)]
     for item, attrs in raw.items():
         attributes[int(item)] = [int(a) for a in attrs]
-    return AmazonDataset(name, sequences, attributes, num_items, _item_texts(root / f"{name}_items.jsonl", num_items))
+    return Dataset(name, sequences, attributes, num_items, _item_texts(root / f"{name}_items.jsonl", num_items))
+
+
+def _sequences_by_time(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Groups (user, item, time) rows into per-user sequences sorted by time (ties keep file
+    order). Item ids are remapped to 1..M in sorted order of the source ids, users sorted.
+    Returns (sequences, user ids, item ids (index 0 unused), item index of each source id)."""
+    if not (len(users) == len(items) == len(times)):
+        raise ValueError(f"user, item, time: expected equal lengths, got {len(users)}, {len(items)}, {len(times)}")
+    if len(users) == 0:
+        raise ValueError("interactions: expected at least one row, got none")
+    uniq_items, item_idx = np.unique(items, return_inverse=True)
+    uniq_users, user_idx = np.unique(users, return_inverse=True)
+    order = np.lexsort((np.arange(len(users)), times, user_idx))
+    starts = np.searchsorted(user_idx[order], np.arange(len(uniq_users) + 1))
+    seq_items = item_idx[order] + 1
+    sequences = [seq_items[starts[u] : starts[u + 1]].astype(np.int64) for u in range(len(uniq_users))]
+    return sequences, uniq_users, uniq_items, item_idx
+
+
+def _read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    """A RecBole atomic file: tab-separated, header ``name:type``. Returns (names, types, rows)."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    names, types = [], []
+    for h in header:
+        name, _, typ = h.partition(":")
+        names.append(name)
+        types.append(typ or "token")
+    for line_no, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{line_no}: expected {len(header)} tab-separated fields, got {len(row)}")
+    return names, types, rows
+
+
+def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | None = None) -> Dataset:
+    """Reads RecBole atomic files: ``{root}/{name}.inter`` (``user_id``, ``item_id``,
+    ``timestamp`` and optionally ``rating``) and, when present, ``{name}.item``.
+
+    Every interaction (with ``rating >= min_rating`` when given) becomes a sequence entry; per
+    user the items are sorted by timestamp (ties keep file order). Item ids become 1..M in
+    increasing order of the source ids (``item_tokens`` keeps them). From ``{name}.item``, the
+    item text is all its non-id fields joined, and the attributes are its ``token`` fields and
+    the elements of ``token_seq`` fields except titles/names (e.g. ml-100k: release year and
+    genres), numbered from 1.
+    """
+    root = Path(root)
+    inter = root / f"{name}.inter"
+    if not inter.is_file():
+        raise FileNotFoundError(f"root: expected {inter.name} in {root} (RecBole atomic files), not found")
+    names, _, rows = _read_atomic(inter)
+    for col in ("user_id", "item_id", "timestamp"):
+        if col not in names:
+            raise ValueError(f"{inter}: expected a '{col}' column, got {names}")
+    cols = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    keep = np.ones(len(rows), dtype=bool)
+    if min_rating is not None:
+        if "rating" not in cols:
+            raise ValueError(f"min_rating: {inter} has no 'rating' column")
+        keep = np.asarray(cols["rating"], dtype=np.float64) >= min_rating
+    users = np.asarray(cols["user_id"], dtype=object)[keep]
+    items = np.asarray(cols["item_id"], dtype=object)[keep]
+    times = np.asarray(cols["timestamp"], dtype=np.float64)[keep]
+    # Numeric ids sort numerically, as RecBole's do.
+    if all(str(v).isdigit() for v in items):
+        items = items.astype(np.int64)
+    if all(str(v).isdigit() for v in users):
+        users = users.astype(np.int64)
+    sequences, uniq_users, uniq_items, _ = _sequences_by_time(users, items, times)
+    num_items = len(uniq_items)
+    item_tokens = [""] + [str(v) for v in uniq_items]
+    attributes: list[list[int]] = [[] for _ in range(num_items + 1)]
+    texts: list[str] | None = None
+    item_file = root / f"{name}.item"
+    if item_file.is_file():
+        inames, itypes, irows = _read_atomic(item_file)
+        if "item_id" not in inames:
+            raise ValueError(f"{item_file}: expected an 'item_id' column, got {inames}")
+        index = {tok: i for i, tok in enumerate(item_tokens) if i}
+        id_col = inames.index("item_id")
+        attr_vocab: dict[str, int] = {}
+        texts = [""] * (num_items + 1)
+        for row in irows:
+            i = index.get(row[id_col])
+            if i is None:
+                continue  # an item nobody interacted with
+            texts[i] = " ".join(v for c, v in enumerate(row) if c != id_col and v)
+            for c, (field, typ) in enumerate(zip(inames, itypes, strict=True)):
+                if c == id_col or not row[c] or "title" in field or "name" in field:
+                    continue
+                values = row[c].split() if typ == "token_seq" else [row[c]] if typ == "token" else []
+                attributes[i] += [attr_vocab.setdefault(f"{field}={v}", len(attr_vocab) + 1) for v in values]
+    return Dataset(name, sequences, attributes, num_items, texts, item_tokens, [str(u) for u in uniq_users])
+
+
+def load_interactions(
+    path: str | Path, user: str = "user_id", item: str = "item_id", time: str = "timestamp", name: str | None = None
+) -> Dataset:
+    """Reads an interaction table (Parquet, or CSV/TSV by extension) with pyarrow and groups it
+    into per-user sequences sorted by ``time`` (ties keep file order). Item ids become 1..M in
+    increasing order of the source ids (``item_tokens`` keeps them); no item features.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: {path} not found")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    else:
+        import pyarrow.csv as pacsv
+
+        delimiter = "\t" if path.suffix in (".tsv", ".inter") else ","
+        table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+    for arg, col in (("user", user), ("item", item), ("time", time)):
+        if col not in table.column_names:
+            raise ValueError(f"{arg}: column {col!r} not in {path.name} (columns: {table.column_names})")
+    users = table.column(user).to_numpy(zero_copy_only=False)
+    items = table.column(item).to_numpy(zero_copy_only=False)
+    times_col = table.column(time)
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(times_col.type) or pa.types.is_date(times_col.type):
+        times_col = times_col.cast(pa.int64())
+    times = times_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    sequences, uniq_users, uniq_items, _ = _sequences_by_time(users, items, times)
+    num_items = len(uniq_items)
+    return Dataset(
+        name or path.stem,
+        sequences,
+        [[] for _ in range(num_items + 1)],
+        num_items,
+        None,
+        [""] + [str(v) for v in uniq_items],
+        [str(u) for u in uniq_users],
+    )
+
+
+def load_dataset(root: str | Path, name: str, loader: str = "auto") -> Dataset:
+    """Loads ``name`` from ``root`` with ``loader``: ``"amazon"`` (S3-Rec layout,
+    ``{name}.txt``), ``"recbole"`` (``{name}.inter``), or ``"auto"`` (by the files present)."""
+    root = Path(root)
+    if loader == "auto":
+        loader = "recbole" if (root / f"{name}.inter").is_file() else "amazon"
+    if loader == "amazon":
+        return load_amazon(root, name)
+    if loader == "recbole":
+        return load_recbole(root, name)
+    raise ValueError(f"loader: expected 'auto', 'amazon' or 'recbole', got {loader!r}")
 
 
 def _item_texts(path: Path, num_items: int) -> list[str] | None:
@@ -125,7 +295,7 @@ def _sparse_svd_embed(
     return (q @ u_small[:, :dim]) * s[:dim]
 
 
-def item_embeddings(ds: AmazonDataset, dim: int = 64, seed: int = 0) -> np.ndarray:
+def item_embeddings(ds: Dataset, dim: int = 64, seed: int = 0) -> np.ndarray:
     """Dense (num_items, dim) float32 content embeddings; row i is item id i + 1.
 
     Each item is a bag of tokens: the words of its title, brand and categories (when the
@@ -133,6 +303,10 @@ def item_embeddings(ds: AmazonDataset, dim: int = 64, seed: int = 0) -> np.ndarr
     TF-IDF weighted (sublinear tf, smoothed idf), L2-normalised, and reduced to ``dim``
     dimensions by a seeded randomized truncated SVD (an LSA embedding). Deterministic.
     """
+    if not ds.item_texts and not any(ds.item_attributes):
+        raise ValueError(
+            f"ds: {ds.name!r} has no item text or attributes to embed; pass your own (num_items, D) embeddings"
+        )
     word = re.compile(r"[a-z0-9]+")
     texts = ds.item_texts or [""] * (ds.num_items + 1)
     docs = [

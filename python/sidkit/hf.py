@@ -20,7 +20,8 @@ class SidLogitsProcessor:
     encoder-decoder models (T5: ``start=1``, after the decoder start token) or decoder-only
     models where the SID follows a prompt (``start`` = the prompt length). Each call walks all
     beams' generated suffixes through the trie in one batched Rust call and writes -inf with
-    vectorised torch ops — no Python loop over beams. After the last SID level only
+    vectorised torch ops — no Python loop over beams. With scores on a GPU the mask is built
+    on that device (:meth:`Trie.mask_torch`). After the last SID level only
     ``eos_token_id`` is allowed (or nothing changes if it is None).
 
     Args:
@@ -55,8 +56,14 @@ class SidLogitsProcessor:
         ok = ((codes >= 0) & (codes < np.array(self.token_map.sizes[:t]))).all(1)
         nodes = self.trie.walk(np.where(ok[:, None], codes, 0)) if t else np.zeros(len(tokens), np.int64)
         nodes = np.where(ok, nodes, -1)  # a beam off the trie gets no allowed token
-        mask = self.trie._native.mask(np.ascontiguousarray(nodes), vocab, self.token_map.starts[t])
-        allowed = torch.from_numpy(mask).to(scores.device)
+        if scores.device.type != "cpu":
+            # GPU logits: only the node ids travel; the mask is built there from CSR arrays
+            # copied to the device once.
+            node_t = torch.from_numpy(np.ascontiguousarray(nodes)).to(scores.device, non_blocking=True)
+            allowed = self.trie.mask_torch(node_t, vocab, self.token_map.starts[t])
+        else:
+            mask = self.trie._native.mask(np.ascontiguousarray(nodes), vocab, self.token_map.starts[t])
+            allowed = torch.from_numpy(mask)
         return scores.masked_fill(~allowed, float("-inf"))
 
 

@@ -1,11 +1,16 @@
 """Training loop for SID sequence models: AdamW, linear warm-up then linear decay, early
-stopping on validation Recall@10, best-checkpoint restore, deterministic with a seed."""
+stopping on validation Recall@10, best-checkpoint restore, deterministic with a seed.
+
+Inputs are left-padded with 0. Batches are drawn from length buckets (shuffled pools of 64
+batches sorted by length, batch order shuffled) and the all-padding leading columns of each
+batch are cut, so short histories do not pay for the longest one."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 
 from .metrics import ranking_metrics
@@ -46,13 +51,19 @@ def fit(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
     )
     history, best, best_state, bad = [], -1.0, None, 0
+    lengths = (inputs != 0).sum(1)
+    same_shape = targets.shape == inputs.shape  # per-position targets (SASRec) are cut alike
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(inputs), generator=gen)
         total = 0.0
-        for s in tqdm(range(0, len(inputs), batch_size), desc=f"epoch {epoch}", disable=not verbose, leave=False):
-            idx = order[s : s + batch_size]
-            loss = model(inputs[idx].to(device), targets[idx].to(device))
+        batches = bucket_batches(lengths, batch_size, gen)
+        for idx in tqdm(batches, desc=f"epoch {epoch}", disable=not verbose, leave=False):
+            x, y = inputs[idx], targets[idx]
+            cut = x.shape[1] - max(1, int(lengths[idx].max()))
+            x = x[:, cut:]
+            if same_shape:
+                y = y[:, cut:]
+            loss = model(x.to(device), y.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -67,6 +78,8 @@ def fit(
             else:
                 bad += 1
         history.append(row)
+        if verbose:
+            tqdm.write("epoch " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
         if valid is not None and bad >= patience:
             break
     if best_state is not None:
@@ -74,4 +87,25 @@ def fit(
     return history
 
 
-__all__ = ["fit"]
+def bucket_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator, pool: int = 64) -> list[torch.Tensor]:
+    """Index batches covering every example once: a random permutation cut into pools of
+    ``pool`` batches, each pool sorted by length and cut into batches, then all batches
+    shuffled. Batches hold examples of similar length, so little compute goes to padding."""
+    order = torch.randperm(len(lengths), generator=gen)
+    batches = []
+    for s in range(0, len(order), pool * batch_size):
+        chunk = order[s : s + pool * batch_size]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += list(chunk.split(batch_size))
+    perm = torch.randperm(len(batches), generator=gen)
+    return [batches[i] for i in perm.tolist()]
+
+
+def trim_left_padding(inputs: np.ndarray) -> np.ndarray:
+    """``inputs`` (B, T) without the leading columns that are padding (0) in every row."""
+    filled = (np.asarray(inputs) != 0).any(0)
+    first = int(filled.argmax()) if filled.any() else inputs.shape[1] - 1
+    return inputs[:, first:]
+
+
+__all__ = ["bucket_batches", "fit", "trim_left_padding"]

@@ -173,6 +173,11 @@ class Trie:
             vocab = token_map.vocab_size
         if vocab is None:
             vocab = max(self.sizes)
+        if out is not None and out.device.type != "cpu":
+            import torch
+
+            out.copy_(self.mask_torch(torch.from_numpy(nodes).to(out.device), int(vocab), offset))
+            return out
         m = self._native.mask(nodes, int(vocab), offset)
         if out is None:
             return m
@@ -180,6 +185,42 @@ class Trie:
 
         out.copy_(torch.from_numpy(m).to(out.device))
         return out
+
+    def mask_torch(self, node_ids: Any, vocab: int, offset: int = 0) -> Any:
+        """The (B, V) bool mask of allowed next columns (``offset`` + child code) of (B,) node
+        ids (a torch int64 tensor; -1 = none allowed), built on the tensor's device from the
+        trie's CSR arrays, copied there once per device (for GPU logits: only the node ids
+        cross the bus)."""
+        import torch
+
+        nodes = torch.as_tensor(node_ids).long()
+        device = nodes.device
+        offsets, codes = self._device_csr(device)
+        valid = (nodes >= 0) & (nodes < len(offsets) - 1)
+        safe = torch.where(valid, nodes, torch.zeros_like(nodes))
+        start = offsets[safe]
+        count = torch.where(valid, offsets[safe + 1] - start, torch.zeros_like(start))
+        rows = torch.repeat_interleave(torch.arange(len(nodes), device=device), count)
+        first = torch.cumsum(count, 0) - count  # where each row's children begin in `rows`
+        pos = start[rows] + torch.arange(len(rows), device=device) - first[rows]
+        allowed = torch.zeros((len(nodes), vocab), dtype=torch.bool, device=device)
+        cols = codes[pos] + offset
+        keep = cols < vocab
+        allowed[rows[keep], cols[keep]] = True
+        return allowed
+
+    def _device_csr(self, device: Any) -> tuple[Any, Any]:
+        import torch
+
+        cache = self.__dict__.setdefault("_csr_by_device", {})
+        key = str(device)
+        if key not in cache:
+            offsets, codes, _ = self.children(np.arange(self.num_nodes, dtype=np.int64))
+            cache[key] = (
+                torch.from_numpy(offsets.astype(np.int64)).to(device),
+                torch.from_numpy(codes.astype(np.int64)).to(device),
+            )
+        return cache[key]
 
     def _depth_of(self, node: int) -> int:
         # Nodes are numbered depth by depth: the depth is where the node id falls.

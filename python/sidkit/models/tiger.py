@@ -120,24 +120,66 @@ class TIGER(nn.Module):
         return self.t5(input_ids=inputs, attention_mask=inputs != PAD, labels=targets).loss
 
     @torch.no_grad()
-    def recommend(self, inputs: Any, beam_width: int = 20, top_k: int = 10, batch_size: int = 256) -> np.ndarray:
+    def recommend(
+        self, inputs: Any, beam_width: int = 20, top_k: int = 10, batch_size: int = 256, kv_cache: bool = True
+    ) -> np.ndarray:
         """Top-k item ids (B, top_k) for tokenised inputs (B, T), by constrained beam search
-        (only valid SIDs, hence only real items); -1 pads rows with fewer items."""
+        (only valid SIDs, hence only real items); -1 pads rows with fewer items.
+
+        With ``kv_cache`` (default) each decoding step feeds only the newest token and reuses
+        the decoder's self- and cross-attention keys/values, reordered to follow the beams'
+        parents; ``kv_cache=False`` re-runs the decoder over the whole prefix (same result up
+        to float rounding)."""
+        from ..train import trim_left_padding
+
         self.eval()
         device = next(self.parameters()).device
-        inputs = torch.as_tensor(np.asarray(inputs), device=device)
-        out = []
-        for s in range(0, len(inputs), batch_size):
-            chunk = inputs[s : s + batch_size]
+        arr = np.asarray(inputs)
+        # Similar lengths batch together and each batch drops its all-padding columns.
+        order = np.argsort((arr != PAD).sum(1), kind="stable")
+        out = np.full((len(arr), top_k), -1, dtype=np.int64)
+        for s in range(0, len(arr), batch_size):
+            rows = order[s : s + batch_size]
+            chunk = torch.as_tensor(trim_left_padding(arr[rows]), device=device)
             enc = self.t5.get_encoder()(input_ids=chunk, attention_mask=chunk != PAD).last_hidden_state
             enc = enc.repeat_interleave(beam_width, 0)
             mask = (chunk != PAD).repeat_interleave(beam_width, 0)
-
-            def step(tokens: np.ndarray, parents: np.ndarray, enc=enc, mask=mask) -> torch.Tensor:
-                dec = torch.as_tensor(np.concatenate([np.zeros((len(tokens), 1), np.int64), tokens], 1), device=device)
-                logits = self.t5(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
-                return torch.log_softmax(logits.float(), -1).cpu()
-
+            step = self._cached_step(enc, mask) if kv_cache else self._full_step(enc, mask)
             items, _, _ = generate(step, self.trie, len(chunk), beam_width, top_k, token_map=self.token_map)
-            out.append(items)
-        return np.concatenate(out) if out else np.zeros((0, top_k), np.int64)
+            out[rows] = items
+        return out
+
+    def _full_step(self, enc: torch.Tensor, mask: torch.Tensor) -> Any:
+        device = enc.device
+
+        def step(tokens: np.ndarray, parents: np.ndarray) -> torch.Tensor:
+            dec = torch.as_tensor(np.concatenate([np.zeros((len(tokens), 1), np.int64), tokens], 1), device=device)
+            logits = self.t5(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
+            return torch.log_softmax(logits.float(), -1).cpu()
+
+        return step
+
+    def _cached_step(self, enc: torch.Tensor, mask: torch.Tensor) -> Any:
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        device = enc.device
+        state: dict[str, Any] = {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+
+        def step(tokens: np.ndarray, parents: np.ndarray) -> torch.Tensor:
+            cache = state["cache"]
+            if tokens.shape[1] == 0:
+                last = torch.zeros((len(tokens), 1), dtype=torch.long, device=device)
+            else:
+                cache.reorder_cache(torch.as_tensor(parents, device=device))
+                last = torch.as_tensor(np.ascontiguousarray(tokens[:, -1:]), device=device)
+            o = self.t5(
+                encoder_outputs=(enc,),
+                attention_mask=mask,
+                decoder_input_ids=last,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            state["cache"] = o.past_key_values
+            return torch.log_softmax(o.logits[:, -1].float(), -1).cpu()
+
+        return step

@@ -176,6 +176,9 @@ fn rank_groups(
     let in_order = item_ids.is_none_or(increasing);
     let idx_bits = bits_of(n.max(2));
     let cost_bits = |i: usize| cost.map_or(0, |c| ordered_bits(c[i]));
+    if cost.is_none() && in_order && key_bits(sizes) <= PARTITION_MAX_BITS {
+        return Ok(rank_by_partition(codes, sizes, write));
+    }
     if cost.is_none() && in_order && key_bits(sizes) + idx_bits <= 64 {
         // Fast path: ids in row order and no cost, so (code tuple, row) packed in one u64
         // sorts into (code tuple, item id) order; a parallel LSD radix sort of plain integers
@@ -219,6 +222,102 @@ fn rank_groups(
             rank_sorted(&order, |&i| i as usize, |&a, &b| row(a) == row(b), write)
         }
     })
+}
+
+/// Widest packed code tuple `rank_by_partition` takes.
+const PARTITION_MAX_BITS: u32 = 32;
+/// Low key bits counted inside one partition (a 256 KiB counter array, L2-resident).
+const PARTITION_LOW_BITS: u32 = 16;
+
+/// Ranks rows inside groups of equal codes in row order, without sorting: a stable parallel
+/// scatter of the rows into partitions by the high bits of their packed code tuple, then, per
+/// partition (in parallel), one pass in row order with a counter per low-bits key:
+/// `rank = count[key]++`. Same ranks and counts as sorting (code tuple, row). Returns
+/// (groups, max group, colliding groups).
+fn rank_by_partition(
+    codes: &[u16],
+    sizes: &[usize],
+    write: impl Fn(usize, u32) + Sync,
+) -> (usize, usize, usize) {
+    const CHUNK: usize = 1 << 16;
+    let levels = sizes.len();
+    let n = codes.len() / levels;
+    let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
+    let total = key_bits(sizes);
+    let low = PARTITION_LOW_BITS.min(total);
+    let parts = 1usize << (total - low);
+    let low_mask = (1u32 << low) - 1;
+    let mut keys: Vec<u32> = crate::alloc::with_capacity(n);
+    codes
+        .par_chunks(levels)
+        .map(|row| pack_row(row, &bits) as u32)
+        .collect_into_vec(&mut keys);
+    // Per fixed chunk of rows: how many fall in each partition.
+    let hist: Vec<Vec<u32>> = keys
+        .par_chunks(CHUNK)
+        .map(|ch| {
+            let mut h = vec![0u32; parts];
+            for &k in ch {
+                h[(k >> low) as usize] += 1;
+            }
+            h
+        })
+        .collect();
+    // Partition-major, chunk-minor offsets: the scatter is stable (row order kept).
+    let mut start = vec![0usize; parts + 1];
+    let mut offsets = vec![vec![0usize; parts]; hist.len()];
+    let mut at = 0usize;
+    for p in 0..parts {
+        start[p] = at;
+        for (c, h) in hist.iter().enumerate() {
+            offsets[c][p] = at;
+            at += h[p] as usize;
+        }
+    }
+    start[parts] = at;
+    // Each entry carries its row (high bits) and its low key bits, so the ranking pass reads
+    // its partition sequentially.
+    let mut rows: Vec<u64> = crate::alloc::filled(n, 0);
+    let dst = SharedSlice(rows.as_mut_ptr());
+    keys.par_chunks(CHUNK)
+        .zip(offsets.into_par_iter())
+        .enumerate()
+        .for_each(|(c, (ch, mut off))| {
+            for (j, &k) in ch.iter().enumerate() {
+                let p = (k >> low) as usize;
+                let entry = (((c * CHUNK + j) as u64) << 32) | (k & low_mask) as u64;
+                // SAFETY: the offsets give every (chunk, partition) its own disjoint range.
+                unsafe { dst.write(off[p], entry) };
+                off[p] += 1;
+            }
+        });
+    drop(keys);
+    (0..parts)
+        .into_par_iter()
+        .map_init(
+            || vec![0u32; 1 << low],
+            |count, p| {
+                let part = &rows[start[p]..start[p + 1]];
+                for &e in part {
+                    let k = (e as u32) as usize;
+                    write((e >> 32) as usize, count[k]);
+                    count[k] += 1;
+                }
+                let (mut groups, mut max, mut colliding) = (0usize, 0usize, 0usize);
+                for &e in part {
+                    let k = (e as u32) as usize;
+                    let c = count[k] as usize;
+                    if c > 0 {
+                        groups += 1;
+                        max = max.max(c);
+                        colliding += (c > 1) as usize;
+                        count[k] = 0;
+                    }
+                }
+                (groups, max, colliding)
+            },
+        )
+        .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1.max(b.1), a.2 + b.2))
 }
 
 /// Ranks inside groups of a sorted sequence: `row(s)` is the item of sorted entry `s`,
@@ -290,12 +389,15 @@ pub fn suffix(
     let levels = sizes.len().max(1);
     let n = codes.len() / levels;
     // The codes, each row followed by its rank, written straight into the output.
-    let mut out: Vec<u16> = crate::alloc::with_capacity(n * (levels + 1));
-    out.par_extend(
-        codes
-            .par_chunks(levels)
-            .flat_map_iter(|c| c.iter().copied().chain([0])),
-    );
+    const ROWS: usize = 1 << 14;
+    let mut out: Vec<u16> = crate::alloc::filled(n * (levels + 1), 0);
+    out.par_chunks_mut(ROWS * (levels + 1))
+        .zip(codes.par_chunks(ROWS * levels))
+        .for_each(|(o, c)| {
+            for (orow, crow) in o.chunks_exact_mut(levels + 1).zip(c.chunks_exact(levels)) {
+                orow[..levels].copy_from_slice(crow);
+            }
+        });
     let dst = SharedSlice(out.as_mut_ptr());
     let stride = levels + 1;
     // SAFETY: each row's rank is written once, at its own row's last column (< n * stride).
@@ -667,4 +769,54 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+
+    /// The partition path against a hash-map count in row order, on clustered codes (many
+    /// collisions) with several level layouts, including one partition (narrow keys) and
+    /// the widest keys it takes.
+    #[test]
+    fn partition_ranking_matches_a_row_order_count() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for sizes in [
+            vec![4usize],
+            vec![256, 256, 256],
+            vec![3, 1000, 7],
+            vec![65536, 65536],
+        ] {
+            let n = 20_000;
+            let codes: Vec<u16> = (0..n)
+                .flat_map(|_| {
+                    sizes
+                        .iter()
+                        .map(|&k| rng.random_range(0..k.min(6)) as u16)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let ranks: Vec<std::sync::atomic::AtomicU32> = (0..n)
+                .map(|_| std::sync::atomic::AtomicU32::new(u32::MAX))
+                .collect();
+            let (groups, max, colliding) = rank_by_partition(&codes, &sizes, |r, k| {
+                ranks[r].store(k, std::sync::atomic::Ordering::Relaxed)
+            });
+            let mut count: HashMap<&[u16], u32> = HashMap::new();
+            for (i, row) in codes.chunks(sizes.len()).enumerate() {
+                let c = count.entry(row).or_insert(0);
+                assert_eq!(
+                    ranks[i].load(std::sync::atomic::Ordering::Relaxed),
+                    *c,
+                    "{sizes:?} row {i}"
+                );
+                *c += 1;
+            }
+            assert_eq!(groups, count.len());
+            assert_eq!(max, *count.values().max().unwrap() as usize);
+            assert_eq!(colliding, count.values().filter(|&&c| c > 1).count());
+        }
+    }
 }

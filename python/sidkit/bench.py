@@ -1,0 +1,473 @@
+"""The benchmark harness: embed -> codebooks -> resolve -> SID metrics -> train -> evaluate, on
+real data, with the baselines beside it. Runs from a TOML config (reproducible) plus command-line
+overrides and writes ``results.json``, ``results.md`` and ``curve.png`` to the run directory.
+
+    sidkit bench --data ../shared/data/amazon2014 --dataset Beauty --sid rqkmeans --out runs/beauty
+    sidkit bench --config configs/beauty.toml --out runs/beauty-full
+
+Protocol (TIGER/GRID): leave-one-out per user (last item test, second-last validation, the rest
+training), histories truncated to the last ``max_history`` items, full ranking over all items,
+Recall@5/10 and NDCG@5/10 over the test users. A hit needs the generated SID to map to the
+target *item* (every level, including a collision suffix).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Every setting of a run, by section. A TOML config overrides any subset of it.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {
+        "path": "../shared/data/amazon2014",
+        "dataset": "Beauty",
+        "loader": "auto",  # amazon | recbole | auto (by the files present)
+        "max_history": 20,
+        "embeddings": "tfidf",  # tfidf (text + attributes, LSA) | path to a (num_items, D) .npy
+        "dim": 64,
+    },
+    "sid": {
+        "method": "rqkmeans",  # rqkmeans | balanced | rqvae
+        "levels": 3,
+        "codebook_size": 256,
+        "iters": 20,
+        "rqvae_epochs": 50,
+        "collisions": "suffix",  # suffix | reassign
+    },
+    "model": {"d_model": 128, "num_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024, "dropout": 0.1},
+    "train": {
+        "epochs": 20,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "warmup": 0.05,
+        "patience": 3,
+        "beam_width": 20,
+        "max_examples": 0,  # train on this many sampled sliding-window examples (0 = all)
+        "valid_users": 2000,  # validation subset per epoch (0 = all)
+        "test_users": 0,  # 0 = all test users
+        "invalid_users": 500,  # users decoded without constraints to count invalid SIDs
+    },
+    "sasrec": {"enabled": True, "epochs": 20, "max_len": 50, "d_model": 64, "num_layers": 2, "dropout": 0.3},
+    "run": {"seed": 0, "threads": 0, "device": "cpu"},
+}
+
+#: A small, fast setting (a few minutes on 2 CPU cores): what ``sidkit demo`` runs.
+SMALL: dict[str, dict[str, Any]] = {
+    "model": {"d_model": 64, "num_layers": 2, "num_heads": 4, "d_kv": 16, "d_ff": 256, "dropout": 0.1},
+    "train": {
+        "epochs": 1,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "max_examples": 30000,
+        "valid_users": 1000,
+        "test_users": 2000,
+        "invalid_users": 200,
+        "beam_width": 10,
+    },
+    "sasrec": {"epochs": 1, "max_len": 20},
+    "sid": {"iters": 10},
+}
+
+
+def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``base`` with ``over``'s sections merged in; unknown sections or keys are errors."""
+    out = copy.deepcopy(base)
+    for section, values in over.items():
+        if section not in out:
+            raise ValueError(f"config: unknown section [{section}] (expected one of {sorted(out)})")
+        if not isinstance(values, dict):
+            raise ValueError(f"config: [{section}] must be a table, got {type(values).__name__}")
+        for key, value in values.items():
+            if key not in out[section]:
+                raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
+            out[section][key] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """DEFAULTS, then the TOML file at ``path``, then ``overrides`` ({section: {key: value}})."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        with open(path, "rb") as f:
+            cfg = merge(cfg, tomllib.load(f))
+    return merge(cfg, overrides or {})
+
+
+def to_toml(cfg: dict[str, dict[str, Any]]) -> str:
+    """The config as TOML (flat sections of strings, numbers and booleans)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        return repr(v)
+
+    return "\n".join(f"[{s}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in sorted(cfg[s].items())) for s in cfg)
+
+
+class _Timer:
+    def __init__(self, log: Any) -> None:
+        self.stages: dict[str, float] = {}
+        self.log = log
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.log(f"[{name}] ...")
+        t = time.perf_counter()
+        yield
+        self.stages[name] = round(time.perf_counter() - t, 3)
+        self.log(f"[{name}] {self.stages[name]:.1f} s")
+
+
+def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None) -> np.ndarray:
+    from .data import item_embeddings
+
+    how = cfg["embeddings"]
+    if how == "tfidf":
+        key = f"{ds.name}-tfidf-d{cfg['dim']}-s{seed}-n{ds.num_items}.npy"
+        if cache is not None and (cache / key).is_file():
+            return np.load(cache / key)
+        emb = item_embeddings(ds, cfg["dim"], seed)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.save(cache / key, emb)
+        return emb
+    emb = np.load(how)
+    if emb.ndim != 2 or len(emb) != ds.num_items:
+        raise ValueError(f"data.embeddings: expected a ({ds.num_items}, D) array in {how}, got shape {emb.shape}")
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def _codebooks(
+    emb: np.ndarray, cfg: dict[str, Any], seed: int, device: str, verbose: bool
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(codebooks, codes (N, L), the embeddings in the codebooks' space: the input for
+    RQ-KMeans, the encoder's latents for RQ-VAE)."""
+    import sidkit as sk
+
+    method = cfg["method"]
+    if method in ("rqkmeans", "balanced"):
+        model = sk.RQKMeans(
+            cfg["levels"], cfg["codebook_size"], cfg["iters"], seed=seed, verbose=verbose, balanced=method == "balanced"
+        )
+        cb = model.fit(emb)
+        assert model.codes_ is not None
+        return cb, model.codes_, emb
+    if method == "rqvae":
+        vae = sk.RQVAE(emb.shape[1], levels=cfg["levels"], codebook_size=cfg["codebook_size"])
+        vae.fit(emb, epochs=cfg["rqvae_epochs"], device=device, seed=seed, verbose=verbose)
+        vae.cpu()
+        return vae.codebooks(), vae.encode(emb), vae.embed(emb)
+    raise ValueError(f"sid.method: expected 'rqkmeans', 'balanced' or 'rqvae', got {method!r}")
+
+
+def _subset(n: int, limit: int, seed: int) -> np.ndarray:
+    if not limit or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _invalid_share(model: Any, inputs: np.ndarray, beam: int, top_k: int) -> float:
+    """Share of the SIDs an unconstrained beam search (Hugging Face ``generate``) returns that
+    match no item: what constrained decoding prevents."""
+    import torch
+
+    if len(inputs) == 0:
+        return float("nan")
+    tm, levels = model.token_map, model.table.levels
+    device = next(model.parameters()).device
+    x = torch.as_tensor(inputs, device=device)
+    k = min(top_k, beam)
+    with torch.no_grad():
+        out = model.t5.generate(
+            input_ids=x,
+            attention_mask=x != 0,
+            num_beams=beam,
+            num_return_sequences=k,
+            max_new_tokens=levels,
+            min_new_tokens=levels,
+            do_sample=False,
+            decoder_start_token_id=0,
+        )
+    toks = out[:, 1 : 1 + levels].cpu().numpy()
+    ok = np.zeros(len(toks), dtype=bool)
+    in_range = (toks >= tm.offset).all(1)
+    if in_range.any():
+        try:
+            codes = tm.to_codes(toks[in_range])
+            ok[np.flatnonzero(in_range)] = model.trie.contains(codes)
+        except ValueError:  # a token of the wrong level
+            for r in np.flatnonzero(in_range):
+                try:
+                    ok[r] = bool(model.trie.contains(tm.to_codes(toks[r : r + 1]))[0])
+                except ValueError:
+                    ok[r] = False
+    return float(1.0 - ok.mean())
+
+
+def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -> dict[str, Any]:
+    """Runs the whole pipeline for one config and writes the results to ``out``."""
+    import torch
+
+    import sidkit as sk
+
+    from .data import leave_one_out, load_dataset, most_popular
+    from .metrics import ranking_metrics, report
+    from .models import SASRec, sasrec_examples, sasrec_train_examples
+    from .models.tiger import TIGER, make_examples, sliding_window
+    from .train import fit
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        if verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    seed, device = cfg["run"]["seed"], cfg["run"]["device"]
+    if cfg["run"]["threads"]:
+        sk.set_num_threads(cfg["run"]["threads"])
+        torch.set_num_threads(cfg["run"]["threads"])
+    timer = _Timer(log)
+    t0 = time.perf_counter()
+    with timer("load"):
+        ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
+        split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
+    with timer("embed"):
+        emb = _embed(ds, cfg["data"], seed, out.parent / ".cache")
+    with timer("codebooks"):
+        cb, codes, space = _codebooks(emb, cfg["sid"], seed, device, verbose)
+    item_ids = np.arange(1, ds.num_items + 1)
+    with timer("resolve"):
+        table = sk.resolve(codes, cfg["sid"]["collisions"], item_ids=item_ids, embeddings=space, codebooks=cb)
+    with timer("sid metrics"):
+        quality = report(space, codes, cb, sequences=[s - 1 for s in split.train], seed=seed)
+
+    tr = cfg["train"]
+    model = TIGER(table, **cfg["model"], seed=seed)
+    tm = model.token_map
+    hist, tgt = sliding_window(split.train)
+    if tr["max_examples"] and tr["max_examples"] < len(tgt):
+        keep = _subset(len(tgt), tr["max_examples"], seed + 3)
+        hist, tgt = [hist[i] for i in keep], tgt[keep]
+    train_ex = make_examples(hist, tgt, table, tm, cfg["data"]["max_history"])
+    vi = _subset(len(split.valid_target), tr["valid_users"], seed)
+    valid_ex = make_examples(
+        [split.valid_history[i] for i in vi], split.valid_target[vi], table, tm, cfg["data"]["max_history"]
+    )
+    ti = _subset(len(split.test_target), tr["test_users"], seed + 1)
+    test_ex = make_examples(
+        [split.test_history[i] for i in ti], split.test_target[ti], table, tm, cfg["data"]["max_history"]
+    )
+    log(f"TIGER: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_ex.inputs):,} examples")
+    with timer("train TIGER"):
+        curve = fit(
+            model,
+            train_ex,
+            valid_ex,
+            epochs=tr["epochs"],
+            batch_size=tr["batch_size"],
+            lr=tr["lr"],
+            weight_decay=tr["weight_decay"],
+            warmup=tr["warmup"],
+            patience=tr["patience"],
+            beam_width=tr["beam_width"],
+            device=device,
+            seed=seed,
+            verbose=verbose,
+        )
+    with timer("evaluate TIGER"):
+        t = time.perf_counter()
+        ranked = model.recommend(test_ex.inputs, beam_width=tr["beam_width"], top_k=10)
+        users_per_s = len(ranked) / max(time.perf_counter() - t, 1e-9)
+        tiger = ranking_metrics(ranked, test_ex.items, ks=(5, 10))
+    with timer("unconstrained decode"):
+        ii = _subset(len(test_ex.inputs), tr["invalid_users"], seed + 2)
+        invalid = _invalid_share(model, test_ex.inputs[ii], tr["beam_width"], 10)
+    popular = most_popular(split.train, 10)
+    pop = ranking_metrics(np.tile(popular, (len(ti), 1)), test_ex.items, ks=(5, 10))
+    results: dict[str, Any] = {
+        "dataset": {
+            "name": ds.name,
+            "users": ds.num_users,
+            "items": ds.num_items,
+            "interactions": ds.num_interactions,
+            "test_users": len(ti),
+        },
+        "tiger": {**tiger, "users_per_s": users_per_s, "invalid_unconstrained": invalid},
+        "most_popular": pop,
+        "curve": {"tiger": curve},
+        "sid": {
+            "levels": table.levels,
+            "sizes": list(table.sizes),
+            "resolve": {k: v for k, v in table.report.items() if k != "unresolved_rows"},
+            "quality": quality,
+        },
+    }
+    sc = cfg["sasrec"]
+    if sc["enabled"]:
+        sas = SASRec(ds.num_items, sc["max_len"], sc["d_model"], sc["num_layers"], dropout=sc["dropout"], seed=seed)
+        s_train = sasrec_train_examples(split.train, sc["max_len"])
+        s_valid = sasrec_examples([split.valid_history[i] for i in vi], split.valid_target[vi], sc["max_len"])
+        s_test = sasrec_examples([split.test_history[i] for i in ti], split.test_target[ti], sc["max_len"])
+        with timer("train SASRec"):
+            s_curve = fit(
+                sas,
+                s_train,
+                s_valid,
+                epochs=sc["epochs"],
+                batch_size=128,
+                lr=1e-3,
+                patience=tr["patience"],
+                device=device,
+                seed=seed,
+                verbose=verbose,
+            )
+        with timer("evaluate SASRec"):
+            results["sasrec"] = ranking_metrics(sas.recommend(s_test.inputs, top_k=10), s_test.items, ks=(5, 10))
+        results["curve"]["sasrec"] = s_curve
+    results["timings_s"] = {**timer.stages, "total": round(time.perf_counter() - t0, 3)}
+    results["config"] = cfg
+    results["versions"] = _versions()
+    results["hardware"] = _hardware(device)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    (out / "config.toml").write_text(to_toml(cfg))
+    (out / "results.md").write_text(markdown(results))
+    try:
+        plot_curve(results, out / "curve.png")
+    except ImportError:
+        log("matplotlib not installed: no curve.png (pip install 'sidkit[plot]')")
+    return results
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("sidkit", "numpy", "torch", "transformers"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _hardware(device: str) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    import sidkit as sk
+
+    hw: dict[str, Any] = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "sidkit_threads": sk.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        hw["gpu"] = torch.cuda.get_device_name()
+    return hw
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The results as a markdown report."""
+    d, c = r["dataset"], r["config"]
+    lines = [
+        f"# sidkit bench: {d['name']} ({d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions)",
+        "",
+        f"SIDs: {c['sid']['method']} {r['sid']['levels']} levels {r['sid']['sizes']} ({c['sid']['collisions']}); "
+        f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers; "
+        f"leave-one-out, full ranking, {d['test_users']:,} test users.",
+        "",
+        "| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    rows = [("TIGER (sidkit)", r["tiger"]), ("most popular", r["most_popular"])]
+    if "sasrec" in r:
+        rows.append(("SASRec", r["sasrec"]))
+    for name, m in rows:
+        lines.append(
+            f"| {name} | {m['recall@5']:.4f} | {m['ndcg@5']:.4f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} |"
+        )
+    t = r["tiger"]
+    q = r["sid"]["quality"]
+    lines += [
+        "",
+        f"Decoding: {t['users_per_s']:.0f} users/s (beam {c['train']['beam_width']}); an unconstrained beam search "
+        f"returns {t['invalid_unconstrained']:.1%} SIDs that match no item (constrained: 0 by construction).",
+        "",
+        "SID quality: collision rate {:.2%} before resolution, perplexity per level {}, similarity-depth "
+        "Spearman {:.3f}.".format(
+            q["collisions"]["collision_rate"],
+            ", ".join(f"{lv['perplexity']:.0f}" for lv in q["levels"]),
+            q["similarity_depth_spearman"],
+        ),
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+    ]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["timings_s"].items()]
+    v, h = r["versions"], r["hardware"]
+    lines += [
+        "",
+        f"Hardware: {h['machine']}, {h['cpus']} CPUs, device {h['device']}{', ' + h['gpu'] if 'gpu' in h else ''}. "
+        + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "",
+        "Per-epoch curve:",
+        "",
+        "| model | epoch | loss | valid Recall@10 | valid NDCG@10 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model, curve in r["curve"].items():
+        for row in curve:
+            lines.append(
+                f"| {model} | {row['epoch']} | {row['loss']:.4f} | {row.get('recall@10', float('nan')):.4f} | "
+                f"{row.get('ndcg@10', float('nan')):.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(r: dict[str, Any], path: str | Path) -> Path:
+    """Training loss and validation Recall@10 per epoch, per model, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    for model, curve in r["curve"].items():
+        ep = [row["epoch"] for row in curve]
+        a.plot(ep, [row["loss"] for row in curve], marker="o", label=model)
+        b.plot(ep, [row.get("recall@10", np.nan) for row in curve], marker="o", label=model)
+    a.set(title="training loss", xlabel="epoch")
+    b.set(title="validation Recall@10", xlabel="epoch")
+    a.legend()
+    b.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
