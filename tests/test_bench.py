@@ -129,3 +129,15 @@ def test_kv_cached_decoding_matches_full_recompute():
     full = m.recommend(te.inputs, beam_width=8, top_k=8, kv_cache=False)
     cached = m.recommend(te.inputs, beam_width=8, top_k=8, kv_cache=True)
     np.testing.assert_array_equal(full, cached)
+
+
+def test_demo_runs_the_whole_pipeline_on_recbole_files(tmp_path, capsys):
+    write_chains(tmp_path, users=300)
+    args = ["demo", "--data", str(tmp_path), "--dataset", "chains", "--levels", "2", "--codebook-size", "8"]
+    args += ["--dim", "16", "--iters", "5", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "chains" in out and "valid SIDs 100.0%" in out
+    assert "| TIGER (sidkit) |" in out and "| most popular |" in out and "| SASRec |" in out
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["config"]["model"] == bench.SMALL["model"] and saved["dataset"]["users"] == 300
