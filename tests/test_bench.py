@@ -141,3 +141,22 @@ def test_demo_runs_the_whole_pipeline_on_recbole_files(tmp_path, capsys):
     assert "| TIGER (sidkit) |" in out and "| most popular |" in out and "| SASRec |" in out
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["config"]["model"] == bench.SMALL["model"] and saved["dataset"]["users"] == 300
+
+
+@pytest.mark.filterwarnings("ignore:RQ-VAE:RuntimeWarning")  # 5 epochs on 200 items: low usage is expected
+@pytest.mark.parametrize(("sid", "collisions"), [("rqvae", "suffix"), ("balanced", "reassign")])
+def test_bench_sid_and_collision_variants(tmp_path, sid, collisions):
+    write_chains(tmp_path, users=200)
+    over = {
+        **TINY,
+        "data": {**TINY["data"], "path": str(tmp_path)},
+        # 3 x 8 = 512 SIDs leave reassign room for 200 items (2 x 8 = 64 would not: it raises).
+        "sid": {**TINY["sid"], "levels": 3, "method": sid, "collisions": collisions, "rqvae_epochs": 5},
+        "train": {**TINY["train"], "epochs": 1},
+        "sasrec": {"enabled": False},
+    }
+    r = bench.run(bench.load_config(None, over), tmp_path / "run", verbose=False)
+    # reassign keeps the length; suffix adds a level. Every SID is unique either way.
+    assert r["sid"]["levels"] == (3 if collisions == "reassign" else 4)
+    assert r["sid"]["resolve"]["unresolved"] == 0
+    assert 0 <= r["tiger"]["recall@10"] <= 1 and "sasrec" not in r
