@@ -251,3 +251,25 @@ def test_prefix_scorer_decodes_the_exact_top_items(rng):
     # The SID's log-prob is its item's softmax log-probability.
     soft = scores - np.log(np.exp(scores).sum(1, keepdims=True))
     np.testing.assert_allclose(logp, np.take_along_axis(soft, items, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_trie_save_load_round_trip(rng, tmp_path):
+    codes = random_sids(rng, 40)
+    ids = rng.permutation(1000)[:40].astype(np.int64)
+    trie = sk.Trie(codes, ids, sizes=SIZES)
+    got_codes, got_ids = trie.sids()
+    order = np.lexsort(codes.T[::-1])
+    np.testing.assert_array_equal(got_codes, codes[order])
+    np.testing.assert_array_equal(got_ids, ids[order])
+    trie.save(tmp_path / "t.npz")
+    back = sk.Trie.load(tmp_path / "t.npz")
+    assert (back.depth, back.sizes, len(back), back.num_nodes) == (trie.depth, trie.sizes, 40, trie.num_nodes)
+    np.testing.assert_array_equal(back.lookup(codes), ids)
+    # Duplicates survive a round trip.
+    dup = sk.Trie(np.concatenate([codes[:3], codes[:1]]), [1, 2, 3, 4], sizes=SIZES, allow_duplicates=True)
+    dup.save(tmp_path / "d.npz")
+    c, i = sk.Trie.load(tmp_path / "d.npz").sids()
+    assert sorted(i.tolist()) == [1, 2, 3, 4] and len(c) == 4
+    np.savez(tmp_path / "bad.npz", codes=codes)
+    with pytest.raises(ValueError, match="not a sidkit trie file"):
+        sk.Trie.load(tmp_path / "bad.npz")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _native
-from ._arrays import to_numpy
+from ._arrays import atomic_path, to_numpy
 from .collisions import SidTable, _codes_u16, _item_ids, _sizes
+
+TRIE_FORMAT = "sidkit.trie/1"
 
 
 class TokenMap:
@@ -122,6 +126,46 @@ class Trie:
 
     def __repr__(self) -> str:
         return f"Trie({len(self):,} SIDs, depth {self.depth}, {self.num_nodes:,} nodes)"
+
+    def sids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (SID, item) pair of the trie: codes (M, L) uint16 in lexicographic order and
+        item ids (M,) int64 (a SID with several items, under ``allow_duplicates``, repeats)."""
+        nodes = np.zeros(1, dtype=np.int64)
+        paths = np.zeros((1, 0), dtype=np.uint16)
+        for _ in range(self.depth):
+            offsets, codes, children = self.children(nodes)
+            paths = np.concatenate([np.repeat(paths, np.diff(offsets), axis=0), codes[:, None]], 1)
+            nodes = children
+        items = self.lookup(paths)
+        if self._native.num_items == len(paths):
+            return paths, items
+        rows, ids = [], []
+        for r, sid in enumerate(paths.tolist()):
+            on = self._native.items_of(sid)
+            rows += [r] * len(on)
+            ids += on
+        return paths[np.asarray(rows, dtype=np.int64)], np.asarray(ids, dtype=np.int64)
+
+    def save(self, path: str | Path) -> None:
+        """Writes the trie's SIDs and item ids to ``path`` (.npz, atomically); :meth:`load`
+        rebuilds the trie from them (about 0.1 s per million SIDs)."""
+        codes, items = self.sids()
+        dups = self._native.num_items != len(self)
+        meta = {"format": TRIE_FORMAT, "sizes": list(self.sizes), "allow_duplicates": dups}
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, codes=codes, item_ids=items, meta=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trie:
+        """A trie written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"codes", "item_ids", "meta"} - set(z.files)
+            if missing:
+                raise ValueError(f"path: {path} is not a sidkit trie file (missing {sorted(missing)})")
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != TRIE_FORMAT:
+                raise ValueError(f"path: expected format {TRIE_FORMAT!r}, got {meta.get('format')!r}")
+            return cls(z["codes"], z["item_ids"], meta["sizes"], allow_duplicates=bool(meta["allow_duplicates"]))
 
     def lookup(self, codes: Any) -> np.ndarray:
         """Item id of each full SID (B, L): (B,) int64, -1 where the SID is not in the trie."""
