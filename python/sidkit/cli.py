@@ -79,9 +79,9 @@ def demo(args: argparse.Namespace) -> int:
     for name, sec in t.rows:
         print(f"{name:<44}{sec:>10.3f}")
     print(f"\nitems {len(emb):,}, levels {cb.levels}, codebook sizes {cb.sizes}, threads {sk.get_num_threads()}")
-    for label, c, e in (("greedy", codes, err), (f"beam={args.beam}", codes_b, err_b)):
+    for label, c, errs in (("greedy", codes, err), (f"beam={args.beam}", codes_b, err_b)):
         s = collisions(c)
-        rel = float(e[:, -1].sum(dtype=np.float64)) / total
+        rel = float(errs[:, -1].sum(dtype=np.float64)) / total
         print(
             f"{label:>8}: unique SIDs {s['unique_sids']:,} / {s['items']:,} "
             f"(collision rate {s['collision_rate']:.1%}), largest collision group {s['max_group']}, "

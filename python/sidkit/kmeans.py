@@ -124,14 +124,14 @@ class _TorchOps:
             labels, dist = _native.balanced_assign(centres.cpu().numpy(), x.cpu().numpy())
             return torch.from_numpy(labels.astype(np.int64)).to(x.device), torch.from_numpy(dist).to(x.device)
         c2 = (centres.double() ** 2).sum(1)
-        labels, errors = [], []
+        label_parts, error_parts = [], []
         for chunk in x.split(_TORCH_CHUNK):
             x2 = (chunk.double() ** 2).sum(1, keepdim=True)
             d = (x2 - 2.0 * (chunk @ centres.T).double() + c2).clamp_min_(0.0)
             e, j = d.min(1)
-            labels.append(j)
-            errors.append(e.float())
-        return torch.cat(labels), torch.cat(errors)
+            label_parts.append(j)
+            error_parts.append(e.float())
+        return torch.cat(label_parts), torch.cat(error_parts)
 
     def update(self, x: Any, labels: Any, k: int) -> tuple[Any, Any]:
         torch = self.torch

@@ -97,7 +97,7 @@ class RQVAE(nn.Module):
         k = min(self.codebook_size, len(z))
         cb = RQKMeans(self.levels, k, iters=10, seed=seed, verbose=False).fit(z).to_numpy()
         self.codebook[:, :k] = torch.from_numpy(np.array(cb)).to(self.codebook)
-        self.initialised.fill_(True)
+        self.initialised.fill_(True)  # type: ignore[operator]
 
     @torch.no_grad()
     def _restart_dead(self, usage: torch.Tensor, z_sample: torch.Tensor, generator: torch.Generator) -> int:

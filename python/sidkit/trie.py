@@ -293,7 +293,7 @@ class Trie:
         if c.dtype.kind not in "iu":
             raise TypeError(f"codes: expected integers, got dtype {c.dtype}")
         out_of_range = (c < 0) | (c > 65535)
-        bad = out_of_range.any(1)
+        bad = np.asarray(out_of_range.any(1))
         c = np.where(out_of_range, 0, c)
         return np.ascontiguousarray(c, dtype=np.uint16), bad
 

@@ -97,7 +97,7 @@ class TIGER(nn.Module):
         self.user_buckets = user_buckets
         self.token_map = TokenMap(table.sizes, offset=2 + user_buckets)
         self.trie = Trie.from_table(table)
-        config = T5Config(
+        config = T5Config(  # type: ignore[call-arg]
             vocab_size=self.token_map.vocab_size,
             d_model=d_model,
             d_kv=d_kv,
