@@ -21,3 +21,20 @@ def test_stubtest_native():
         [sys.executable, "-m", "mypy.stubtest", "sidkit._native"], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_package_type_checks():
+    """The package itself passes mypy (the public API's annotations are what users' checkers see)."""
+    pytest.importorskip("mypy")
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "python" / "sidkit"
+    if not src.is_dir():
+        pytest.skip(f"source tree not found at {src}")
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", str(src), "--ignore-missing-imports", "--no-incremental"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
