@@ -1,6 +1,7 @@
 """The benchmark harness: embed -> codebooks -> resolve -> SID metrics -> train -> evaluate, on
 real data, with the baselines beside it. Runs from a TOML config (reproducible) plus command-line
-overrides and writes ``results.json``, ``results.md`` and ``curve.png`` to the run directory.
+overrides and writes ``results.json``, ``results.md``, ``config.toml``, ``curve.png`` and the
+best weights (``tiger.pt``, ``sasrec.pt``) to the run directory.
 
     sidkit bench --data ../shared/data/amazon2014 --dataset Beauty --sid rqkmeans --out runs/beauty
     sidkit bench --config configs/beauty.toml --out runs/beauty-full
@@ -291,6 +292,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             device=device,
             seed=seed,
             verbose=verbose,
+            checkpoint=str(out / "tiger.pt"),
         )
     with timer("evaluate TIGER"):
         t = time.perf_counter()
@@ -338,6 +340,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
                 device=device,
                 seed=seed,
                 verbose=verbose,
+                checkpoint=str(out / "sasrec.pt"),
             )
         with timer("evaluate SASRec"):
             results["sasrec"] = ranking_metrics(sas.recommend(s_test.inputs, top_k=10), s_test.items, ks=(5, 10))

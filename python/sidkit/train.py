@@ -31,14 +31,22 @@ def fit(
     device: str | torch.device = "cpu",
     seed: int = 0,
     verbose: bool = True,
+    amp: bool | None = None,
+    checkpoint: str | None = None,
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
     ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
     with ``valid`` examples, evaluates Recall@10 / NDCG@10 after every epoch, stops after
     ``patience`` epochs without improvement and restores the best weights. Returns the
-    per-epoch history (loss, and validation metrics)."""
+    per-epoch history (loss, and validation metrics).
+
+    ``amp``: bfloat16 autocast for the forward pass (default: on for CUDA devices, off on CPU;
+    no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
+    far are saved (``torch.save`` of the state dict) after every improving epoch."""
     from tqdm.auto import tqdm
 
+    use_amp = torch.device(device).type == "cuda" if amp is None else bool(amp)
+    amp_device = torch.device(device).type
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -63,7 +71,8 @@ def fit(
             x = x[:, cut:]
             if same_shape:
                 y = y[:, cut:]
-            loss = model(x.to(device), y.to(device))
+            with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=use_amp):
+                loss = model(x.to(device), y.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -75,6 +84,11 @@ def fit(
             row.update(ranking_metrics(ranked, valid.items, ks=(5, 10)))
             if row["recall@10"] > best:
                 best, best_state, bad = row["recall@10"], copy.deepcopy(model.state_dict()), 0
+                if checkpoint is not None:
+                    from ._arrays import atomic_path
+
+                    with atomic_path(checkpoint) as tmp:
+                        torch.save(best_state, tmp)
             else:
                 bad += 1
         history.append(row)
