@@ -145,8 +145,9 @@ def _train_demo(args: argparse.Namespace) -> None:
         },
     )
     print(
-        f"\nTraining TIGER at the small preset ({cfg['train']['max_examples']:,} sliding-window examples, "
-        f"{cfg['train']['epochs']} epoch, {cfg['train']['test_users']:,} test users; the full run: "
+        f"\nTraining TIGER at the small preset ({f'{n:,}' if (n := cfg['train']['max_examples']) else 'all'} "
+        f"sliding-window examples, {cfg['train']['epochs']} epoch, {cfg['train']['test_users']:,} test users; "
+        "the full run: "
         "`sidkit bench --config configs/beauty.toml`) ...",
         flush=True,
     )
