@@ -61,3 +61,26 @@ def test_bad_input_and_collapse_warning():
 def test_import_sidkit_does_not_import_torch():
     code = "import sys, sidkit; assert 'torch' not in sys.modules; sidkit.RQVAE; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_rqvae_is_seeded_and_leaves_the_global_rng_alone():
+    x = synthetic_catalog(800, 16, (8, 4), seed=1)
+    kw = dict(levels=2, codebook_size=8, latent_dim=8, hidden=(32,), epochs=4, batch_size=128)
+    state = torch.random.get_rng_state()
+    a = sk.RQVAE(16, latent_dim=8, hidden=(32,), levels=2, codebook_size=8, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded init: no global draw
+    b = sk.RQVAE(16, latent_dim=8, hidden=(32,), levels=2, codebook_size=8, seed=3)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    m1 = sk.train_rqvae(x, **kw, seed=5)
+    torch.manual_seed(123)  # the global state must not matter
+    m2 = sk.train_rqvae(torch.from_numpy(x), **kw, seed=5)
+    np.testing.assert_array_equal(m1.encode(x), m2.encode(x))
+    assert len(m1.history_) == 4 and m1.history_ == m2.history_ and not m1.training
+    # The same as building and fitting by hand.
+    by_hand = sk.RQVAE(16, latent_dim=8, hidden=(32,), levels=2, codebook_size=8, seed=5)
+    by_hand.fit(x, epochs=4, batch_size=128, seed=5, verbose=False)
+    np.testing.assert_array_equal(by_hand.encode(x), m1.encode(x))
+    assert m1.codebooks().to_numpy().shape == (2, 8, 8)
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, D\)"):
+        sk.train_rqvae(np.zeros(5, dtype=np.float32))

@@ -18,10 +18,10 @@ from .trie import TokenMap, Trie
 
 
 def __getattr__(name: str):  # torch stays optional: RQVAE is imported on first use
-    if name == "RQVAE":
-        from .rqvae import RQVAE
+    if name in ("RQVAE", "train_rqvae"):
+        from . import rqvae
 
-        return RQVAE
+        return getattr(rqvae, name)
     raise AttributeError(f"module 'sidkit' has no attribute {name!r}")
 
 
@@ -41,4 +41,5 @@ __all__ = [
     "metrics",
     "resolve",
     "set_num_threads",
+    "train_rqvae",
 ]

@@ -192,7 +192,7 @@ def _codebooks(
         assert model.codes_ is not None
         return cb, model.codes_, emb
     if method == "rqvae":
-        vae = sk.RQVAE(emb.shape[1], levels=cfg["levels"], codebook_size=cfg["codebook_size"])
+        vae = sk.RQVAE(emb.shape[1], levels=cfg["levels"], codebook_size=cfg["codebook_size"], seed=seed)
         vae.fit(emb, epochs=cfg["rqvae_epochs"], device=device, seed=seed, verbose=verbose)
         vae.cpu()
         return vae.codebooks(), vae.encode(emb), vae.embed(emb)

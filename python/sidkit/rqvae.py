@@ -42,6 +42,8 @@ class RQVAE(nn.Module):
         beta: commitment loss weight.
         restart_threshold: a code used by fewer items than this share of an epoch is dead and
             is re-seeded from a random encoded residual at the end of the epoch.
+        seed: initialise the weights from this seed (the global torch RNG is left untouched);
+            None draws them from the global RNG.
     """
 
     def __init__(
@@ -53,16 +55,21 @@ class RQVAE(nn.Module):
         codebook_size: int = 256,
         beta: float = 0.25,
         restart_threshold: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if levels < 1 or codebook_size < 1 or in_dim < 1 or latent_dim < 1:
             raise ValueError("in_dim, latent_dim, levels, codebook_size: expected positive values")
         self.in_dim, self.latent_dim, self.levels, self.codebook_size = in_dim, latent_dim, levels, codebook_size
         self.beta, self.restart_threshold = beta, restart_threshold
-        self.encoder = _mlp([in_dim, *hidden, latent_dim])  # (B, D) -> (B, latent)
-        self.decoder = _mlp([latent_dim, *reversed(hidden), in_dim])  # (B, latent) -> (B, D)
-        self.codebook = nn.Parameter(torch.randn(levels, codebook_size, latent_dim) * 0.01)  # (L, K, latent)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.encoder = _mlp([in_dim, *hidden, latent_dim])  # (B, D) -> (B, latent)
+            self.decoder = _mlp([latent_dim, *reversed(hidden), in_dim])  # (B, latent) -> (B, D)
+            self.codebook = nn.Parameter(torch.randn(levels, codebook_size, latent_dim) * 0.01)  # (L, K, latent)
         self.register_buffer("initialised", torch.tensor(False))
+        self.history_: list[dict[str, float]] = []  # the last fit's per-epoch history
 
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (B, latent) -> (straight-through quantized z, codes (B, L) int64, VQ loss)."""
@@ -172,6 +179,7 @@ class RQVAE(nn.Module):
                 row["restarted"] = self._restart_dead(usage, z, gen)
             history.append(row)
         self.eval()
+        self.history_ = history
         low = [l for l in range(self.levels) if history and history[-1][f"utilisation_{l}"] < min_utilisation]
         if low:
             warnings.warn(
@@ -203,3 +211,31 @@ class RQVAE(nn.Module):
         p = next(self.parameters())
         z = torch.from_numpy(self.codebooks().decode(codes)).to(p.device)
         return self.decoder(z).float().cpu().numpy()
+
+
+def train_rqvae(
+    x: Any,
+    levels: int = 3,
+    codebook_size: int = 256,
+    latent_dim: int = 32,
+    hidden: Sequence[int] = (512, 256, 128),
+    *,
+    epochs: int = 50,
+    batch_size: int = 1024,
+    lr: float = 1e-3,
+    beta: float = 0.25,
+    restart_threshold: float = 0.0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    verbose: bool = False,
+) -> RQVAE:
+    """Builds an :class:`RQVAE` for (N, D) float32 embeddings ``x`` (numpy or torch), seeded
+    with ``seed``, trains it with :meth:`RQVAE.fit` and returns it in eval mode on ``device``
+    (``.codebooks()``, ``.encode(x)`` give the SIDs; ``.history_`` the per-epoch losses).
+    The same inputs and seed give the same model on CPU."""
+    shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"x: expected shape (N, D) with N, D >= 1, got {shape}")
+    vae = RQVAE(shape[1], latent_dim, hidden, levels, codebook_size, beta, restart_threshold, seed=seed)
+    vae.fit(x, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, verbose=verbose)
+    return vae
