@@ -196,3 +196,54 @@ def test_bench_with_text_embeddings_is_cached(tmp_path):
     # A second run reads the cache and yields the same SIDs and metrics.
     again = bench.run(bench.load_config(None, over), tmp_path / "again", verbose=False)
     assert again["sid"] == r["sid"] and again["tiger"]["recall@10"] == r["tiger"]["recall@10"]
+
+
+def _fake_results(method, r10, sas=None, emb="tfidf"):
+    m = lambda x: {"recall@5": x / 2, "ndcg@5": x / 4, "recall@10": x, "ndcg@10": x / 3}  # noqa: E731
+    r = {
+        "dataset": {"name": "Beauty", "test_users": 2000},
+        "config": {
+            "data": {"embeddings": emb},
+            "sid": {"method": method, "collisions": "suffix"},
+            "train": {"epochs": 5},
+            "sasrec": {"epochs": 40},
+        },
+        "sid": {"sizes": [256, 256, 256, 7]},
+        "tiger": {**m(r10), "users_per_s": 100.0, "invalid_unconstrained": 0.0},
+        "most_popular": m(0.01),
+        "curve": {"tiger": [{}, {}, {}]},
+        "timings_s": {"train TIGER": 1234.4, "train SASRec": 99.0},
+    }
+    if sas is not None:
+        r["sasrec"] = m(sas)
+    return r
+
+
+def test_compare_tables_runs_side_by_side(tmp_path, capsys):
+    a, b = _fake_results("rqkmeans", 0.03, sas=0.07), _fake_results("rqvae", 0.02, emb="/x/emb.npy")
+    table = bench.compare([a, b], ["a", "b"])
+    lines = table.strip().splitlines()
+    # header, rule, TIGER a, popular (once: same dataset, users and result), SASRec, TIGER b
+    assert len(lines) == 6, table
+    assert lines[2] == (
+        "| a | Beauty | tfidf | rqkmeans 256x256x256x7 suffix | TIGER (3) | 2,000 | 0.0150 | 0.0075 | 0.0300 | "
+        "0.0100 | 1,234 |"
+    )
+    assert lines[3].startswith("| a | Beauty | – | – | most popular |") and "| 0.0100 |" in lines[3]
+    assert "SASRec (40)" in lines[4] and "| 0.0700 |" in lines[4]
+    assert lines[5].startswith("| b | Beauty | emb.npy | rqvae 256x256x256x7 suffix | TIGER (3) |")
+    with pytest.raises(ValueError, match="names: expected 2"):
+        bench.compare([a, b], ["a"])
+    with pytest.raises(ValueError, match="runs: expected at least one"):
+        bench.compare([])
+    # The CLI reads run directories.
+    for name, r in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "t.md")]) == 0
+    assert capsys.readouterr().out == table == (tmp_path / "t.md").read_text()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text("{}")
+    assert main(["compare", str(tmp_path / "c")]) == 2
+    assert main(["compare", str(tmp_path / "missing")]) == 2
+    assert "no results.json" in capsys.readouterr().err

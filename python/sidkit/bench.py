@@ -477,6 +477,61 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A run's ``results.json`` (``path`` is the run directory or the file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"runs: no results.json at {p}")
+    r = json.loads(p.read_text())
+    if not isinstance(r, dict) or not {"tiger", "config", "dataset", "sid"} <= set(r):
+        raise ValueError(f"runs: {p} is not a sidkit bench results.json")
+    return dict(r)
+
+
+def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
+    """One markdown table over several runs (``results.json`` dicts): a TIGER row per run with
+    its SID scheme, and the baselines (most popular, SASRec) once per distinct result, so SID
+    schemes and settings can be read side by side."""
+    if not runs:
+        raise ValueError("runs: expected at least one run")
+    names = names or [f"run {i}" for i in range(len(runs))]
+    if len(names) != len(runs):
+        raise ValueError(f"names: expected {len(runs)} names, got {len(names)}")
+    head = (
+        "| run | dataset | embeddings | SIDs | model (epochs) | test users | Recall@5 | NDCG@5 | Recall@10 | "
+        "NDCG@10 | train s |"
+    )
+    lines = [head, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    seen: set[tuple[Any, ...]] = set()
+
+    def row(name: str, r: dict[str, Any], model: str, m: dict[str, Any], sids: str, emb: str, secs: Any) -> None:
+        lines.append(
+            f"| {name} | {r['dataset']['name']} | {emb} | {sids} | {model} | {r['dataset']['test_users']:,} | "
+            f"{m['recall@5']:.4f} | {m['ndcg@5']:.4f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | "
+            f"{secs if isinstance(secs, str) else f'{secs:,.0f}'} |"
+        )
+
+    for name, r in zip(names, runs, strict=True):
+        c, t = r["config"], r["timings_s"]
+        emb = str(c["data"]["embeddings"])
+        emb = Path(emb).name if emb not in ("tfidf", "text") else emb
+        sids = f"{c['sid']['method']} {'x'.join(map(str, r['sid']['sizes']))} {c['sid']['collisions']}"
+        epochs = len(r.get("curve", {}).get("tiger", [])) or c["train"]["epochs"]
+        row(name, r, f"TIGER ({epochs})", r["tiger"], sids, emb, t.get("train TIGER", "–"))
+        baselines = [("most popular", r["most_popular"], "–")]
+        if "sasrec" in r:
+            sas_epochs = len(r.get("curve", {}).get("sasrec", [])) or c["sasrec"]["epochs"]
+            baselines.append((f"SASRec ({sas_epochs})", r["sasrec"], t.get("train SASRec", "–")))
+        for model, m, secs in baselines:
+            key = (r["dataset"]["name"], r["dataset"]["test_users"], model, m["recall@10"], m["ndcg@10"])
+            if key not in seen:
+                seen.add(key)
+                row(name, r, model, m, "–", "–", secs)
+    return "\n".join(lines) + "\n"
+
+
 def plot_curve(r: dict[str, Any], path: str | Path) -> Path:
     """Training loss and validation Recall@10 per epoch, per model, as a PNG."""
     import matplotlib

@@ -304,6 +304,17 @@ def bench_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_cmd(args: argparse.Namespace) -> int:
+    from sidkit import bench
+
+    runs = [bench.load_results(d) for d in args.runs]
+    table = bench.compare(runs, [Path(d).name if Path(d).is_dir() else Path(d).parent.name for d in args.runs])
+    print(table, end="")
+    if args.out:
+        Path(args.out).write_text(table)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidkit", description="Semantic IDs for generative recommendation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -367,8 +378,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--seed", type=int)
     b.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline")
     b.add_argument("--quiet", dest="verbose", action="store_false", help="no progress output")
+    c = sub.add_parser("compare", help="one markdown table over several bench runs (SID schemes side by side)")
+    c.add_argument("runs", nargs="+", help="run directories (or their results.json)")
+    c.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
-    commands = {"demo": demo, "resolve": resolve_cmd, "metrics": metrics_cmd, "bench": bench_cmd}
+    commands = {
+        "demo": demo,
+        "resolve": resolve_cmd,
+        "metrics": metrics_cmd,
+        "bench": bench_cmd,
+        "compare": compare_cmd,
+    }
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:
