@@ -211,7 +211,7 @@ def _fake_results(method, r10, sas=None, emb="tfidf"):
         "sid": {"sizes": [256, 256, 256, 7]},
         "tiger": {**m(r10), "users_per_s": 100.0, "invalid_unconstrained": 0.0},
         "most_popular": m(0.01),
-        "curve": {"tiger": [{}, {}, {}]},
+        "curve": {"tiger": [{"recall@10": 0.1}, {"recall@10": 0.3}, {"recall@10": 0.3}], "sasrec": [{}]},
         "timings_s": {"train TIGER": 1234.4, "train SASRec": 99.0},
     }
     if sas is not None:
@@ -226,12 +226,12 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     # header, rule, TIGER a, popular (once: same dataset, users and result), SASRec, TIGER b
     assert len(lines) == 6, table
     assert lines[2] == (
-        "| a | Beauty | tfidf | rqkmeans 256x256x256x7 suffix | TIGER (3) | 2,000 | 0.0150 | 0.0075 | 0.0300 | "
+        "| a | Beauty | tfidf | rqkmeans 256x256x256x7 suffix | TIGER (3; best 2) | 2,000 | 0.0150 | 0.0075 | 0.0300 | "
         "0.0100 | 1,234 |"
     )
     assert lines[3].startswith("| a | Beauty | – | – | most popular |") and "| 0.0100 |" in lines[3]
-    assert "SASRec (40)" in lines[4] and "| 0.0700 |" in lines[4]
-    assert lines[5].startswith("| b | Beauty | emb.npy | rqvae 256x256x256x7 suffix | TIGER (3) |")
+    assert "SASRec (1)" in lines[4] and "| 0.0700 |" in lines[4]
+    assert lines[5].startswith("| b | Beauty | emb.npy | rqvae 256x256x256x7 suffix | TIGER (3; best 2) |")
     with pytest.raises(ValueError, match="names: expected 2"):
         bench.compare([a, b], ["a"])
     with pytest.raises(ValueError, match="runs: expected at least one"):
@@ -247,3 +247,5 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "c")]) == 2
     assert main(["compare", str(tmp_path / "missing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+    del a["curve"]
+    assert "| TIGER (5) |" in bench.compare([a])  # no curve: the configured epochs

@@ -490,10 +490,21 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return dict(r)
 
 
+def _epochs(r: dict[str, Any], model: str) -> str:
+    """Epochs trained, and the best one by validation Recall@10 (1-based) when it was measured."""
+    curve = r.get("curve", {}).get(model, [])
+    if not curve:
+        return str(r["config"]["train" if model == "tiger" else model]["epochs"])
+    if all("recall@10" in row for row in curve):
+        best = max(range(len(curve)), key=lambda i: curve[i]["recall@10"])  # first of ties, as fit keeps
+        return f"{len(curve)}; best {best + 1}"
+    return str(len(curve))
+
+
 def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
     """One markdown table over several runs (``results.json`` dicts): a TIGER row per run with
-    its SID scheme, and the baselines (most popular, SASRec) once per distinct result, so SID
-    schemes and settings can be read side by side."""
+    its SID scheme and epochs (trained; best by validation Recall@10), and the baselines (most
+    popular, SASRec) once per distinct result, so SID schemes and settings read side by side."""
     if not runs:
         raise ValueError("runs: expected at least one run")
     names = names or [f"run {i}" for i in range(len(runs))]
@@ -518,12 +529,10 @@ def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
         emb = str(c["data"]["embeddings"])
         emb = Path(emb).name if emb not in ("tfidf", "text") else emb
         sids = f"{c['sid']['method']} {'x'.join(map(str, r['sid']['sizes']))} {c['sid']['collisions']}"
-        epochs = len(r.get("curve", {}).get("tiger", [])) or c["train"]["epochs"]
-        row(name, r, f"TIGER ({epochs})", r["tiger"], sids, emb, t.get("train TIGER", "–"))
+        row(name, r, f"TIGER ({_epochs(r, 'tiger')})", r["tiger"], sids, emb, t.get("train TIGER", "–"))
         baselines = [("most popular", r["most_popular"], "–")]
         if "sasrec" in r:
-            sas_epochs = len(r.get("curve", {}).get("sasrec", [])) or c["sasrec"]["epochs"]
-            baselines.append((f"SASRec ({sas_epochs})", r["sasrec"], t.get("train SASRec", "–")))
+            baselines.append((f"SASRec ({_epochs(r, 'sasrec')})", r["sasrec"], t.get("train SASRec", "–")))
         for model, m, secs in baselines:
             key = (r["dataset"]["name"], r["dataset"]["test_users"], model, m["recall@10"], m["ndcg@10"])
             if key not in seen:
