@@ -249,3 +249,25 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     assert "no results.json" in capsys.readouterr().err
     del a["curve"]
     assert "| TIGER (5) |" in bench.compare([a])  # no curve: the configured epochs
+
+
+@pytest.mark.parametrize("name", ["beauty.toml", "beauty-cpu.toml", "ml-100k.toml"])
+def test_shipped_configs_load_and_point_at_the_shared_data(name):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = bench.load_config(root / "configs" / name)  # unknown keys or wrong types would raise
+    assert set(cfg) == set(bench.DEFAULTS)
+    assert cfg["data"]["path"].startswith("../shared/data/")
+    assert cfg["sasrec"]["lr"] > 0 and cfg["train"]["epochs"] >= 1
+
+
+def test_config_values_must_have_the_defaults_types():
+    with pytest.raises(TypeError, match=r"config: train.epochs expects int, got str 'three'"):
+        bench.load_config(None, {"train": {"epochs": "three"}})
+    with pytest.raises(TypeError, match="sasrec.enabled expects bool"):
+        bench.load_config(None, {"sasrec": {"enabled": 1}})
+    with pytest.raises(TypeError, match="train.lr expects float, got bool"):
+        bench.load_config(None, {"train": {"lr": True}})
+    cfg = bench.load_config(None, {"train": {"lr": 1}, "data": {"embeddings": "text"}})  # int for float is fine
+    assert cfg["train"]["lr"] == 1 and cfg["data"]["embeddings"] == "text"

@@ -94,8 +94,23 @@ SMALL: dict[str, dict[str, Any]] = {
 }
 
 
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """A setting takes the type of its default (an int is a valid float; a bool is no number)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise TypeError(f"config: {name} expects {type(default).__name__}, got {type(value).__name__} {value!r}")
+
+
 def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``base`` with ``over``'s sections merged in; unknown sections or keys are errors."""
+    """``base`` with ``over``'s sections merged in; unknown sections or keys are ValueErrors, a
+    value of the wrong type (``epochs = "3"``) a TypeError."""
     out = copy.deepcopy(base)
     for section, values in over.items():
         if section not in out:
@@ -105,6 +120,7 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
         for key, value in values.items():
             if key not in out[section]:
                 raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
+            _check_type(f"{section}.{key}", value, out[section][key])
             out[section][key] = value
     return out
 
