@@ -271,3 +271,4 @@ def test_config_values_must_have_the_defaults_types():
         bench.load_config(None, {"train": {"lr": True}})
     cfg = bench.load_config(None, {"train": {"lr": 1}, "data": {"embeddings": "text"}})  # int for float is fine
     assert cfg["train"]["lr"] == 1 and cfg["data"]["embeddings"] == "text"
+    assert bench.merge(cfg, {"train": {"lr": 0.5}})["train"]["lr"] == 0.5  # typed by DEFAULTS, not by 1

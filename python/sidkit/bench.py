@@ -120,7 +120,8 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
         for key, value in values.items():
             if key not in out[section]:
                 raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
-            _check_type(f"{section}.{key}", value, out[section][key])
+            # Typed by DEFAULTS (not the value being replaced: `lr = 1` then `lr = 0.5` is fine).
+            _check_type(f"{section}.{key}", value, DEFAULTS.get(section, {}).get(key, out[section][key]))
             out[section][key] = value
     return out
 
