@@ -57,12 +57,26 @@ def test_bench_runs_end_to_end_and_beats_most_popular(tmp_path):
     assert t["recall@10"] > 0.4 and t["recall@10"] > 10 * pop["recall@10"], (t, pop)
     assert r["sasrec"]["recall@10"] > 3 * pop["recall@10"], r["sasrec"]
     assert 0.0 <= t["invalid_unconstrained"] <= 1.0 and t["users_per_s"] > 0
-    for name in ("results.json", "results.md", "config.toml", "curve.png", "tiger.pt", "sasrec.pt"):
+    for name in ("results.json", "results.md", "config.toml", "curve.png", "tiger.pt", "sasrec.pt", "sids.npz"):
         assert (tmp_path / "run" / name).is_file(), name
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["config"] == cfg and saved["tiger"]["recall@10"] == t["recall@10"]
     assert set(saved["timings_s"]) >= {"load", "embed", "codebooks", "resolve", "train TIGER", "total"}
     assert "| TIGER (sidkit) |" in (tmp_path / "run" / "results.md").read_text()
+    # The saved run loads back and reproduces its reported test metrics from raw item histories.
+    from sidkit.data import leave_one_out, load_recbole
+    from sidkit.metrics import ranking_metrics
+
+    split = leave_one_out(load_recbole(tmp_path, "chains").sequences, 20)
+    loaded = bench.load_run(tmp_path / "run")
+    assert loaded.table.levels == r["sid"]["levels"] and len(loaded.table) == 200
+    ranked = loaded.recommend(split.test_history, top_k=10)
+    assert ranked.shape == (500, 10)
+    assert ranking_metrics(ranked, split.test_target, ks=(5, 10)) == {
+        k: v for k, v in t.items() if k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+    }
+    # Users walk chains of 10 consecutive ids: after 1, 2, 3 comes 4.
+    assert 4 in loaded.recommend([[1, 2, 3]], top_k=3)[0]
     # The written config reproduces the run: same metrics, bit for bit, on CPU.
     again = bench.run(bench.load_config(tmp_path / "run" / "config.toml"), tmp_path / "again", verbose=False)
     assert again["tiger"] == {**t, "users_per_s": again["tiger"]["users_per_s"]}
@@ -86,6 +100,44 @@ def test_bench_cli_and_config_errors(tmp_path, capsys):
     assert "unknown key train.epochz" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"unknown section \[modle\]"):
         bench.merge(bench.DEFAULTS, {"modle": {}})
+
+
+def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, capsys):
+    import shutil
+
+    write_chains(tmp_path, users=200)
+    over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
+    over["train"] = {**TINY["train"], "epochs": 3}
+    bench.run(bench.load_config(None, over), tmp_path / "run", verbose=False)
+    run = bench.load_run(tmp_path / "run")
+    hist = [[11, 12], [55], list(range(21, 30))]
+    expect = run.recommend(hist, top_k=5)
+    assert expect.shape == (3, 5) and (expect[:, 0] > 0).all()
+    # A run without the saved SID table gets the same SIDs rebuilt from its (seeded) config.
+    shutil.copytree(tmp_path / "run", tmp_path / "old")
+    (tmp_path / "old" / "sids.npz").unlink()
+    old = bench.load_run(tmp_path / "old")
+    np.testing.assert_array_equal(old.table.codes, run.table.codes)
+    np.testing.assert_array_equal(old.recommend(hist, top_k=5), expect)
+    assert run.recommend([], top_k=5).shape == (0, 5)
+    with pytest.raises(ValueError, match=r"histories\[1\]: expected at least one item"):
+        run.recommend([[1], []])
+    with pytest.raises(ValueError, match=r"histories\[0\]: item ids not in the run's SID table: \[999\]"):
+        run.recommend([[1, 999]])
+    with pytest.raises(TypeError, match=r"histories\[0\]: expected a 1-D integer sequence"):
+        run.recommend([[1.5, 2.0]])
+    with pytest.raises(TypeError, match="histories: expected a sequence"):
+        run.recommend("1 2 3")
+    with pytest.raises(ValueError, match="top_k: expected 1 <= top_k <= beam_width"):
+        run.recommend([[1]], top_k=11)
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        bench.load_run(tmp_path / "nothing")
+    # The CLI prints the ranked items with their SIDs and titles.
+    assert main(["recommend", str(tmp_path / "run"), "--history", "11", "12", "--top-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"item {expect[0, 0]:>6}" in out and "chain" in out and "sid (" in out
+    assert main(["recommend", str(tmp_path / "run"), "--history", "0"]) == 2
+    assert "not in the run's SID table" in capsys.readouterr().err
 
 
 def test_sasrec_padding_causality_and_ranking():

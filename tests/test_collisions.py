@@ -222,6 +222,46 @@ def test_parquet_round_trip_and_plain_readers(collided, tmp_path):
     assert plain.column("item_id").to_pylist()[:3] == ids[:3].tolist()
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_save_load_round_trip(collided, tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    codes, ids = collided
+    table = sk.resolve(codes, item_ids=ids)
+    table.meta["source"] = "test"
+    table.save(tmp_path / f"sids{suffix}")
+    assert [p.name for p in tmp_path.iterdir()] == [f"sids{suffix}"]  # atomic: no temporary left
+    back = sk.SidTable.load(tmp_path / f"sids{suffix}")
+    np.testing.assert_array_equal(back.codes, table.codes)
+    np.testing.assert_array_equal(back.item_ids, table.item_ids)
+    assert (back.sizes, back.method, back.capacity, back.meta) == (table.sizes, "suffix", 1, {"source": "test"})
+    np.testing.assert_array_equal(back.items(table.codes[:50]), ids[:50])
+    if suffix == ".npz":  # readable with plain numpy
+        with np.load(tmp_path / "sids.npz") as f:
+            np.testing.assert_array_equal(f["codes"], table.codes)
+            assert f["codes"].dtype == np.uint16 and f["item_ids"].dtype == np.int64
+
+
+def test_save_load_keeps_capacity_and_rejects_foreign_npz(tmp_path):
+    table = sk.SidTable([5, 6, 7], [[0, 1], [0, 1], [1, 0]], (2, 2), capacity=2, method="reassign")
+    table.save(tmp_path / "t.npz")
+    back = sk.SidTable.load(tmp_path / "t.npz")
+    assert back.capacity == 2 and back.items([[0, 1]]).tolist() == [[5, 6]]
+    np.savez(tmp_path / "a.npz", codes=np.zeros((2, 2), np.uint16))
+    with pytest.raises(ValueError, match="path: expected a sidkit SID table"):
+        sk.SidTable.load(tmp_path / "a.npz")
+    np.savez(
+        tmp_path / "b.npz", item_ids=np.arange(2), codes=np.zeros((2, 2), np.uint16), meta=np.array('{"format": "x"}')
+    )
+    with pytest.raises(ValueError, match="path: expected format"):
+        sk.SidTable.load(tmp_path / "b.npz")
+    (tmp_path / "c.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="path: expected a sidkit SID table"):
+        sk.SidTable.load(tmp_path / "c.npz")
+    with pytest.raises(FileNotFoundError):
+        sk.SidTable.load(tmp_path / "missing.npz")
+
+
 def test_foreign_parquet_files_are_rejected(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

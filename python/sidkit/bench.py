@@ -295,6 +295,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     item_ids = np.arange(1, ds.num_items + 1)
     with timer("resolve"):
         table = sk.resolve(codes, cfg["sid"]["collisions"], item_ids=item_ids, embeddings=space, codebooks=cb)
+    # The SIDs are the run's first product: saved before training, read back by load_run.
+    table.save(out / "sids.npz")
+    cb.save(out / "codebooks.npz")
     with timer("sid metrics"):
         quality = report(space, codes, cb, sequences=[s - 1 for s in split.train], seed=seed)
 
@@ -395,6 +398,93 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     except ImportError:
         log("matplotlib not installed: no curve.png (pip install 'sidkit[plot]')")
     return results
+
+
+class Run:
+    """A finished bench run read back by :func:`load_run`: ``config``, ``results``, the SID
+    ``table`` (:class:`~sidkit.SidTable`), the ``codebooks`` and the trained TIGER ``model``
+    (best validation weights, eval mode)."""
+
+    def __init__(
+        self, path: Path, config: dict[str, Any], results: dict[str, Any], table: Any, codebooks: Any, model: Any
+    ):
+        self.path, self.config, self.results = path, config, results
+        self.table, self.codebooks, self.model = table, codebooks, model
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, {self.table!r})"
+
+    def recommend(self, histories: Any, top_k: int = 10, beam_width: int | None = None) -> np.ndarray:
+        """Top-``top_k`` next items (B, top_k) int64 for B histories of item ids (each a 1-D
+        integer sequence, oldest first; the last ``data.max_history`` items are read), by the
+        trained TIGER with trie-constrained beam search (``beam_width``: the run's by default).
+        Rows are padded with -1 when fewer than ``top_k`` items are found."""
+        from .models.tiger import make_examples
+
+        if isinstance(histories, (str, bytes)) or not hasattr(histories, "__len__"):
+            raise TypeError(f"histories: expected a sequence of item-id sequences, got {type(histories).__name__}")
+        hists = []
+        for i, h in enumerate(histories):
+            a = np.asarray(h)
+            if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+                raise TypeError(f"histories[{i}]: expected a 1-D integer sequence, got shape {a.shape} dtype {a.dtype}")
+            if a.size == 0:
+                raise ValueError(f"histories[{i}]: expected at least one item, got an empty history")
+            unknown = a[self.table.rows(a) < 0]
+            if unknown.size:
+                raise ValueError(f"histories[{i}]: item ids not in the run's SID table: {unknown[:5].tolist()}")
+            hists.append(a.astype(np.int64))
+        beam = self.config["train"]["beam_width"] if beam_width is None else int(beam_width)
+        if top_k < 1 or beam < top_k:
+            raise ValueError(f"top_k: expected 1 <= top_k <= beam_width ({beam}), got {top_k}")
+        if not hists:
+            return np.zeros((0, top_k), dtype=np.int64)
+        targets = np.full(len(hists), self.table.item_ids[0])  # unused: only the inputs are read
+        ex = make_examples(hists, targets, self.table, self.model.token_map, self.config["data"]["max_history"])
+        return self.model.recommend(ex.inputs, beam_width=beam, top_k=top_k)
+
+
+def load_run(path: str | Path, device: str = "cpu") -> Run:
+    """Reads a run directory written by :func:`run` (``sidkit bench --out``): its config and
+    results, SID table, codebooks and the best TIGER weights, ready to recommend.
+
+    Runs written before the SID table was saved get their SIDs rebuilt from the config (every
+    stage is seeded, so they are the same SIDs); that needs the run's data."""
+    import torch
+
+    import sidkit as sk
+
+    from .models.tiger import TIGER
+
+    path = Path(path)
+    if not (path / "results.json").is_file():
+        raise FileNotFoundError(f"path: expected a bench run directory with results.json, got {path}")
+    if not (path / "tiger.pt").is_file():
+        raise FileNotFoundError(f"path: no trained TIGER weights (tiger.pt) in {path}")
+    results = load_results(path)
+    cfg = merge(DEFAULTS, results["config"])
+    if (path / "sids.npz").is_file():
+        table = sk.SidTable.load(path / "sids.npz")
+        codebooks = sk.Codebooks.load(path / "codebooks.npz")
+    else:
+        from .data import load_dataset
+
+        ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
+        emb = _embed(ds, cfg["data"], cfg["run"]["seed"], path.parent / ".cache", device)
+        codebooks, codes, space = _codebooks(emb, cfg["sid"], cfg["run"]["seed"], device, False)
+        table = sk.resolve(
+            codes,
+            cfg["sid"]["collisions"],
+            item_ids=np.arange(1, ds.num_items + 1),
+            embeddings=space,
+            codebooks=codebooks,
+        )
+    if list(table.sizes) != list(results["sid"]["sizes"]):
+        raise ValueError(f"sids: expected sizes {results['sid']['sizes']} as in results.json, got {list(table.sizes)}")
+    model = TIGER(table, **cfg["model"], seed=cfg["run"]["seed"])
+    model.load_state_dict(torch.load(path / "tiger.pt", map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    return Run(path, cfg, results, table, codebooks, model)
 
 
 def _jsonable(v: Any) -> Any:

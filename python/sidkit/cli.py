@@ -315,6 +315,29 @@ def compare_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def recommend_cmd(args: argparse.Namespace) -> int:
+    from sidkit import bench
+
+    run = bench.load_run(args.run, device=args.device)
+    items = run.recommend([np.asarray(args.history, dtype=np.int64)], top_k=args.top_k, beam_width=args.beam)[0]
+    texts = None
+    try:  # titles when the run's data is at hand
+        from sidkit.data import load_dataset
+
+        d = run.config["data"]
+        texts = load_dataset(d["path"], d["dataset"], d["loader"]).item_texts
+    except (FileNotFoundError, ValueError):
+        pass
+    print(f"next items after {list(args.history)} ({run.path.name}: TIGER, constrained beam search):")
+    for rank, item in enumerate(items.tolist(), 1):
+        if item < 0:
+            continue
+        sid = ",".join(str(int(c)) for c in run.table.sid([item])[0])
+        text = f"  {texts[item][:80]}" if texts is not None and texts[item] else ""
+        print(f"{rank:>3}. item {item:>6}  sid ({sid}){text}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidkit", description="Semantic IDs for generative recommendation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("compare", help="one markdown table over several bench runs (SID schemes side by side)")
     c.add_argument("runs", nargs="+", help="run directories (or their results.json)")
     c.add_argument("--out", help="also write the table to this file")
+    rc = sub.add_parser("recommend", help="next items for a history, from a trained bench run")
+    rc.add_argument("run", help="bench run directory (sidkit bench --out)")
+    rc.add_argument("--history", type=int, nargs="+", required=True, help="item ids, oldest first")
+    rc.add_argument("--top-k", type=int, default=10)
+    rc.add_argument("--beam", type=int, help="beam width (default: the run's)")
+    rc.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     args = parser.parse_args(argv)
     commands = {
         "demo": demo,
@@ -388,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metrics": metrics_cmd,
         "bench": bench_cmd,
         "compare": compare_cmd,
+        "recommend": recommend_cmd,
     }
     try:
         return commands[args.command](args)

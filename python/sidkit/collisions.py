@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -420,6 +421,42 @@ class SidTable:
             raise ValueError(f"sid: expected fixed_size_list<uint16>[{meta['levels']}], got {sid.type}")
         codes = sid.flatten().to_numpy(zero_copy_only=False).reshape(-1, meta["levels"])
         ids = table.column("item_id").to_numpy()
+        return cls(
+            ids,
+            codes,
+            meta["sizes"],
+            capacity=meta.get("capacity", 1),
+            method=meta.get("method"),
+            meta=meta.get("meta"),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the table atomically: ``.parquet`` as :meth:`to_parquet` (needs pyarrow),
+        anything else as ``.npz`` with ``item_ids`` (N,) int64, ``codes`` (N, L) uint16 and the
+        JSON metadata (``meta``), readable with plain ``numpy.load`` and no sidkit."""
+        if Path(path).suffix == ".parquet":
+            self.to_parquet(path)
+            return
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, item_ids=self.item_ids, codes=self.codes, meta=np.array(json.dumps(self._metadata())))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SidTable:
+        """Reads a file written by :meth:`save` (``.parquet`` or ``.npz``)."""
+        if Path(path).suffix == ".parquet":
+            return cls.from_parquet(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                ids, codes, meta = f["item_ids"], f["codes"], json.loads(str(f["meta"]))
+        except (KeyError, ValueError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ValueError(f"path: expected a sidkit SID table ({FORMAT}), could not read {path}: {e!r}") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
+        if codes.ndim != 2 or codes.shape[1] != meta.get("levels"):
+            raise ValueError(f"codes: expected (N, {meta.get('levels')}) in {path}, got shape {codes.shape}")
         return cls(
             ids,
             codes,
