@@ -140,6 +140,53 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
     assert "not in the run's SID table" in capsys.readouterr().err
 
 
+def test_bench_on_your_own_sids(tmp_path):
+    """sid.path: a saved SID table is used as is; raw .npy codes are suffix-resolved."""
+    import sidkit as sk
+
+    write_chains(tmp_path)  # 500 users cover all 200 items
+    items = np.arange(1, 201)
+    # Codes that spell out the planted structure: (chain, step // 2) collides in pairs.
+    raw = np.stack([(items - 1) // 10, (items - 1) % 10 // 2], 1)
+    np.save(tmp_path / "raw.npy", raw)
+    over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
+    over["train"] = {**TINY["train"], "epochs": 6}
+    over["sid"] = {**TINY["sid"], "path": str(tmp_path / "raw.npy")}
+    r = bench.run(bench.load_config(None, over), tmp_path / "raw", verbose=False)
+    table = sk.SidTable.load(tmp_path / "raw" / "sids.npz")
+    np.testing.assert_array_equal(table.sid(items)[:, :2], raw)
+    assert r["sid"]["sizes"] == [20, 5, 2] and r["sid"]["quality"]["collisions"]["collision_rate"] > 0.9
+    assert r["tiger"]["recall@10"] > 10 * r["most_popular"]["recall@10"]
+    assert not (tmp_path / "raw" / "codebooks.npz").exists()
+    assert "SIDs: file raw.npy 3 levels" in (tmp_path / "raw" / "results.md").read_text()
+    run = bench.load_run(tmp_path / "raw")
+    assert run.codebooks is None and run.recommend([[1, 2, 3]], top_k=5).shape == (1, 5)
+    # A saved table (here with reversed item order and a custom layout) is used as is.
+    mine = sk.SidTable(items[::-1], np.stack([(items - 1) // 10, (items - 1) % 10], 1)[::-1], (20, 10))
+    mine.save(tmp_path / "mine.npz")
+    over["sid"] = {**TINY["sid"], "path": str(tmp_path / "mine.npz")}
+    over["train"] = {**over["train"], "epochs": 1}
+    r2 = bench.run(bench.load_config(None, over), tmp_path / "mine", verbose=False)
+    assert r2["sid"]["sizes"] == [20, 10] and r2["sid"]["quality"]["collisions"]["collision_rate"] == 0
+    np.testing.assert_array_equal(sk.SidTable.load(tmp_path / "mine" / "sids.npz").sid(items), mine.sid(items))
+    # Bad files name the setting.
+    bad = [
+        (tmp_path / "nope.npy", FileNotFoundError, "sid.path: no such file"),
+        (tmp_path / "short.npy", ValueError, r"sid.path: expected \(200, L\) codes"),
+        (tmp_path / "float.npy", TypeError, "sid.path: expected integer codes"),
+        (tmp_path / "part.npz", ValueError, "sid.path: expected a SID for every item id 1..200, 100 missing"),
+    ]
+    np.save(tmp_path / "short.npy", raw[:10])
+    np.save(tmp_path / "float.npy", raw.astype(np.float32))
+    sk.SidTable(items[:100], raw[:100] * [1, 0] + np.arange(100)[:, None] % 10 * [0, 1]).save(tmp_path / "part.npz")
+    for path, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            bench.run(bench.load_config(None, {**over, "sid": {"path": str(path)}}), tmp_path / "x", verbose=False)
+    with pytest.raises(ValueError, match="sid.collisions: raw codes from sid.path are resolved with 'suffix'"):
+        cfg = {**over, "sid": {"path": str(tmp_path / "raw.npy"), "collisions": "reassign"}}
+        bench.run(bench.load_config(None, cfg), tmp_path / "x", verbose=False)
+
+
 def test_sasrec_padding_causality_and_ranking():
     from sidkit.models import SASRec, sasrec_examples, sasrec_train_examples
 

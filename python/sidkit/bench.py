@@ -46,6 +46,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "iters": 20,
         "rqvae_epochs": 50,
         "collisions": "suffix",  # suffix | reassign
+        # Your own SIDs instead of learning them: a SID table (.npz / .parquet, SidTable.save)
+        # used as is, or raw codes (.npy, (num_items, L) integers, row i = item id i + 1)
+        # resolved with `collisions` = suffix. "" = learn them with `method`.
+        "path": "",
     },
     "model": {"d_model": 128, "num_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024, "dropout": 0.1},
     "train": {
@@ -216,6 +220,45 @@ def _codebooks(
     raise ValueError(f"sid.method: expected 'rqkmeans', 'balanced' or 'rqvae', got {method!r}")
 
 
+def _sid_name(sid: dict[str, Any]) -> str:
+    return f"file {Path(sid['path']).name}" if sid.get("path") else sid["method"]
+
+
+def _external_sids(cfg: dict[str, Any], num_items: int) -> tuple[Any, np.ndarray]:
+    """(SID table, codes before collision resolution (N, L) with row i = item id i + 1) from
+    ``sid.path``: a saved SID table, or raw codes resolved with the suffix method."""
+    import sidkit as sk
+
+    path = Path(cfg["path"])
+    if not path.is_file():
+        raise FileNotFoundError(f"sid.path: no such file {path}")
+    item_ids = np.arange(1, num_items + 1)
+    if path.suffix == ".npy":
+        codes = np.load(path, allow_pickle=False)
+        if codes.ndim != 2 or len(codes) != num_items:
+            raise ValueError(f"sid.path: expected ({num_items}, L) codes in {path}, got shape {codes.shape}")
+        if codes.dtype.kind not in "iu":
+            raise TypeError(f"sid.path: expected integer codes in {path}, got dtype {codes.dtype}")
+        if cfg["collisions"] != "suffix":
+            raise ValueError(
+                "sid.collisions: raw codes from sid.path are resolved with 'suffix' (reassign needs codebooks); "
+                f"got {cfg['collisions']!r}; resolve them yourself and pass the saved SID table"
+            )
+        return sk.resolve(codes, "suffix", item_ids=item_ids), codes
+    table = sk.SidTable.load(path)
+    rows = table.rows(item_ids)
+    if (rows < 0).any():
+        missing = item_ids[rows < 0]
+        raise ValueError(
+            f"sid.path: expected a SID for every item id 1..{num_items}, "
+            f"{len(missing)} missing (e.g. {missing[:5].tolist()})"
+        )
+    if len(table) != num_items:
+        raise ValueError(f"sid.path: expected {num_items} items (ids 1..{num_items}), got a table of {len(table)}")
+    codes = table.codes[rows]
+    return table, codes[:, :-1] if table.method == "suffix" else codes
+
+
 def _subset(n: int, limit: int, seed: int) -> np.ndarray:
     if not limit or limit >= n:
         return np.arange(n)
@@ -290,14 +333,20 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
     with timer("embed"):
         emb = _embed(ds, cfg["data"], seed, out.parent / ".cache", cfg["run"]["device"])
-    with timer("codebooks"):
-        cb, codes, space = _codebooks(emb, cfg["sid"], seed, device, verbose)
     item_ids = np.arange(1, ds.num_items + 1)
-    with timer("resolve"):
-        table = sk.resolve(codes, cfg["sid"]["collisions"], item_ids=item_ids, embeddings=space, codebooks=cb)
+    if cfg["sid"]["path"]:  # the user's own SIDs
+        cb, space = None, emb
+        with timer("resolve"):
+            table, codes = _external_sids(cfg["sid"], ds.num_items)
+    else:
+        with timer("codebooks"):
+            cb, codes, space = _codebooks(emb, cfg["sid"], seed, device, verbose)
+        with timer("resolve"):
+            table = sk.resolve(codes, cfg["sid"]["collisions"], item_ids=item_ids, embeddings=space, codebooks=cb)
     # The SIDs are the run's first product: saved before training, read back by load_run.
     table.save(out / "sids.npz")
-    cb.save(out / "codebooks.npz")
+    if cb is not None:
+        cb.save(out / "codebooks.npz")
     with timer("sid metrics"):
         quality = report(space, codes, cb, sequences=[s - 1 for s in split.train], seed=seed)
 
@@ -402,8 +451,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
 
 class Run:
     """A finished bench run read back by :func:`load_run`: ``config``, ``results``, the SID
-    ``table`` (:class:`~sidkit.SidTable`), the ``codebooks`` and the trained TIGER ``model``
-    (best validation weights, eval mode)."""
+    ``table`` (:class:`~sidkit.SidTable`), the ``codebooks`` (None for a run on your own SIDs,
+    ``sid.path``) and the trained TIGER ``model`` (best validation weights, eval mode)."""
 
     def __init__(
         self, path: Path, config: dict[str, Any], results: dict[str, Any], table: Any, codebooks: Any, model: Any
@@ -463,9 +512,13 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         raise FileNotFoundError(f"path: no trained TIGER weights (tiger.pt) in {path}")
     results = load_results(path)
     cfg = merge(DEFAULTS, results["config"])
+    codebooks = None
     if (path / "sids.npz").is_file():
         table = sk.SidTable.load(path / "sids.npz")
-        codebooks = sk.Codebooks.load(path / "codebooks.npz")
+        if (path / "codebooks.npz").is_file():
+            codebooks = sk.Codebooks.load(path / "codebooks.npz")
+    elif cfg["sid"]["path"]:
+        table, _ = _external_sids(cfg["sid"], results["dataset"]["items"])
     else:
         from .data import load_dataset
 
@@ -532,7 +585,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# sidkit bench: {d['name']} ({d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions)",
         "",
-        f"SIDs: {c['sid']['method']} {r['sid']['levels']} levels {r['sid']['sizes']} ({c['sid']['collisions']}); "
+        f"SIDs: {_sid_name(c['sid'])} {r['sid']['levels']} levels {r['sid']['sizes']} ({c['sid']['collisions']}); "
         f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers; "
         f"leave-one-out, full ranking, {d['test_users']:,} test users.",
         "",
@@ -635,7 +688,7 @@ def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
         c, t = r["config"], r["timings_s"]
         emb = str(c["data"]["embeddings"])
         emb = Path(emb).name if emb not in ("tfidf", "text") else emb
-        sids = f"{c['sid']['method']} {'x'.join(map(str, r['sid']['sizes']))} {c['sid']['collisions']}"
+        sids = f"{_sid_name(c['sid'])} {'x'.join(map(str, r['sid']['sizes']))} {c['sid']['collisions']}"
         row(name, r, f"TIGER ({_epochs(r, 'tiger')})", r["tiger"], sids, emb, t.get("train TIGER", "–"))
         baselines = [("most popular", r["most_popular"], "–")]
         if "sasrec" in r:

@@ -290,6 +290,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("data", "embeddings", args.embeddings)
     put("sid", "method", args.sid)
     put("sid", "collisions", args.collisions)
+    put("sid", "path", args.sids)
     put("train", "epochs", args.epochs)
     put("train", "test_users", args.test_users)
     put("run", "device", args.device)
@@ -394,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--sid", choices=["rqkmeans", "balanced", "rqvae"])
     b.add_argument("--collisions", choices=["suffix", "reassign"])
+    b.add_argument(
+        "--sids", help="your own SIDs instead of learning them: a SID table (.npz/.parquet) or raw codes (.npy)"
+    )
     b.add_argument("--epochs", type=int)
     b.add_argument("--test-users", type=int, help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")
