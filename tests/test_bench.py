@@ -187,6 +187,23 @@ def test_bench_on_your_own_sids(tmp_path):
         bench.run(bench.load_config(None, cfg), tmp_path / "x", verbose=False)
 
 
+def test_bench_with_user_tokens(tmp_path):
+    write_chains(tmp_path, users=200)
+    over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
+    over["model"] = {**TINY["model"], "user_buckets": 8}
+    over["train"] = {**TINY["train"], "epochs": 4}
+    r = bench.run(bench.load_config(None, over), tmp_path / "run", verbose=False)
+    assert r["tiger"]["recall@10"] > 3 * r["most_popular"]["recall@10"]
+    run = bench.load_run(tmp_path / "run")
+    assert run.model.token_map.offset == 2 + 8 and run.model.user_buckets == 8
+    with pytest.raises(ValueError, match=r"users: this run was trained with user tokens \(model.user_buckets = 8\)"):
+        run.recommend([[1, 2]])
+    with pytest.raises(ValueError, match=r"users: expected \(1,\) integers"):
+        run.recommend([[1, 2]], users=[0, 1])
+    got = run.recommend([[1, 2], [1, 2]], users=[0, 5], top_k=5)
+    assert got.shape == (2, 5) and (got > 0).all()
+
+
 def test_sasrec_padding_causality_and_ranking():
     from sidkit.models import SASRec, sasrec_examples, sasrec_train_examples
 
@@ -239,7 +256,7 @@ def test_demo_runs_the_whole_pipeline_on_recbole_files(tmp_path, capsys):
     assert "chains" in out and "valid SIDs 100.0%" in out
     assert "| TIGER (sidkit) |" in out and "| most popular |" in out and "| SASRec |" in out
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["config"]["model"] == bench.SMALL["model"] and saved["dataset"]["users"] == 300
+    assert saved["config"]["model"] == {**bench.SMALL["model"], "user_buckets": 0} and saved["dataset"]["users"] == 300
 
 
 @pytest.mark.filterwarnings("ignore:RQ-VAE:RuntimeWarning")  # 5 epochs on 200 items: low usage is expected

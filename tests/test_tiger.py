@@ -50,6 +50,24 @@ def test_tiger_learns_planted_chains_and_beats_most_popular():
     assert got["recall@10"] > 0.5 and got["recall@10"] > 3 * pop["recall@10"], (got, pop)
 
 
+def test_make_examples_layout_with_user_tokens():
+    from sidkit.models.tiger import make_examples, sliding_window
+
+    table = sk.SidTable([1, 2, 3], [[0, 1], [1, 0], [1, 1]], (2, 2))
+    tm = sk.TokenMap(table.sizes, offset=2 + 8)  # pad, eos, 8 user buckets, then SID tokens
+    ex = make_examples(
+        [np.array([1, 2]), np.array([3])], [3, 1], table, tm, max_history=3, users=[5, 10], user_buckets=8
+    )
+    # width 3 * 2 + 1; SID tokens right-aligned, the user's token (2 + user % 8) just before them.
+    assert ex.inputs.tolist() == [[0, 0, 7, 10, 13, 11, 12], [0, 0, 0, 0, 4, 11, 13]]
+    assert ex.targets.tolist() == [[11, 13], [10, 13]] and ex.items.tolist() == [3, 1]
+    assert make_examples([np.array([1, 2])], [3], table, tm, max_history=3).inputs.tolist() == [
+        [0, 0, 0, 10, 13, 11, 12]
+    ]
+    hist, tgt = sliding_window([np.array([4, 5, 6])])
+    assert [h.tolist() for h in hist] == [[4], [4, 5]] and tgt.tolist() == [5, 6]
+
+
 def test_training_is_reproducible():
     from sidkit.models.tiger import TIGER, make_examples, sliding_window
     from sidkit.train import fit

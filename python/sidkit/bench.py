@@ -51,7 +51,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # resolved with `collisions` = suffix. "" = learn them with `method`.
         "path": "",
     },
-    "model": {"d_model": 128, "num_layers": 4, "num_heads": 6, "d_kv": 64, "d_ff": 1024, "dropout": 0.1},
+    "model": {
+        "d_model": 128,
+        "num_layers": 4,
+        "num_heads": 6,
+        "d_kv": 64,
+        "d_ff": 1024,
+        "dropout": 0.1,
+        "user_buckets": 0,  # hashed user-id tokens (TIGER: 2,000); 0 = none (GRID found them to hurt)
+    },
     "train": {
         "epochs": 20,
         "batch_size": 256,
@@ -354,17 +362,21 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     model = TIGER(table, **cfg["model"], seed=seed)
     tm = model.token_map
     hist, tgt = sliding_window(split.train)
+    # A user is its index in the split (the same in train, valid and test): hashed into
+    # `model.user_buckets` tokens when those are on.
+    hist_users = np.repeat(np.arange(len(split.train)), [max(0, len(q) - 1) for q in split.train])
     if tr["max_examples"] and tr["max_examples"] < len(tgt):
         keep = _subset(len(tgt), tr["max_examples"], seed + 3)
-        hist, tgt = [hist[i] for i in keep], tgt[keep]
-    train_ex = make_examples(hist, tgt, table, tm, cfg["data"]["max_history"])
+        hist, tgt, hist_users = [hist[i] for i in keep], tgt[keep], hist_users[keep]
+    mh, ub = cfg["data"]["max_history"], cfg["model"]["user_buckets"]
+    train_ex = make_examples(hist, tgt, table, tm, mh, users=hist_users, user_buckets=ub)
     vi = _subset(len(split.valid_target), tr["valid_users"], seed)
     valid_ex = make_examples(
-        [split.valid_history[i] for i in vi], split.valid_target[vi], table, tm, cfg["data"]["max_history"]
+        [split.valid_history[i] for i in vi], split.valid_target[vi], table, tm, mh, users=vi, user_buckets=ub
     )
     ti = _subset(len(split.test_target), tr["test_users"], seed + 1)
     test_ex = make_examples(
-        [split.test_history[i] for i in ti], split.test_target[ti], table, tm, cfg["data"]["max_history"]
+        [split.test_history[i] for i in ti], split.test_target[ti], table, tm, mh, users=ti, user_buckets=ub
     )
     log(f"TIGER: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_ex.inputs):,} examples")
     with timer("train TIGER"):
@@ -463,11 +475,14 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, {self.table!r})"
 
-    def recommend(self, histories: Any, top_k: int = 10, beam_width: int | None = None) -> np.ndarray:
+    def recommend(
+        self, histories: Any, top_k: int = 10, beam_width: int | None = None, users: Any = None
+    ) -> np.ndarray:
         """Top-``top_k`` next items (B, top_k) int64 for B histories of item ids (each a 1-D
         integer sequence, oldest first; the last ``data.max_history`` items are read), by the
         trained TIGER with trie-constrained beam search (``beam_width``: the run's by default).
-        Rows are padded with -1 when fewer than ``top_k`` items are found."""
+        Rows are padded with -1 when fewer than ``top_k`` items are found. ``users``: (B,) user
+        indices of the split, for a run trained with user tokens (``model.user_buckets``)."""
         from .models.tiger import make_examples
 
         if isinstance(histories, (str, bytes)) or not hasattr(histories, "__len__"):
@@ -488,8 +503,18 @@ class Run:
             raise ValueError(f"top_k: expected 1 <= top_k <= beam_width ({beam}), got {top_k}")
         if not hists:
             return np.zeros((0, top_k), dtype=np.int64)
+        ub = self.model.user_buckets
+        if users is not None:
+            users = np.asarray(users)
+            if users.shape != (len(hists),) or users.dtype.kind not in "iu":
+                raise ValueError(
+                    f"users: expected ({len(hists)},) integers, got shape {users.shape} dtype {users.dtype}"
+                )
+        elif ub:
+            raise ValueError(f"users: this run was trained with user tokens (model.user_buckets = {ub}); pass users")
         targets = np.full(len(hists), self.table.item_ids[0])  # unused: only the inputs are read
-        ex = make_examples(hists, targets, self.table, self.model.token_map, self.config["data"]["max_history"])
+        mh = self.config["data"]["max_history"]
+        ex = make_examples(hists, targets, self.table, self.model.token_map, mh, users=users, user_buckets=ub)
         return self.model.recommend(ex.inputs, beam_width=beam, top_k=top_k)
 
 
