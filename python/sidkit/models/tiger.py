@@ -39,7 +39,7 @@ def make_examples(
     table: SidTable,
     token_map: TokenMap,
     max_history: int = 20,
-    users: Sequence[int] | None = None,
+    users: Sequence[int] | np.ndarray | None = None,
     user_buckets: int = 0,
 ) -> Examples:
     """Tokenises histories of item ids (each item -> its SID tokens, oldest first, the last
