@@ -386,6 +386,17 @@ class SidTable:
             "meta": self.meta,
         }
 
+    @classmethod
+    def _from_metadata(cls, ids: np.ndarray, codes: np.ndarray, meta: dict[str, Any]) -> SidTable:
+        return cls(
+            ids,
+            codes,
+            meta["sizes"],
+            capacity=meta.get("capacity", 1),
+            method=meta.get("method"),
+            meta=meta.get("meta"),
+        )
+
     def to_arrow(self) -> Any:
         """A ``pyarrow.Table``: ``item_id`` int64 and ``sid`` fixed_size_list<uint16>[L] (both
         zero-copy views of this table's arrays), with the metadata under the ``sidkit`` key."""
@@ -421,14 +432,7 @@ class SidTable:
             raise ValueError(f"sid: expected fixed_size_list<uint16>[{meta['levels']}], got {sid.type}")
         codes = sid.flatten().to_numpy(zero_copy_only=False).reshape(-1, meta["levels"])
         ids = table.column("item_id").to_numpy()
-        return cls(
-            ids,
-            codes,
-            meta["sizes"],
-            capacity=meta.get("capacity", 1),
-            method=meta.get("method"),
-            meta=meta.get("meta"),
-        )
+        return cls._from_metadata(ids, codes, meta)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the table atomically: ``.parquet`` as :meth:`to_parquet` (needs pyarrow),
@@ -457,14 +461,7 @@ class SidTable:
             raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
         if codes.ndim != 2 or codes.shape[1] != meta.get("levels"):
             raise ValueError(f"codes: expected (N, {meta.get('levels')}) in {path}, got shape {codes.shape}")
-        return cls(
-            ids,
-            codes,
-            meta["sizes"],
-            capacity=meta.get("capacity", 1),
-            method=meta.get("method"),
-            meta=meta.get("meta"),
-        )
+        return cls._from_metadata(ids, codes, meta)
 
     def to_parquet(self, path: str | os.PathLike[str]) -> None:
         """Writes the table as Parquet (see :meth:`to_arrow` for the schema), atomically."""
