@@ -4,6 +4,7 @@ SASRec baseline, configs, and KV-cached decoding."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,6 +279,26 @@ def test_bench_sid_and_collision_variants(tmp_path, sid, collisions):
     assert 0 <= r["tiger"]["recall@10"] <= 1 and "sasrec" not in r
 
 
+def test_learning_rate_schedules_by_hand():
+    from sidkit.train import lr_factor
+
+    # 100 steps, 10 of warm-up: 0.1, 0.2, ..., 1.0, then the decay over the 90 steps left.
+    for name in ("linear", "cosine", "constant"):
+        f = lr_factor(name, 100, 0.1)
+        assert [round(f(s), 6) for s in range(10)] == [round(0.1 * (s + 1), 6) for s in range(10)]
+        assert f(10) == 1.0
+    lin, cos, const = (lr_factor(n, 100, 0.1) for n in ("linear", "cosine", "constant"))
+    assert lin(55) == 0.5 and abs(cos(55) - 0.5) < 1e-12 and const(55) == 1.0
+    assert abs(lin(99) - 1 / 90) < 1e-12 and abs(cos(99) - 0.5 * (1 + np.cos(np.pi * 89 / 90))) < 1e-12
+    assert abs(cos(32.5) - (0.5 + 0.5 * np.cos(np.pi / 4))) < 1e-12  # a quarter of the way down
+    assert lin(200) == 0.0 and const(200) == 1.0
+    assert lr_factor("linear", 100, 0.0)(0) == 1.0  # no warm-up: one step at 1
+    with pytest.raises(ValueError, match="schedule: expected 'linear', 'cosine' or 'constant', got 'step'"):
+        lr_factor("step", 100, 0.1)
+    with pytest.raises(ValueError, match=r"warmup: expected a share of the steps in \[0, 1\), got 5"):
+        lr_factor("linear", 100, 5)
+
+
 def test_fit_with_bfloat16_autocast_on_cpu():
     """The mixed-precision path (default on CUDA) runs and learns; checked here on CPU."""
     from sidkit.models import SASRec, sasrec_train_examples
@@ -367,10 +388,15 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     assert "| TIGER (5) |" in bench.compare([a])  # no curve: the configured epochs
 
 
-@pytest.mark.parametrize("name", ["beauty.toml", "beauty-cpu.toml", "ml-100k.toml"])
-def test_shipped_configs_load_and_point_at_the_shared_data(name):
-    from pathlib import Path
+CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 
+
+def test_every_config_is_tested():
+    assert {"beauty.toml", "beauty-cpu.toml", "beauty-cpu-long.toml", "beauty-long-recipe.toml"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_load_and_point_at_the_shared_data(name):
     root = Path(__file__).resolve().parents[1]
     cfg = bench.load_config(root / "configs" / name)  # unknown keys or wrong types would raise
     assert set(cfg) == set(bench.DEFAULTS)
@@ -388,3 +414,9 @@ def test_config_values_must_have_the_defaults_types():
     cfg = bench.load_config(None, {"train": {"lr": 1}, "data": {"embeddings": "text"}})  # int for float is fine
     assert cfg["train"]["lr"] == 1 and cfg["data"]["embeddings"] == "text"
     assert bench.merge(cfg, {"train": {"lr": 0.5}})["train"]["lr"] == 0.5  # typed by DEFAULTS, not by 1
+    with pytest.raises(
+        ValueError, match=r"config: train.schedule expected one of \['linear', 'cosine', 'constant'\], got 'cos'"
+    ):
+        bench.load_config(None, {"train": {"schedule": "cos"}})
+    with pytest.raises(ValueError, match="config: sid.method expected one of"):
+        bench.load_config(None, {"sid": {"method": "rq-kmeans"}})

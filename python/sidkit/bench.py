@@ -65,7 +65,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "lr": 1e-3,
         "weight_decay": 0.01,
-        "warmup": 0.05,
+        "warmup": 0.05,  # share of all steps
+        "schedule": "linear",  # after warm-up: linear | cosine | constant
         "patience": 3,
         "beam_width": 20,
         "max_examples": 0,  # train on this many sampled sliding-window examples (0 = all)
@@ -85,6 +86,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "patience": 10,  # validation Recall@10 is noisy epoch to epoch; SASRec epochs are cheap
     },
     "run": {"seed": 0, "threads": 0, "device": "cpu"},
+}
+
+#: The settings that take one of a few names.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.loader": ("auto", "amazon", "recbole"),
+    "sid.method": ("rqkmeans", "balanced", "rqvae"),
+    "sid.collisions": ("suffix", "reassign"),
+    "train.schedule": ("linear", "cosine", "constant"),
 }
 
 #: A small, fast setting (about 4 minutes on 2 CPU cores on Beauty): what ``sidkit demo`` runs.
@@ -134,6 +143,9 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
                 raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
             # Typed by DEFAULTS (not the value being replaced: `lr = 1` then `lr = 0.5` is fine).
             _check_type(f"{section}.{key}", value, DEFAULTS.get(section, {}).get(key, out[section][key]))
+            choices = CHOICES.get(f"{section}.{key}")
+            if choices is not None and value not in choices:
+                raise ValueError(f"config: {section}.{key} expected one of {list(choices)}, got {value!r}")
             out[section][key] = value
     return out
 
@@ -389,6 +401,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             lr=tr["lr"],
             weight_decay=tr["weight_decay"],
             warmup=tr["warmup"],
+            schedule=tr["schedule"],
             patience=tr["patience"],
             beam_width=tr["beam_width"],
             device=device,

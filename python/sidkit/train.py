@@ -33,6 +33,7 @@ def fit(
     verbose: bool = True,
     amp: bool | None = None,
     checkpoint: str | None = None,
+    schedule: str = "linear",
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
     ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
@@ -42,7 +43,9 @@ def fit(
 
     ``amp``: bfloat16 autocast for the forward pass (default: on for CUDA devices, off on CPU;
     no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
-    far are saved (``torch.save`` of the state dict) after every improving epoch."""
+    far are saved (``torch.save`` of the state dict) after every improving epoch.
+    ``schedule``: the learning rate after the linear warm-up (``warmup`` × all steps):
+    ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`)."""
     from tqdm.auto import tqdm
 
     use_amp = torch.device(device).type == "cuda" if amp is None else bool(amp)
@@ -54,10 +57,8 @@ def fit(
     targets = torch.as_tensor(train.targets)
     steps = epochs * max(1, -(-len(inputs) // batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warm = max(1, int(warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
-    )
+    factor = lr_factor(schedule, steps, warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     history, best, best_state, bad = [], -1.0, None, 0
     lengths = (inputs != 0).sum(1)
     same_shape = targets.shape == inputs.shape  # per-position targets (SASRec) are cut alike
@@ -101,6 +102,31 @@ def fit(
     return history
 
 
+def lr_factor(schedule: str, steps: int, warmup: float) -> Any:
+    """The learning-rate multiplier of optimizer step ``s`` (0-based) out of ``steps``: a
+    linear warm-up to 1 over ``max(1, int(warmup * steps))`` steps, then ``"linear"`` decay to
+    0 at ``steps``, ``"cosine"`` (half a cosine to 0 at ``steps``) or ``"constant"`` 1."""
+    import math
+
+    if schedule not in ("linear", "cosine", "constant"):
+        raise ValueError(f"schedule: expected 'linear', 'cosine' or 'constant', got {schedule!r}")
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup: expected a share of the steps in [0, 1), got {warmup}")
+    warm = max(1, int(warmup * steps))
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        done = min(1.0, (s - warm) / max(1, steps - warm))
+        if schedule == "linear":
+            return 1.0 - done
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * done))
+        return 1.0
+
+    return factor
+
+
 def bucket_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator, pool: int = 64) -> list[torch.Tensor]:
     """Index batches covering every example once: a random permutation cut into pools of
     ``pool`` batches, each pool sorted by length and cut into batches, then all batches
@@ -122,4 +148,4 @@ def trim_left_padding(inputs: np.ndarray) -> np.ndarray:
     return inputs[:, first:]
 
 
-__all__ = ["bucket_batches", "fit", "trim_left_padding"]
+__all__ = ["bucket_batches", "fit", "lr_factor", "trim_left_padding"]
