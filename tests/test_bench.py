@@ -279,6 +279,20 @@ def test_bench_sid_and_collision_variants(tmp_path, sid, collisions):
     assert 0 <= r["tiger"]["recall@10"] <= 1 and "sasrec" not in r
 
 
+def test_bench_amp_setting_reaches_training(tmp_path):
+    write_chains(tmp_path, users=200)
+    losses = {}
+    for amp in ("off", "on"):
+        over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
+        over["train"] = {**TINY["train"], "epochs": 2, "amp": amp, "invalid_users": 0}
+        r = bench.run(bench.load_config(None, over), tmp_path / amp, verbose=False)
+        losses[amp] = [row["loss"] for row in r["curve"]["tiger"]]
+        assert r["config"]["train"]["amp"] == amp
+    # bfloat16 autocast trains too (the loss falls) but not bit-identically to float32.
+    assert losses["on"][1] < losses["on"][0] and losses["on"] != losses["off"]
+    assert abs(losses["on"][1] - losses["off"][1]) < 0.1 * losses["off"][1]
+
+
 def test_learning_rate_schedules_by_hand():
     from sidkit.train import lr_factor
 

@@ -67,6 +67,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.01,
         "warmup": 0.05,  # share of all steps
         "schedule": "linear",  # after warm-up: linear | cosine | constant
+        # bfloat16 autocast: auto = on for CUDA, off on CPU; on = also on CPU (about 1.8x faster
+        # training steps on CPUs with AVX512-BF16/AMX); off = float32 everywhere
+        "amp": "auto",
         "patience": 3,
         "beam_width": 20,
         "max_examples": 0,  # train on this many sampled sliding-window examples (0 = all)
@@ -94,6 +97,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sid.method": ("rqkmeans", "balanced", "rqvae"),
     "sid.collisions": ("suffix", "reassign"),
     "train.schedule": ("linear", "cosine", "constant"),
+    "train.amp": ("auto", "on", "off"),
 }
 
 #: A small, fast setting (about 4 minutes on 2 CPU cores on Beauty): what ``sidkit demo`` runs.
@@ -402,6 +406,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             weight_decay=tr["weight_decay"],
             warmup=tr["warmup"],
             schedule=tr["schedule"],
+            amp=None if tr["amp"] == "auto" else tr["amp"] == "on",
             patience=tr["patience"],
             beam_width=tr["beam_width"],
             device=device,

@@ -291,6 +291,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("sid", "method", args.sid)
     put("sid", "collisions", args.collisions)
     put("sid", "path", args.sids)
+    put("train", "amp", args.amp)
     put("train", "epochs", args.epochs)
     put("train", "test_users", args.test_users)
     put("run", "device", args.device)
@@ -402,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--test-users", type=int, help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")
     b.add_argument("--threads", type=int)
+    b.add_argument(
+        "--amp", choices=["auto", "on", "off"], help="bfloat16 autocast in training (auto: CUDA only; on: CPU too)"
+    )
     b.add_argument("--seed", type=int)
     b.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline")
     b.add_argument("--quiet", dest="verbose", action="store_false", help="no progress output")
