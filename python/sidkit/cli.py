@@ -153,7 +153,8 @@ def _train_demo(args: argparse.Namespace) -> None:
     )
     r = bench.run(cfg, args.out, verbose=args.verbose)
     print(bench.markdown(r).split("\nPer-epoch curve:")[0])
-    print(f"wrote {args.out}/results.json, results.md, config.toml and curve.png")
+    print(f"wrote {args.out}/results.json, results.md, config.toml, curve.png, sids.npz and tiger.pt")
+    print(f"next items for a history: sidkit recommend {args.out} --history ITEM_ID ...")
 
 
 def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped-def]
@@ -302,7 +303,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     cfg = bench.merge(cfg, over)
     r = bench.run(cfg, args.out, verbose=args.verbose)
     print(bench.markdown(r))
-    print(f"wrote {Path(args.out) / 'results.json'}, results.md, config.toml and curve.png")
+    print(f"wrote {Path(args.out) / 'results.json'}, results.md, config.toml, curve.png, sids.npz and tiger.pt")
     return 0
 
 
