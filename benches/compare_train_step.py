@@ -71,6 +71,7 @@ def step_timer(model, batch, amp: bool, device: str, steps: int):
             torch.cuda.synchronize()
 
     model.train()
+    torch.manual_seed(0)  # the same dropout masks for both precisions' first step
     run()  # warm-up (oneDNN / cuBLAS kernel selection)
     secs, _ = best_time(run, repeat=5)
     model.load_state_dict(state)  # both precisions start from the same weights

@@ -106,6 +106,8 @@ def test_bench_cli_and_config_errors(tmp_path, capsys):
 def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, capsys):
     import shutil
 
+    import sidkit as sk
+
     write_chains(tmp_path, users=200)
     over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
     over["train"] = {**TINY["train"], "epochs": 3}
@@ -131,14 +133,31 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
         run.recommend("1 2 3")
     with pytest.raises(ValueError, match="top_k: expected 1 <= top_k <= beam_width"):
         run.recommend([[1]], top_k=11)
+    with pytest.raises(TypeError, match="top_k: expected an int, got float 2.5"):
+        run.recommend([[1]], top_k=2.5)
+    with pytest.raises(TypeError, match=r"histories\[0\]: expected a 1-D integer sequence, got the scalar 1 "):
+        run.recommend([1, 2, 3])
+    with pytest.raises(ValueError, match=r"users: this run was trained without user tokens"):
+        run.recommend([[1]], users=[0])
+    # A SID table that is not the one the weights were trained on is refused (checksum).
+    shutil.copytree(tmp_path / "run", tmp_path / "swapped")
+    other = run.table.codes.copy()
+    other[[0, 1]] = other[[1, 0]]
+    sk.SidTable(run.table.item_ids, other, run.table.sizes, method="suffix").save(tmp_path / "swapped" / "sids.npz")
+    with pytest.raises(ValueError, match="is not the one this run trained on"):
+        bench.load_run(tmp_path / "swapped")
     with pytest.raises(FileNotFoundError, match="results.json"):
         bench.load_run(tmp_path / "nothing")
     # The CLI prints the ranked items with their SIDs and titles.
     assert main(["recommend", str(tmp_path / "run"), "--history", "11", "12", "--top-k", "3"]) == 0
     out = capsys.readouterr().out
     assert f"item {expect[0, 0]:>6}" in out and "chain" in out and "sid (" in out
+    assert main(["recommend", str(tmp_path / "run"), "--history", "11", "12", "--top-k", "3", "--beam", "5"]) == 0
+    assert capsys.readouterr().out.count(". item ") == 3
     assert main(["recommend", str(tmp_path / "run"), "--history", "0"]) == 2
     assert "not in the run's SID table" in capsys.readouterr().err
+    assert main(["recommend", str(tmp_path / "run"), "--history", "1", "--device", "bogus"]) == 2
+    assert "--device: expected a torch device" in capsys.readouterr().err
 
 
 def test_bench_on_your_own_sids(tmp_path):
@@ -159,7 +178,7 @@ def test_bench_on_your_own_sids(tmp_path):
     assert r["sid"]["sizes"] == [20, 5, 2] and r["sid"]["quality"]["collisions"]["collision_rate"] > 0.9
     assert r["tiger"]["recall@10"] > 10 * r["most_popular"]["recall@10"]
     assert not (tmp_path / "raw" / "codebooks.npz").exists()
-    assert "SIDs: file raw.npy 3 levels" in (tmp_path / "raw" / "results.md").read_text()
+    assert "SIDs: file raw.npy 3 levels [20, 5, 2] (suffix)" in (tmp_path / "raw" / "results.md").read_text()
     run = bench.load_run(tmp_path / "raw")
     assert run.codebooks is None and run.recommend([[1, 2, 3]], top_k=5).shape == (1, 5)
     # A saved table (here with reversed item order and a custom layout) is used as is.
@@ -183,12 +202,35 @@ def test_bench_on_your_own_sids(tmp_path):
     for path, exc, msg in bad:
         with pytest.raises(exc, match=msg):
             bench.run(bench.load_config(None, {**over, "sid": {"path": str(path)}}), tmp_path / "x", verbose=False)
+    np.save(tmp_path / "table.npy", raw)  # a .npy named as if it were a table: read as raw codes
+    with pytest.raises(ValueError, match="sid.path: expected a SID table"):
+        bench.run(
+            bench.load_config(None, {**over, "sid": {"path": str(tmp_path / "raw" / "config.toml")}}), tmp_path / "x"
+        )
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text(bench.to_toml(bench.load_config(None, over)))
+    assert (
+        main(
+            [
+                "bench",
+                "--config",
+                str(cfg),
+                "--sids",
+                str(tmp_path / "raw.npy"),
+                "--out",
+                str(tmp_path / "c"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert bench.load_results(tmp_path / "c")["sid"]["sizes"] == [20, 5, 2]
     with pytest.raises(ValueError, match="sid.collisions: raw codes from sid.path are resolved with 'suffix'"):
         cfg = {**over, "sid": {"path": str(tmp_path / "raw.npy"), "collisions": "reassign"}}
         bench.run(bench.load_config(None, cfg), tmp_path / "x", verbose=False)
 
 
-def test_bench_with_user_tokens(tmp_path):
+def test_bench_with_user_tokens(tmp_path, capsys):
     write_chains(tmp_path, users=200)
     over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
     over["model"] = {**TINY["model"], "user_buckets": 8}
@@ -199,10 +241,16 @@ def test_bench_with_user_tokens(tmp_path):
     assert run.model.token_map.offset == 2 + 8 and run.model.user_buckets == 8
     with pytest.raises(ValueError, match=r"users: this run was trained with user tokens \(model.user_buckets = 8\)"):
         run.recommend([[1, 2]])
-    with pytest.raises(ValueError, match=r"users: expected \(1,\) integers"):
+    with pytest.raises(ValueError, match=r"users: expected shape \(1,\), got \(2,\)"):
         run.recommend([[1, 2]], users=[0, 1])
+    with pytest.raises(TypeError, match="users: expected integers"):
+        run.recommend([[1, 2]], users=[0.5])
     got = run.recommend([[1, 2], [1, 2]], users=[0, 5], top_k=5)
     assert got.shape == (2, 5) and (got > 0).all()
+    assert main(["recommend", str(tmp_path / "run"), "--history", "1", "2", "--user", "5", "--top-k", "5"]) == 0
+    assert f"item {got[1, 0]:>6}" in capsys.readouterr().out
+    assert main(["recommend", str(tmp_path / "run"), "--history", "1", "2"]) == 2
+    assert "pass users" in capsys.readouterr().err
 
 
 def test_sasrec_padding_causality_and_ranking():
@@ -291,6 +339,16 @@ def test_bench_amp_setting_reaches_training(tmp_path):
     # bfloat16 autocast trains too (the loss falls) but not bit-identically to float32.
     assert losses["on"][1] < losses["on"][0] and losses["on"] != losses["off"]
     assert abs(losses["on"][1] - losses["off"][1]) < 0.1 * losses["off"][1]
+    # The schedule reaches fit: cosine and constant give other curves than linear ("off" above).
+    for schedule in ("cosine", "constant"):
+        over["train"] = {**over["train"], "amp": "off", "schedule": schedule}
+        r = bench.run(bench.load_config(None, over), tmp_path / schedule, verbose=False)
+        assert [row["loss"] for row in r["curve"]["tiger"]][1] != losses["off"][1], schedule
+    # The CLI flags land in the saved config.
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(bench.to_toml(bench.load_config(None, {**over, "train": {**over["train"], "epochs": 1}})))
+    assert main(["bench", "--config", str(cfg), "--amp", "on", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert bench.load_results(tmp_path / "cli")["config"]["train"]["amp"] == "on"
 
 
 def test_learning_rate_schedules_by_hand():
@@ -407,6 +465,13 @@ CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs
 
 def test_every_config_is_tested():
     assert {"beauty.toml", "beauty-cpu.toml", "beauty-cpu-long.toml", "beauty-long-recipe.toml"} <= set(CONFIGS)
+    root = Path(__file__).resolve().parents[1] / "configs"
+    recipe = bench.load_config(root / "beauty-long-recipe.toml")
+    # ~200k steps of 514 (Beauty's 131,413 sliding-window examples / 256), cosine, 6+6 layers.
+    assert recipe["train"]["schedule"] == "cosine" and 190_000 < recipe["train"]["epochs"] * 514 < 210_000
+    assert recipe["model"]["num_layers"] == 6 and recipe["train"]["lr"] == 3e-4
+    long = bench.load_config(root / "beauty-cpu-long.toml")
+    assert long["train"]["amp"] == "on" and long["train"]["epochs"] == 20 and not long["sasrec"]["enabled"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -434,3 +499,5 @@ def test_config_values_must_have_the_defaults_types():
         bench.load_config(None, {"train": {"schedule": "cos"}})
     with pytest.raises(ValueError, match="config: sid.method expected one of"):
         bench.load_config(None, {"sid": {"method": "rq-kmeans"}})
+    with pytest.raises(ValueError, match=r"config: train.warmup expected a share of the steps in \[0, 1\), got 1.5"):
+        bench.load_config(None, {"train": {"warmup": 1.5}})

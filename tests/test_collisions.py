@@ -260,6 +260,17 @@ def test_save_load_keeps_capacity_and_rejects_foreign_npz(tmp_path):
         sk.SidTable.load(tmp_path / "c.npz")
     with pytest.raises(FileNotFoundError):
         sk.SidTable.load(tmp_path / "missing.npz")
+    np.save(tmp_path / "codes.npy", np.zeros((2, 2), np.uint16))  # one array, not a table
+    with pytest.raises(ValueError, match="path: expected a sidkit SID table .* found a single array of shape"):
+        sk.SidTable.load(tmp_path / "codes.npy")
+    np.savez(
+        tmp_path / "d.npz",
+        item_ids=np.arange(2),
+        codes=np.zeros((2, 2), np.uint16),
+        meta=np.array('{"format": "sidkit.sidtable/1"}'),
+    )
+    with pytest.raises(ValueError, match=r"path: expected the level sizes \('sizes'\)"):
+        sk.SidTable.load(tmp_path / "d.npz")
 
 
 def test_foreign_parquet_files_are_rejected(tmp_path):

@@ -66,6 +66,29 @@ def test_make_examples_layout_with_user_tokens():
     ]
     hist, tgt = sliding_window([np.array([4, 5, 6])])
     assert [h.tolist() for h in hist] == [[4], [4, 5]] and tgt.tolist() == [5, 6]
+    with pytest.raises(ValueError, match="users: expected one user per history with user_buckets = 8, got None"):
+        make_examples([np.array([1])], [2], table, tm, 3, user_buckets=8)
+    with pytest.raises(ValueError, match="users: expected 2 users"):
+        make_examples([np.array([1]), np.array([2])], [2, 3], table, tm, 3, users=[1], user_buckets=8)
+
+
+def test_sliding_window_users_line_up_with_the_examples():
+    from sidkit.models.tiger import sliding_window, sliding_window_users
+
+    train = [
+        np.array([1, 2, 3]),
+        np.array([7]),
+        np.array([4, 5]),
+        np.array([], dtype=np.int64),
+        np.array([8, 9, 10, 11]),
+    ]
+    for min_history in (1, 2):
+        hist, tgt = sliding_window(train, min_history)
+        users = sliding_window_users(train, min_history)
+        assert len(users) == len(hist) == len(tgt)
+        for h, t, u in zip(hist, tgt, users, strict=True):  # each example is a prefix of its user's sequence
+            seq = train[u]
+            assert np.array_equal(seq[: len(h)], h) and seq[len(h)] == t
 
 
 def test_training_is_reproducible():

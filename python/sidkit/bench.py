@@ -67,8 +67,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.01,
         "warmup": 0.05,  # share of all steps
         "schedule": "linear",  # after warm-up: linear | cosine | constant
-        # bfloat16 autocast: auto = on for CUDA, off on CPU; on = also on CPU (about 1.8x faster
-        # training steps on CPUs with AVX512-BF16/AMX); off = float32 everywhere
+        # bfloat16 autocast: auto = on for CUDA, off on CPU; on = also on CPU (1.75-2.1x faster
+        # training steps here, on a CPU with AVX512-BF16; benches/compare_train_step.py); off = float32 everywhere
         "amp": "auto",
         "patience": 3,
         "beam_width": 20,
@@ -147,6 +147,8 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
                 raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
             # Typed by DEFAULTS (not the value being replaced: `lr = 1` then `lr = 0.5` is fine).
             _check_type(f"{section}.{key}", value, DEFAULTS.get(section, {}).get(key, out[section][key]))
+            if f"{section}.{key}" == "train.warmup" and not 0.0 <= value < 1.0:
+                raise ValueError(f"config: train.warmup expected a share of the steps in [0, 1), got {value}")
             choices = CHOICES.get(f"{section}.{key}")
             if choices is not None and value not in choices:
                 raise ValueError(f"config: {section}.{key} expected one of {list(choices)}, got {value!r}")
@@ -244,6 +246,16 @@ def _codebooks(
     raise ValueError(f"sid.method: expected 'rqkmeans', 'balanced' or 'rqvae', got {method!r}")
 
 
+def _sid_checksum(table: Any) -> str:
+    """SHA-256 of the (item id, SID) rows in item-id order: identifies a run's SIDs."""
+    import hashlib
+
+    order = np.argsort(table.item_ids, kind="stable")
+    h = hashlib.sha256(np.ascontiguousarray(table.item_ids[order], dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(table.codes[order], dtype="<u2").tobytes())
+    return h.hexdigest()
+
+
 def _sid_name(sid: dict[str, Any]) -> str:
     return f"file {Path(sid['path']).name}" if sid.get("path") else sid["method"]
 
@@ -258,7 +270,10 @@ def _external_sids(cfg: dict[str, Any], num_items: int) -> tuple[Any, np.ndarray
         raise FileNotFoundError(f"sid.path: no such file {path}")
     item_ids = np.arange(1, num_items + 1)
     if path.suffix == ".npy":
-        codes = np.load(path, allow_pickle=False)
+        try:
+            codes = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"sid.path: expected a .npy of integer codes, could not read {path}: {e}") from e
         if codes.ndim != 2 or len(codes) != num_items:
             raise ValueError(f"sid.path: expected ({num_items}, L) codes in {path}, got shape {codes.shape}")
         if codes.dtype.kind not in "iu":
@@ -269,7 +284,10 @@ def _external_sids(cfg: dict[str, Any], num_items: int) -> tuple[Any, np.ndarray
                 f"got {cfg['collisions']!r}; resolve them yourself and pass the saved SID table"
             )
         return sk.resolve(codes, "suffix", item_ids=item_ids), codes
-    table = sk.SidTable.load(path)
+    try:
+        table = sk.SidTable.load(path)
+    except ValueError as e:
+        raise ValueError(f"sid.path: expected a SID table (SidTable.save) or raw codes (.npy): {e}") from e
     rows = table.rows(item_ids)
     if (rows < 0).any():
         missing = item_ids[rows < 0]
@@ -336,7 +354,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     from .data import leave_one_out, load_dataset, most_popular
     from .metrics import ranking_metrics, report
     from .models import SASRec, sasrec_examples, sasrec_train_examples
-    from .models.tiger import TIGER, make_examples, sliding_window
+    from .models.tiger import TIGER, make_examples, sliding_window, sliding_window_users
     from .train import fit
 
     out = Path(out)
@@ -372,15 +390,17 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     if cb is not None:
         cb.save(out / "codebooks.npz")
     with timer("sid metrics"):
-        quality = report(space, codes, cb, sequences=[s - 1 for s in split.train], seed=seed)
+        base_sizes = table.sizes[:-1] if table.method == "suffix" else table.sizes
+        quality = report(space, codes, cb, sizes=base_sizes, sequences=[s - 1 for s in split.train], seed=seed)
 
     tr = cfg["train"]
+    amp = None if tr["amp"] == "auto" else tr["amp"] == "on"
     model = TIGER(table, **cfg["model"], seed=seed)
     tm = model.token_map
     hist, tgt = sliding_window(split.train)
     # A user is its index in the split (the same in train, valid and test): hashed into
     # `model.user_buckets` tokens when those are on.
-    hist_users = np.repeat(np.arange(len(split.train)), [max(0, len(q) - 1) for q in split.train])
+    hist_users = sliding_window_users(split.train)
     if tr["max_examples"] and tr["max_examples"] < len(tgt):
         keep = _subset(len(tgt), tr["max_examples"], seed + 3)
         hist, tgt, hist_users = [hist[i] for i in keep], tgt[keep], hist_users[keep]
@@ -406,7 +426,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             weight_decay=tr["weight_decay"],
             warmup=tr["warmup"],
             schedule=tr["schedule"],
-            amp=None if tr["amp"] == "auto" else tr["amp"] == "on",
+            amp=amp,
             patience=tr["patience"],
             beam_width=tr["beam_width"],
             device=device,
@@ -438,6 +458,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         "sid": {
             "levels": table.levels,
             "sizes": list(table.sizes),
+            "collisions": table.method or "none",
+            "checksum": _sid_checksum(table),
             "resolve": {k: v for k, v in table.report.items() if k != "unresolved_rows"},
             "quality": quality,
         },
@@ -457,6 +479,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
                 batch_size=sc["batch_size"],
                 lr=sc["lr"],
                 patience=sc["patience"],
+                amp=amp,
                 device=device,
                 seed=seed,
                 verbose=verbose,
@@ -508,6 +531,11 @@ class Run:
         hists = []
         for i, h in enumerate(histories):
             a = np.asarray(h)
+            if a.ndim == 0:
+                raise TypeError(
+                    f"histories[{i}]: expected a 1-D integer sequence, got the scalar {h!r} "
+                    "(one history is a list of histories of one: [[1, 2, 3]])"
+                )
             if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
                 raise TypeError(f"histories[{i}]: expected a 1-D integer sequence, got shape {a.shape} dtype {a.dtype}")
             if a.size == 0:
@@ -516,6 +544,9 @@ class Run:
             if unknown.size:
                 raise ValueError(f"histories[{i}]: item ids not in the run's SID table: {unknown[:5].tolist()}")
             hists.append(a.astype(np.int64))
+        for name, v in (("top_k", top_k), ("beam_width", beam_width)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
         beam = self.config["train"]["beam_width"] if beam_width is None else int(beam_width)
         if top_k < 1 or beam < top_k:
             raise ValueError(f"top_k: expected 1 <= top_k <= beam_width ({beam}), got {top_k}")
@@ -523,11 +554,13 @@ class Run:
             return np.zeros((0, top_k), dtype=np.int64)
         ub = self.model.user_buckets
         if users is not None:
+            if not ub:
+                raise ValueError("users: this run was trained without user tokens (model.user_buckets = 0)")
             users = np.asarray(users)
-            if users.shape != (len(hists),) or users.dtype.kind not in "iu":
-                raise ValueError(
-                    f"users: expected ({len(hists)},) integers, got shape {users.shape} dtype {users.dtype}"
-                )
+            if users.dtype.kind not in "iu":
+                raise TypeError(f"users: expected integers, got dtype {users.dtype}")
+            if users.shape != (len(hists),):
+                raise ValueError(f"users: expected shape ({len(hists)},), got {users.shape}")
         elif ub:
             raise ValueError(f"users: this run was trained with user tokens (model.user_buckets = {ub}); pass users")
         targets = np.full(len(hists), self.table.item_ids[0])  # unused: only the inputs are read
@@ -541,7 +574,8 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     results, SID table, codebooks and the best TIGER weights, ready to recommend.
 
     Runs written before the SID table was saved get their SIDs rebuilt from the config (every
-    stage is seeded, so they are the same SIDs); that needs the run's data."""
+    stage is seeded, so they are the same SIDs); that needs the run's data. The SIDs are checked
+    against the checksum in ``results.json`` (runs since it was recorded) and the level sizes."""
     import torch
 
     import sidkit as sk
@@ -577,8 +611,14 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         )
     if list(table.sizes) != list(results["sid"]["sizes"]):
         raise ValueError(f"sids: expected sizes {results['sid']['sizes']} as in results.json, got {list(table.sizes)}")
+    want = results["sid"].get("checksum")
+    if want is not None and _sid_checksum(table) != want:
+        raise ValueError(f"sids: the SID table in {path} is not the one this run trained on (checksum differs)")
     model = TIGER(table, **cfg["model"], seed=cfg["run"]["seed"])
-    model.load_state_dict(torch.load(path / "tiger.pt", map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(path / "tiger.pt", map_location="cpu", weights_only=True))
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"path: {path / 'tiger.pt'} does not fit the run's model config: {e}") from e
     model.to(device).eval()
     return Run(path, cfg, results, table, codebooks, model)
 
@@ -625,10 +665,11 @@ def _hardware(device: str) -> dict[str, Any]:
 def markdown(r: dict[str, Any]) -> str:
     """The results as a markdown report."""
     d, c = r["dataset"], r["config"]
+    collisions = r["sid"].get("collisions", c["sid"]["collisions"])
     lines = [
         f"# sidkit bench: {d['name']} ({d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions)",
         "",
-        f"SIDs: {_sid_name(c['sid'])} {r['sid']['levels']} levels {r['sid']['sizes']} ({c['sid']['collisions']}); "
+        f"SIDs: {_sid_name(c['sid'])} {r['sid']['levels']} levels {r['sid']['sizes']} ({collisions}); "
         f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers; "
         f"leave-one-out, full ranking, {d['test_users']:,} test users.",
         "",

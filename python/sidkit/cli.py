@@ -319,17 +319,27 @@ def compare_cmd(args: argparse.Namespace) -> int:
 
 
 def recommend_cmd(args: argparse.Namespace) -> int:
+    import torch
+
     from sidkit import bench
 
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device: expected a torch device (cpu, cuda, cuda:1), got {args.device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {args.device} requested but torch sees no CUDA device")
     run = bench.load_run(args.run, device=args.device)
-    items = run.recommend([np.asarray(args.history, dtype=np.int64)], top_k=args.top_k, beam_width=args.beam)[0]
+    users = None if args.user is None else [args.user]
+    hist = [np.asarray(args.history, dtype=np.int64)]
+    items = run.recommend(hist, top_k=args.top_k, beam_width=args.beam, users=users)[0]
     texts = None
-    try:  # titles when the run's data is at hand
+    try:  # titles when the run's data is at hand (optional: any failure just drops them)
         from sidkit.data import load_dataset
 
         d = run.config["data"]
         texts = load_dataset(d["path"], d["dataset"], d["loader"]).item_texts
-    except (FileNotFoundError, ValueError):
+    except Exception:
         pass
     print(f"next items after {list(args.history)} ({run.path.name}: TIGER, constrained beam search):")
     for rank, item in enumerate(items.tolist(), 1):
@@ -419,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc.add_argument("--top-k", type=int, default=10)
     rc.add_argument("--beam", type=int, help="beam width (default: the run's)")
     rc.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    rc.add_argument("--user", type=int, help="user index (runs trained with user tokens, model.user_buckets)")
     args = parser.parse_args(argv)
     commands = {
         "demo": demo,

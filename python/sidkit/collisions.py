@@ -450,7 +450,10 @@ class SidTable:
         if Path(path).suffix == ".parquet":
             return cls.from_parquet(path)
         try:
-            with np.load(path, allow_pickle=False) as f:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError(f"an .npz archive, found a single array of shape {np.shape(f)}")
+            with f:
                 ids, codes, meta = f["item_ids"], f["codes"], json.loads(str(f["meta"]))
         except (KeyError, ValueError, OSError) as e:
             if isinstance(e, FileNotFoundError):
@@ -459,6 +462,8 @@ class SidTable:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             got = meta.get("format") if isinstance(meta, dict) else meta
             raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
+        if not isinstance(meta.get("sizes"), list):
+            raise ValueError(f"path: expected the level sizes ('sizes') in the metadata of {path}, found none")
         if codes.ndim != 2 or codes.shape[1] != meta.get("levels"):
             raise ValueError(f"codes: expected (N, {meta.get('levels')}) in {path}, got shape {codes.shape}")
         return cls._from_metadata(ids, codes, meta)

@@ -44,6 +44,10 @@ def make_examples(
 ) -> Examples:
     """Tokenises histories of item ids (each item -> its SID tokens, oldest first, the last
     ``max_history`` items), left-padded, with an optional hashed user token first."""
+    if user_buckets and users is None:
+        raise ValueError(f"users: expected one user per history with user_buckets = {user_buckets}, got None")
+    if user_buckets and len(users) != len(histories):  # type: ignore[arg-type]
+        raise ValueError(f"users: expected {len(histories)} users (one per history), got {len(users)}")  # type: ignore[arg-type]
     levels = table.levels
     width = max_history * levels + 1
     inputs = np.zeros((len(histories), width), dtype=np.int64)
@@ -59,13 +63,21 @@ def make_examples(
 
 def sliding_window(train: Sequence[np.ndarray], min_history: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
     """Every prefix of every training sequence predicts its next item (TIGER/GRID's
-    augmentation): returns (histories, targets)."""
+    augmentation): returns (histories, targets); :func:`sliding_window_users` gives the
+    sequence index of each example."""
     histories, targets = [], []
     for seq in train:
         for t in range(min_history, len(seq)):
             histories.append(seq[:t])
             targets.append(seq[t])
     return histories, np.asarray(targets, dtype=np.int64)
+
+
+def sliding_window_users(train: Sequence[np.ndarray], min_history: int = 1) -> np.ndarray:
+    """(M,) int64: for each example of ``sliding_window(train, min_history)``, in the same
+    order, the index of the sequence (user) it comes from."""
+    counts = [max(0, len(seq) - min_history) for seq in train]
+    return np.repeat(np.arange(len(train), dtype=np.int64), counts)
 
 
 class TIGER(nn.Module):
