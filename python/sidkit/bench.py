@@ -745,6 +745,15 @@ def _epochs(r: dict[str, Any], model: str) -> str:
     return str(len(curve))
 
 
+def _model_tag(c: dict[str, Any]) -> str:
+    """' 2+2, bf16': TIGER's layers and whether it trained under bfloat16 autocast."""
+    layers = c.get("model", {}).get("num_layers")
+    amp = c.get("train", {}).get("amp", "auto")
+    cuda = "cuda" in str(c.get("run", {}).get("device", "cpu"))
+    tags = ([f"{layers}+{layers}"] if layers else []) + (["bf16"] if amp == "on" or (amp == "auto" and cuda) else [])
+    return (" " + ", ".join(tags)) if tags else ""
+
+
 def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
     """One markdown table over several runs (``results.json`` dicts): a TIGER row per run with
     its SID scheme and epochs (trained; best by validation Recall@10), and the baselines (most
@@ -772,8 +781,10 @@ def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
         c, t = r["config"], r["timings_s"]
         emb = str(c["data"]["embeddings"])
         emb = Path(emb).name if emb not in ("tfidf", "text") else emb
-        sids = f"{_sid_name(c['sid'])} {'x'.join(map(str, r['sid']['sizes']))} {c['sid']['collisions']}"
-        row(name, r, f"TIGER ({_epochs(r, 'tiger')})", r["tiger"], sids, emb, t.get("train TIGER", "–"))
+        collisions = r["sid"].get("collisions", c["sid"]["collisions"])
+        sids = f"{_sid_name(c['sid'])} {'x'.join(map(str, r['sid']['sizes']))} {collisions}"
+        tiger = f"TIGER{_model_tag(c)} ({_epochs(r, 'tiger')})"
+        row(name, r, tiger, r["tiger"], sids, emb, t.get("train TIGER", "–"))
         baselines = [("most popular", r["most_popular"], "–")]
         if "sasrec" in r:
             baselines.append((f"SASRec ({_epochs(r, 'sasrec')})", r["sasrec"], t.get("train SASRec", "–")))
