@@ -457,6 +457,15 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "c")]) == 2
     assert main(["compare", str(tmp_path / "missing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+    # Learning curves of several runs in one PNG.
+    for r in (a, b):
+        r["curve"]["tiger"] = [{"epoch": e, "loss": 3.0 - e, "recall@10": 0.01 * e} for e in range(3)]
+    (tmp_path / "a" / "results.json").write_text(json.dumps(a))
+    png = tmp_path / "curves.png"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"learning curves -> {png}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="runs: none has a per-epoch curve for 'sasrec'"):
+        bench.plot_curves([b], ["b"], png, model="sasrec")
     del a["curve"]
     assert "| TIGER (5) |" in bench.compare([a])  # no curve: the configured epochs
 

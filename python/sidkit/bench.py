@@ -815,3 +815,33 @@ def plot_curve(r: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_curves(runs: list[dict[str, Any]], names: list[str], path: str | Path, model: str = "tiger") -> Path:
+    """Several runs' learning curves side by side as a PNG: ``model``'s training loss and
+    validation Recall@10 per epoch, one line per run (what ``sidkit compare --plot`` draws)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(names) != len(runs):
+        raise ValueError(f"names: expected {len(runs)} names, got {len(names)}")
+    curves = [
+        (n, c)
+        for n, r in zip(names, runs, strict=True)
+        if (c := r.get("curve", {}).get(model)) and all("epoch" in row and "loss" in row for row in c)
+    ]
+    if not curves:
+        raise ValueError(f"runs: none has a per-epoch curve for {model!r}")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for name, curve in curves:
+        ep = [row["epoch"] + 1 for row in curve]
+        a.plot(ep, [row["loss"] for row in curve], marker=".", label=name)
+        b.plot(ep, [row.get("recall@10", np.nan) for row in curve], marker=".", label=name)
+    a.set(title=f"{model}: training loss", xlabel="epoch")
+    b.set(title=f"{model}: validation Recall@10", xlabel="epoch")
+    b.legend(fontsize="small")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

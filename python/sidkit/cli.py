@@ -311,10 +311,13 @@ def compare_cmd(args: argparse.Namespace) -> int:
     from sidkit import bench
 
     runs = [bench.load_results(d) for d in args.runs]
-    table = bench.compare(runs, [Path(d).name if Path(d).is_dir() else Path(d).parent.name for d in args.runs])
+    names = [Path(d).name if Path(d).is_dir() else Path(d).parent.name for d in args.runs]
+    table = bench.compare(runs, names)
     print(table, end="")
     if args.out:
         Path(args.out).write_text(table)
+    if args.plot:
+        print(f"learning curves -> {bench.plot_curves(runs, names, args.plot)}")
     return 0
 
 
@@ -423,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("compare", help="one markdown table over several bench runs (SID schemes side by side)")
     c.add_argument("runs", nargs="+", help="run directories (or their results.json)")
     c.add_argument("--out", help="also write the table to this file")
+    c.add_argument("--plot", help="also draw the runs' TIGER learning curves (loss, validation Recall@10) to this PNG")
     rc = sub.add_parser("recommend", help="next items for a history, from a trained bench run")
     rc.add_argument("run", help="bench run directory (sidkit bench --out)")
     rc.add_argument("--history", type=int, nargs="+", required=True, help="item ids, oldest first")
