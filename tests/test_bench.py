@@ -101,6 +101,27 @@ def test_bench_cli_and_config_errors(tmp_path, capsys):
     assert "unknown key train.epochz" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"unknown section \[modle\]"):
         bench.merge(bench.DEFAULTS, {"modle": {}})
+    with pytest.raises(ValueError, match="data.max_history expected >= 1"):
+        bench.merge(bench.DEFAULTS, {"data": {"max_history": 0}})
+    with pytest.raises(ValueError, match="run.device: expected a torch device"):
+        bench.run(bench.merge(tiny, {"run": {"device": "gpu0"}}), tmp_path / "x", verbose=False)
+    if not torch.cuda.is_available():  # refused before any work, not after the codebooks
+        assert main(["bench", "--config", str(cfg), "--device", "cuda", "--out", str(tmp_path / "x")]) == 2
+        assert "run.device: 'cuda' requested but torch sees no CUDA device" in capsys.readouterr().err
+        assert not (tmp_path / "x" / "sids.npz").exists()
+
+
+def test_small_preset_then_every_key_the_config_sets(tmp_path, monkeypatch):
+    """--small < --config < flags, even for a file value equal to the default."""
+    seen = {}
+    monkeypatch.setattr(bench, "run", lambda cfg, out, verbose=True: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(bench, "markdown", lambda r: "")
+    cfg = tmp_path / "paper.toml"
+    cfg.write_text("[model]\nnum_layers = 4\n[train]\nepochs = 20\n")  # both the defaults
+    assert main(["bench", "--small", "--config", str(cfg), "--seed", "3", "--out", str(tmp_path / "r")]) == 0
+    c = seen["cfg"]
+    assert c["model"]["num_layers"] == 4 and c["train"]["epochs"] == 20  # the file's, not the preset's 2 and 1
+    assert c["model"]["d_ff"] == bench.SMALL["model"]["d_ff"] and c["run"]["seed"] == 3
 
 
 def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, capsys):
@@ -228,6 +249,11 @@ def test_bench_on_your_own_sids(tmp_path):
     with pytest.raises(ValueError, match="sid.collisions: raw codes from sid.path are resolved with 'suffix'"):
         cfg = {**over, "sid": {"path": str(tmp_path / "raw.npy"), "collisions": "reassign"}}
         bench.run(bench.load_config(None, cfg), tmp_path / "x", verbose=False)
+    # Several items on one SID (a capacity-2 table): the item-level protocol refuses it.
+    shared = sk.SidTable(items, raw, (20, 5), capacity=2)
+    shared.save(tmp_path / "shared.npz")
+    with pytest.raises(ValueError, match="one item per SID.*capacity 2"):
+        bench.run(bench.load_config(None, {**over, "sid": {"path": str(tmp_path / "shared.npz")}}), tmp_path / "x")
 
 
 def test_bench_with_user_tokens(tmp_path, capsys):
@@ -269,6 +295,17 @@ def test_sasrec_padding_causality_and_ranking():
     ex = sasrec_train_examples([np.array([1, 2, 3]), np.array([7])], max_len=4)
     np.testing.assert_array_equal(ex.inputs, [[0, 0, 1, 2]])
     np.testing.assert_array_equal(ex.targets, [[0, 0, 2, 3]])
+    # A sequence longer than max_len + 1 becomes several rows: every transition trained once.
+    ex = sasrec_train_examples([np.arange(1, 11)], max_len=4)
+    np.testing.assert_array_equal(ex.inputs, [[6, 7, 8, 9], [2, 3, 4, 5], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(ex.targets, [[7, 8, 9, 10], [3, 4, 5, 6], [0, 0, 0, 2]])
+    rng = np.random.default_rng(0)
+    seqs = [rng.permutation(1000)[: rng.integers(0, 40)] + 1 for _ in range(50)]
+    ex = sasrec_train_examples(seqs, max_len=7)
+    pairs = sorted(zip(ex.inputs[ex.targets > 0].tolist(), ex.targets[ex.targets > 0].tolist(), strict=True))
+    assert pairs == sorted((a, b) for s in seqs for a, b in zip(s[:-1].tolist(), s[1:].tolist(), strict=True))
+    with pytest.raises(ValueError, match="max_len"):
+        sasrec_train_examples(seqs, max_len=0)
     ev = sasrec_examples([np.array([1, 2])], [9], max_len=4)
     assert ev.items.tolist() == [9] and ev.inputs.tolist() == [[0, 0, 1, 2]]
     top = m.recommend(ev.inputs, top_k=5)

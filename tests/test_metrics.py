@@ -73,6 +73,18 @@ def test_report_is_consistent(rng):
         report(x[:10], codes)
 
 
+def test_neighbour_recall_never_counts_the_item_itself():
+    # Two pairs; each pair shares one codeword, so a quantised item ties with its partner.
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    cb = sk.Codebooks(np.array([[[1, 0], [0, 1]]], np.float32))
+    codes = np.array([[0], [0], [1], [1]])
+    r = report(x, codes, cb, k=1, sample=4)
+    assert r["neighbour_recall@1"] == 1.0  # every item's one neighbour is its partner, both ways
+    # Exact duplicate rows: the partner, not the item, is the neighbour.
+    d = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+    assert report(d, codes, cb, k=1, sample=4)["neighbour_recall@1"] == 1.0
+
+
 def test_ranking_metrics_hand_worked():
     from sidkit.metrics import ranking_metrics
 
@@ -96,6 +108,12 @@ def test_leave_one_out_and_most_popular():
     assert [h.tolist() for h in s.test_history] == [[3, 4], [3, 2]]
     assert [h.tolist() for h in s.valid_history] == [[2, 3], [3]]
     assert most_popular(s.train, 2).tolist() == [3, 1]  # 3 twice; ties -> lower id
+    # A longer context than max_history comes from the whole sequence, never the targets.
+    assert [h.tolist() for h in s.histories("test", 4)] == [[1, 2, 3, 4], [3, 2]]
+    assert [h.tolist() for h in s.histories("valid", 4)] == [[1, 2, 3], [3]]
+    assert [h.tolist() for h in s.histories("test", 2)] == [h.tolist() for h in s.test_history]
+    with pytest.raises(ValueError, match="which"):
+        s.histories("train", 4)
 
 
 def test_beauty_split_counts(amazon_dir):

@@ -147,6 +147,8 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
                 raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
             # Typed by DEFAULTS (not the value being replaced: `lr = 1` then `lr = 0.5` is fine).
             _check_type(f"{section}.{key}", value, DEFAULTS.get(section, {}).get(key, out[section][key]))
+            if f"{section}.{key}" == "data.max_history" and value < 1:
+                raise ValueError(f"config: data.max_history expected >= 1 item, got {value}")
             if f"{section}.{key}" == "train.warmup" and not 0.0 <= value < 1.0:
                 raise ValueError(f"config: train.warmup expected a share of the steps in [0, 1), got {value}")
             choices = CHOICES.get(f"{section}.{key}")
@@ -156,16 +158,26 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
     return out
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """DEFAULTS, then the TOML file at ``path``, then ``overrides`` ({section: {key: value}})."""
-    cfg = copy.deepcopy(DEFAULTS)
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML file at ``path`` as written (only the keys it sets; check it with ``merge``)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``base`` (DEFAULTS), then the keys the TOML file at ``path`` sets, then ``overrides``
+    ({section: {key: value}})."""
+    cfg = copy.deepcopy(DEFAULTS if base is None else base)
     if path is not None:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        with open(path, "rb") as f:
-            cfg = merge(cfg, tomllib.load(f))
+        cfg = merge(cfg, read_toml(path))
     return merge(cfg, overrides or {})
 
 
@@ -307,29 +319,33 @@ def _subset(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
-def _invalid_share(model: Any, inputs: np.ndarray, beam: int, top_k: int) -> float:
+def _invalid_share(model: Any, inputs: np.ndarray, beam: int, top_k: int, batch_size: int = 256) -> float:
     """Share of the SIDs an unconstrained beam search (Hugging Face ``generate``) returns that
-    match no item: what constrained decoding prevents."""
+    match no item: what constrained decoding prevents. Decodes ``batch_size`` users at a time
+    (all of Beauty's test users at once would need tens of GB for the beams' encoder states)."""
     import torch
 
     if len(inputs) == 0:
         return float("nan")
     tm, levels = model.token_map, model.table.levels
     device = next(model.parameters()).device
-    x = torch.as_tensor(inputs, device=device)
     k = min(top_k, beam)
+    chunks = []
     with torch.no_grad():
-        out = model.t5.generate(
-            input_ids=x,
-            attention_mask=x != 0,
-            num_beams=beam,
-            num_return_sequences=k,
-            max_new_tokens=levels,
-            min_new_tokens=levels,
-            do_sample=False,
-            decoder_start_token_id=0,
-        )
-    toks = out[:, 1 : 1 + levels].cpu().numpy()
+        for start in range(0, len(inputs), batch_size):
+            x = torch.as_tensor(inputs[start : start + batch_size], device=device)
+            out = model.t5.generate(
+                input_ids=x,
+                attention_mask=x != 0,
+                num_beams=beam,
+                num_return_sequences=k,
+                max_new_tokens=levels,
+                min_new_tokens=levels,
+                do_sample=False,
+                decoder_start_token_id=0,
+            )
+            chunks.append(out[:, 1 : 1 + levels].cpu().numpy())
+    toks = np.concatenate(chunks)
     ok = np.zeros(len(toks), dtype=bool)
     in_range = (toks >= tm.offset).all(1)
     if in_range.any():
@@ -343,6 +359,19 @@ def _invalid_share(model: Any, inputs: np.ndarray, beam: int, top_k: int) -> flo
                 except ValueError:
                     ok[r] = False
     return float(1.0 - ok.mean())
+
+
+def check_device(device: str, name: str = "device") -> str:
+    """``device`` if torch can use it, else a ValueError naming ``name`` (before any work is done)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"{name}: expected a torch device (cpu, cuda, cuda:1), got {device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {device!r} requested but torch sees no CUDA device")
+    return device
 
 
 def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -> dict[str, Any]:
@@ -364,7 +393,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         if verbose:
             print(msg, file=sys.stderr, flush=True)
 
-    seed, device = cfg["run"]["seed"], cfg["run"]["device"]
+    seed, device = cfg["run"]["seed"], check_device(cfg["run"]["device"], "run.device")
     if cfg["run"]["threads"]:
         sk.set_num_threads(cfg["run"]["threads"])
         torch.set_num_threads(cfg["run"]["threads"])
@@ -385,6 +414,12 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             cb, codes, space = _codebooks(emb, cfg["sid"], seed, device, verbose)
         with timer("resolve"):
             table = sk.resolve(codes, cfg["sid"]["collisions"], item_ids=item_ids, embeddings=space, codebooks=cb)
+    if table.capacity > 1 and len(np.unique(table.codes, axis=0)) < len(table):
+        # Several items on one SID: which of them fills the top-k would depend on item ids, not the model.
+        raise ValueError(
+            f"sid: expected one item per SID for the item-level protocol, got a table of capacity "
+            f"{table.capacity} with shared SIDs; resolve it with capacity=1"
+        )
     # The SIDs are the run's first product: saved before training, read back by load_run.
     table.save(out / "sids.npz")
     if cb is not None:
@@ -468,8 +503,10 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     if sc["enabled"]:
         sas = SASRec(ds.num_items, sc["max_len"], sc["d_model"], sc["num_layers"], dropout=sc["dropout"], seed=seed)
         s_train = sasrec_train_examples(split.train, sc["max_len"])
-        s_valid = sasrec_examples([split.valid_history[i] for i in vi], split.valid_target[vi], sc["max_len"])
-        s_test = sasrec_examples([split.test_history[i] for i in ti], split.test_target[ti], sc["max_len"])
+        # SASRec reads its own context (max_len, 50 as in its paper) of the same sequences.
+        s_vh, s_th = split.histories("valid", sc["max_len"]), split.histories("test", sc["max_len"])
+        s_valid = sasrec_examples([s_vh[i] for i in vi], split.valid_target[vi], sc["max_len"])
+        s_test = sasrec_examples([s_th[i] for i in ti], split.test_target[ti], sc["max_len"])
         with timer("train SASRec"):
             s_curve = fit(
                 sas,
@@ -715,7 +752,7 @@ def markdown(r: dict[str, Any]) -> str:
     for model, curve in r["curve"].items():
         for row in curve:
             lines.append(
-                f"| {model} | {row['epoch']} | {row['loss']:.4f} | {row.get('recall@10', float('nan')):.4f} | "
+                f"| {model} | {row['epoch'] + 1} | {row['loss']:.4f} | {row.get('recall@10', float('nan')):.4f} | "
                 f"{row.get('ndcg@10', float('nan')):.4f} |"
             )
     return "\n".join(lines) + "\n"
@@ -805,7 +842,7 @@ def plot_curve(r: dict[str, Any], path: str | Path) -> Path:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
     for model, curve in r["curve"].items():
-        ep = [row["epoch"] for row in curve]
+        ep = [row["epoch"] + 1 for row in curve]  # epochs counted from 1 everywhere shown
         a.plot(ep, [row["loss"] for row in curve], marker="o", label=model)
         b.plot(ep, [row.get("recall@10", np.nan) for row in curve], marker="o", label=model)
     a.set(title="training loss", xlabel="epoch")

@@ -166,7 +166,10 @@ def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped
     with t("build trie"):
         trie = sk.Trie.from_table(table)
     rng = np.random.default_rng(args.seed)
-    users = rng.choice(len(ds.sequences), size=min(args.users, len(ds.sequences)), replace=False)
+    eligible = np.flatnonzero([len(s) >= 2 for s in ds.sequences])  # a history item and a target
+    if len(eligible) == 0:
+        raise ValueError("data: expected users with at least 2 interactions to decode for, found none")
+    users = rng.choice(eligible, size=min(args.users, len(eligible)), replace=False)
     last = np.array([ds.sequences[u][-2] for u in users]) - 1  # history's last item (0-based row)
     target = np.array([ds.sequences[u][-1] for u in users]) - 1  # leave-one-out test item
     unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -279,13 +282,9 @@ def bench_cmd(args: argparse.Namespace) -> int:
             over.setdefault(section, {})[key] = value
 
     # Precedence: defaults < --small preset < --config file < flags.
-    cfg = bench.merge(bench.DEFAULTS, bench.SMALL) if args.small else bench.load_config(None)
-    if args.config:
-        import copy
-
-        file_cfg = bench.load_config(args.config)
-        diff = {s: {k: v for k, v in file_cfg[s].items() if v != bench.DEFAULTS[s][k]} for s in file_cfg}
-        cfg = bench.merge(copy.deepcopy(cfg), diff)
+    # Every key the file sets wins over the preset, even one equal to its default.
+    base = bench.merge(bench.DEFAULTS, bench.SMALL) if args.small else None
+    cfg = bench.load_config(args.config, base=base)
     put("data", "path", args.data)
     put("data", "dataset", args.dataset)
     put("data", "embeddings", args.embeddings)
@@ -322,16 +321,9 @@ def compare_cmd(args: argparse.Namespace) -> int:
 
 
 def recommend_cmd(args: argparse.Namespace) -> int:
-    import torch
-
     from sidkit import bench
 
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as e:
-        raise ValueError(f"--device: expected a torch device (cpu, cuda, cuda:1), got {args.device!r}: {e}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {args.device} requested but torch sees no CUDA device")
+    bench.check_device(args.device, "--device")
     run = bench.load_run(args.run, device=args.device)
     users = None if args.user is None else [args.user]
     hist = [np.asarray(args.history, dtype=np.int64)]

@@ -435,6 +435,18 @@ class Split:
     test_history: list[np.ndarray]
     test_target: np.ndarray
 
+    def histories(self, which: str, max_len: int) -> list[np.ndarray]:
+        """Each user's ``"valid"`` or ``"test"`` history cut to its last ``max_len`` items, from
+        the whole sequence (``valid_history`` / ``test_history`` hold ``max_history`` items):
+        for a model whose context is longer than the split's, e.g. SASRec's 50."""
+        if max_len < 1:
+            raise ValueError(f"max_len: expected >= 1, got {max_len}")
+        if which == "valid":
+            return [s[-max_len:] for s in self.train]
+        if which == "test":
+            return [np.append(s, t)[-max_len:] for s, t in zip(self.train, self.valid_target, strict=True)]
+        raise ValueError(f"which: expected 'valid' or 'test', got {which!r}")
+
 
 def leave_one_out(sequences: list[np.ndarray], max_history: int = 20) -> Split:
     """TIGER/GRID protocol: the last item of each sequence is the test target, the second-last

@@ -191,8 +191,13 @@ def report(
         out["reconstruction_mse"] = float(err / x.size)
         out["relative_error"] = float(err / max((x.astype(np.float64) ** 2).sum(), 1e-300))
         q = rng.choice(len(x), size=min(sample, len(x)), replace=False)
-        true = np.argsort(-(_unit(x)[q] @ _unit(x).T), axis=1)[:, 1 : k + 1]
-        approx = np.argsort(-(_unit(recon)[q] @ _unit(recon).T), axis=1)[:, 1 : k + 1]
+
+        def neighbours(v: np.ndarray) -> np.ndarray:  # the k nearest other items (not itself, even on ties)
+            sims = _unit(v)[q] @ _unit(v).T
+            sims[np.arange(len(q)), q] = -np.inf
+            return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+        true, approx = neighbours(x), neighbours(recon)
         out[f"neighbour_recall@{k}"] = float(
             np.mean([len(set(a) & set(b)) / k for a, b in zip(true.tolist(), approx.tolist(), strict=True)])
         )

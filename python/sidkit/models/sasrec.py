@@ -49,10 +49,21 @@ def sasrec_examples(
 
 def sasrec_train_examples(train: Sequence[np.ndarray], max_len: int = 50) -> SeqExamples:
     """Training examples: for each sequence ``s`` (>= 2 items), input ``s[:-1]`` and target
-    ``s[1:]`` — every position predicts its next item (the sliding window, in one row)."""
-    keep = [np.asarray(s) for s in train if len(s) >= 2]
-    inputs = _left_pad([s[:-1] for s in keep], max_len)
-    targets = _left_pad([s[1:] for s in keep], max_len)
+    ``s[1:]`` — every position predicts its next item (the sliding window, in one row). A
+    sequence longer than ``max_len + 1`` is cut, from its end, into rows of ``max_len``
+    transitions (overlapping by one item), so every transition is trained on once.
+
+    Returns: :class:`SeqExamples` with (M, max_len) ``inputs`` and ``targets``, M >= the number of
+    sequences with 2 or more items."""
+    if max_len < 1:
+        raise ValueError(f"max_len: expected >= 1, got {max_len}")
+    rows = []
+    for s in train:
+        s = np.asarray(s)
+        for end in range(len(s), 1, -max_len):
+            rows.append(s[max(0, end - max_len - 1) : end])
+    inputs = _left_pad([s[:-1] for s in rows], max_len)
+    targets = _left_pad([s[1:] for s in rows], max_len)
     return SeqExamples(inputs, targets, targets[:, -1].copy())
 
 
@@ -129,7 +140,7 @@ class SASRec(nn.Module):
 
     @torch.no_grad()
     def recommend(self, inputs: Any, beam_width: int = 0, top_k: int = 10, batch_size: int = 1024) -> np.ndarray:
-        """Top-k item ids (B, top_k) over the full catalog (``beam_width`` is ignored: there is
+        """Top-k item ids (B, min(top_k, num_items)) over the full catalog (``beam_width`` is ignored: there is
         no decoding, it is accepted so ``sidkit.train.fit`` can evaluate either model)."""
         self.eval()
         from ..train import trim_left_padding
