@@ -111,6 +111,29 @@ def test_bench_cli_and_config_errors(tmp_path, capsys):
         assert not (tmp_path / "x" / "sids.npz").exists()
 
 
+def test_baselines_only_run(tmp_path, capsys):
+    """model.enabled = false (--no-tiger): the SID report, most popular and SASRec, no TIGER."""
+    write_chains(tmp_path, users=200)
+    cfg = tmp_path / "base.toml"
+    cfg.write_text(
+        bench.to_toml(bench.merge(bench.DEFAULTS, {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}}))
+    )
+    assert main(["bench", "--config", str(cfg), "--no-tiger", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "no TIGER (baselines only)" in out and "| SASRec |" in out and "TIGER (sidkit)" not in out
+    assert "sasrec.pt" in out and "tiger.pt" not in out
+    r = bench.load_results(tmp_path / "b")
+    assert "tiger" not in r and set(r["curve"]) == {"sasrec"} and "train TIGER" not in r["timings_s"]
+    assert r["sasrec"]["recall@10"] > 3 * r["most_popular"]["recall@10"]
+    # The same baselines as in a run with TIGER (seeded; TIGER's training does not touch them).
+    full = bench.run(bench.load_config(cfg, {"train": {"epochs": 1}}), tmp_path / "f", verbose=False)
+    assert full["sasrec"] == r["sasrec"] and full["most_popular"] == r["most_popular"]
+    table = bench.compare([r, full], ["b", "f"])
+    assert table.count("TIGER") == 1 and table.count("SASRec") == 1
+    with pytest.raises(FileNotFoundError, match="baselines-only"):
+        bench.load_run(tmp_path / "b")
+
+
 def test_small_preset_then_every_key_the_config_sets(tmp_path, monkeypatch):
     """--small < --config < flags, even for a file value equal to the default."""
     seen = {}
@@ -342,7 +365,10 @@ def test_demo_runs_the_whole_pipeline_on_recbole_files(tmp_path, capsys):
     assert "chains" in out and "valid SIDs 100.0%" in out
     assert "| TIGER (sidkit) |" in out and "| most popular |" in out and "| SASRec |" in out
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["config"]["model"] == {**bench.SMALL["model"], "user_buckets": 0} and saved["dataset"]["users"] == 300
+    assert (
+        saved["config"]["model"] == {"enabled": True, **bench.SMALL["model"], "user_buckets": 0}
+        and saved["dataset"]["users"] == 300
+    )
 
 
 @pytest.mark.filterwarnings("ignore:RQ-VAE:RuntimeWarning")  # 5 epochs on 200 items: low usage is expected

@@ -51,7 +51,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # resolved with `collisions` = suffix. "" = learn them with `method`.
         "path": "",
     },
-    "model": {
+    "model": {  # TIGER (false: the baselines only, on the same split and SIDs report)
+        "enabled": True,
         "d_model": 128,
         "num_layers": 4,
         "num_heads": 6,
@@ -374,6 +375,78 @@ def check_device(device: str, name: str = "device") -> str:
     return device
 
 
+def _tiger(
+    cfg: dict[str, dict[str, Any]],
+    table: Any,
+    split: Any,
+    vi: np.ndarray,
+    ti: np.ndarray,
+    out: Path,
+    timer: _Timer,
+    log: Any,
+    verbose: bool,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Trains TIGER on the split's sliding windows (early stopping on the ``vi`` validation
+    users), evaluates it on the ``ti`` test users: (test metrics, per-epoch curve)."""
+    from .metrics import ranking_metrics
+    from .models.tiger import TIGER, make_examples, sliding_window, sliding_window_users
+    from .train import fit
+
+    tr, seed, device = cfg["train"], cfg["run"]["seed"], cfg["run"]["device"]
+    amp = None if tr["amp"] == "auto" else tr["amp"] == "on"
+    model = TIGER(table, **_tiger_args(cfg), seed=seed)
+    tm = model.token_map
+    hist, tgt = sliding_window(split.train)
+    # A user is its index in the split (the same in train, valid and test): hashed into
+    # `model.user_buckets` tokens when those are on.
+    hist_users = sliding_window_users(split.train)
+    if tr["max_examples"] and tr["max_examples"] < len(tgt):
+        keep = _subset(len(tgt), tr["max_examples"], seed + 3)
+        hist, tgt, hist_users = [hist[i] for i in keep], tgt[keep], hist_users[keep]
+    mh, ub = cfg["data"]["max_history"], cfg["model"]["user_buckets"]
+    train_ex = make_examples(hist, tgt, table, tm, mh, users=hist_users, user_buckets=ub)
+    valid_ex = make_examples(
+        [split.valid_history[i] for i in vi], split.valid_target[vi], table, tm, mh, users=vi, user_buckets=ub
+    )
+    test_ex = make_examples(
+        [split.test_history[i] for i in ti], split.test_target[ti], table, tm, mh, users=ti, user_buckets=ub
+    )
+    log(f"TIGER: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_ex.inputs):,} examples")
+    with timer("train TIGER"):
+        curve = fit(
+            model,
+            train_ex,
+            valid_ex,
+            epochs=tr["epochs"],
+            batch_size=tr["batch_size"],
+            lr=tr["lr"],
+            weight_decay=tr["weight_decay"],
+            warmup=tr["warmup"],
+            schedule=tr["schedule"],
+            amp=amp,
+            patience=tr["patience"],
+            beam_width=tr["beam_width"],
+            device=device,
+            seed=seed,
+            verbose=verbose,
+            checkpoint=str(out / "tiger.pt"),
+        )
+    with timer("evaluate TIGER"):
+        t = time.perf_counter()
+        ranked = model.recommend(test_ex.inputs, beam_width=tr["beam_width"], top_k=10)
+        users_per_s = len(ranked) / max(time.perf_counter() - t, 1e-9)
+        tiger = ranking_metrics(ranked, test_ex.items, ks=(5, 10))
+    with timer("unconstrained decode"):
+        ii = _subset(len(test_ex.inputs), tr["invalid_users"], seed + 2)
+        invalid = _invalid_share(model, test_ex.inputs[ii], tr["beam_width"], 10)
+    return {**tiger, "users_per_s": users_per_s, "invalid_unconstrained": invalid}, curve
+
+
+def _tiger_args(cfg: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ``model`` settings as TIGER arguments."""
+    return {k: v for k, v in cfg["model"].items() if k != "enabled"}
+
+
 def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -> dict[str, Any]:
     """Runs the whole pipeline for one config and writes the results to ``out``."""
     import torch
@@ -383,7 +456,6 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     from .data import leave_one_out, load_dataset, most_popular
     from .metrics import ranking_metrics, report
     from .models import SASRec, sasrec_examples, sasrec_train_examples
-    from .models.tiger import TIGER, make_examples, sliding_window, sliding_window_users
     from .train import fit
 
     out = Path(out)
@@ -430,55 +502,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
 
     tr = cfg["train"]
     amp = None if tr["amp"] == "auto" else tr["amp"] == "on"
-    model = TIGER(table, **cfg["model"], seed=seed)
-    tm = model.token_map
-    hist, tgt = sliding_window(split.train)
-    # A user is its index in the split (the same in train, valid and test): hashed into
-    # `model.user_buckets` tokens when those are on.
-    hist_users = sliding_window_users(split.train)
-    if tr["max_examples"] and tr["max_examples"] < len(tgt):
-        keep = _subset(len(tgt), tr["max_examples"], seed + 3)
-        hist, tgt, hist_users = [hist[i] for i in keep], tgt[keep], hist_users[keep]
-    mh, ub = cfg["data"]["max_history"], cfg["model"]["user_buckets"]
-    train_ex = make_examples(hist, tgt, table, tm, mh, users=hist_users, user_buckets=ub)
     vi = _subset(len(split.valid_target), tr["valid_users"], seed)
-    valid_ex = make_examples(
-        [split.valid_history[i] for i in vi], split.valid_target[vi], table, tm, mh, users=vi, user_buckets=ub
-    )
     ti = _subset(len(split.test_target), tr["test_users"], seed + 1)
-    test_ex = make_examples(
-        [split.test_history[i] for i in ti], split.test_target[ti], table, tm, mh, users=ti, user_buckets=ub
-    )
-    log(f"TIGER: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_ex.inputs):,} examples")
-    with timer("train TIGER"):
-        curve = fit(
-            model,
-            train_ex,
-            valid_ex,
-            epochs=tr["epochs"],
-            batch_size=tr["batch_size"],
-            lr=tr["lr"],
-            weight_decay=tr["weight_decay"],
-            warmup=tr["warmup"],
-            schedule=tr["schedule"],
-            amp=amp,
-            patience=tr["patience"],
-            beam_width=tr["beam_width"],
-            device=device,
-            seed=seed,
-            verbose=verbose,
-            checkpoint=str(out / "tiger.pt"),
-        )
-    with timer("evaluate TIGER"):
-        t = time.perf_counter()
-        ranked = model.recommend(test_ex.inputs, beam_width=tr["beam_width"], top_k=10)
-        users_per_s = len(ranked) / max(time.perf_counter() - t, 1e-9)
-        tiger = ranking_metrics(ranked, test_ex.items, ks=(5, 10))
-    with timer("unconstrained decode"):
-        ii = _subset(len(test_ex.inputs), tr["invalid_users"], seed + 2)
-        invalid = _invalid_share(model, test_ex.inputs[ii], tr["beam_width"], 10)
     popular = most_popular(split.train, 10)
-    pop = ranking_metrics(np.tile(popular, (len(ti), 1)), test_ex.items, ks=(5, 10))
     results: dict[str, Any] = {
         "dataset": {
             "name": ds.name,
@@ -487,9 +513,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             "interactions": ds.num_interactions,
             "test_users": len(ti),
         },
-        "tiger": {**tiger, "users_per_s": users_per_s, "invalid_unconstrained": invalid},
-        "most_popular": pop,
-        "curve": {"tiger": curve},
+        "most_popular": ranking_metrics(np.tile(popular, (len(ti), 1)), split.test_target[ti], ks=(5, 10)),
+        "curve": {},
         "sid": {
             "levels": table.levels,
             "sizes": list(table.sizes),
@@ -499,6 +524,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
             "quality": quality,
         },
     }
+    if cfg["model"]["enabled"]:
+        results["tiger"], results["curve"]["tiger"] = _tiger(cfg, table, split, vi, ti, out, timer, log, verbose)
     sc = cfg["sasrec"]
     if sc["enabled"]:
         sas = SASRec(ds.num_items, sc["max_len"], sc["d_model"], sc["num_layers"], dropout=sc["dropout"], seed=seed)
@@ -533,7 +560,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     (out / "config.toml").write_text(to_toml(cfg))
     (out / "results.md").write_text(markdown(results))
     try:
-        plot_curve(results, out / "curve.png")
+        if results["curve"]:
+            plot_curve(results, out / "curve.png")
     except ImportError:
         log("matplotlib not installed: no curve.png (pip install 'sidkit[plot]')")
     return results
@@ -623,7 +651,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     if not (path / "results.json").is_file():
         raise FileNotFoundError(f"path: expected a bench run directory with results.json, got {path}")
     if not (path / "tiger.pt").is_file():
-        raise FileNotFoundError(f"path: no trained TIGER weights (tiger.pt) in {path}")
+        raise FileNotFoundError(f"path: no trained TIGER weights (tiger.pt) in {path} (a baselines-only run?)")
     results = load_results(path)
     cfg = merge(DEFAULTS, results["config"])
     codebooks = None
@@ -651,7 +679,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     want = results["sid"].get("checksum")
     if want is not None and _sid_checksum(table) != want:
         raise ValueError(f"sids: the SID table in {path} is not the one this run trained on (checksum differs)")
-    model = TIGER(table, **cfg["model"], seed=cfg["run"]["seed"])
+    model = TIGER(table, **_tiger_args(cfg), seed=cfg["run"]["seed"])
     try:
         model.load_state_dict(torch.load(path / "tiger.pt", map_location="cpu", weights_only=True))
     except (RuntimeError, KeyError) as e:
@@ -707,25 +735,34 @@ def markdown(r: dict[str, Any]) -> str:
         f"# sidkit bench: {d['name']} ({d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions)",
         "",
         f"SIDs: {_sid_name(c['sid'])} {r['sid']['levels']} levels {r['sid']['sizes']} ({collisions}); "
-        f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers; "
-        f"leave-one-out, full ranking, {d['test_users']:,} test users.",
+        + (
+            f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers; "
+            if "tiger" in r
+            else "no TIGER (baselines only); "
+        )
+        + f"leave-one-out, full ranking, {d['test_users']:,} test users.",
         "",
         "| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |",
         "|---|---:|---:|---:|---:|",
     ]
-    rows = [("TIGER (sidkit)", r["tiger"]), ("most popular", r["most_popular"])]
+    rows = [("TIGER (sidkit)", r["tiger"])] if "tiger" in r else []
+    rows.append(("most popular", r["most_popular"]))
     if "sasrec" in r:
         rows.append(("SASRec", r["sasrec"]))
     for name, m in rows:
         lines.append(
             f"| {name} | {m['recall@5']:.4f} | {m['ndcg@5']:.4f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} |"
         )
-    t = r["tiger"]
     q = r["sid"]["quality"]
+    if "tiger" in r:
+        t = r["tiger"]
+        lines += [
+            "",
+            f"Decoding: {t['users_per_s']:.0f} users/s (beam {c['train']['beam_width']}); an unconstrained beam "
+            f"search returns {t['invalid_unconstrained']:.1%} SIDs that match no item (constrained: 0 by "
+            "construction).",
+        ]
     lines += [
-        "",
-        f"Decoding: {t['users_per_s']:.0f} users/s (beam {c['train']['beam_width']}); an unconstrained beam search "
-        f"returns {t['invalid_unconstrained']:.1%} SIDs that match no item (constrained: 0 by construction).",
         "",
         "SID quality: collision rate {:.2%} before resolution, perplexity per level {}, similarity-depth "
         "Spearman {:.3f}.".format(
@@ -766,7 +803,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"runs: no results.json at {p}")
     r = json.loads(p.read_text())
-    if not isinstance(r, dict) or not {"tiger", "config", "dataset", "sid"} <= set(r):
+    if not isinstance(r, dict) or not {"most_popular", "config", "dataset", "sid"} <= set(r):
         raise ValueError(f"runs: {p} is not a sidkit bench results.json")
     return dict(r)
 
@@ -820,8 +857,9 @@ def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
         emb = Path(emb).name if emb not in ("tfidf", "text") else emb
         collisions = r["sid"].get("collisions", c["sid"]["collisions"])
         sids = f"{_sid_name(c['sid'])} {'x'.join(map(str, r['sid']['sizes']))} {collisions}"
-        tiger = f"TIGER{_model_tag(c)} ({_epochs(r, 'tiger')})"
-        row(name, r, tiger, r["tiger"], sids, emb, t.get("train TIGER", "–"))
+        if "tiger" in r:  # absent from a baselines-only run (model.enabled = false)
+            tiger = f"TIGER{_model_tag(c)} ({_epochs(r, 'tiger')})"
+            row(name, r, tiger, r["tiger"], sids, emb, t.get("train TIGER", "–"))
         baselines = [("most popular", r["most_popular"], "–")]
         if "sasrec" in r:
             baselines.append((f"SASRec ({_epochs(r, 'sasrec')})", r["sasrec"], t.get("train SASRec", "–")))

@@ -299,10 +299,15 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("run", "seed", args.seed)
     if args.no_sasrec:
         put("sasrec", "enabled", False)
+    if args.no_tiger:
+        put("model", "enabled", False)
     cfg = bench.merge(cfg, over)
     r = bench.run(cfg, args.out, verbose=args.verbose)
     print(bench.markdown(r))
-    print(f"wrote {Path(args.out) / 'results.json'}, results.md, config.toml, curve.png, sids.npz and tiger.pt")
+    weights = [f"{m}.pt" for m in ("tiger", "sasrec") if m in r]
+    print(
+        f"wrote {Path(args.out) / 'results.json'}, results.md, config.toml, curve.png, sids.npz, " + ", ".join(weights)
+    )
     return 0
 
 
@@ -414,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--seed", type=int)
     b.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline")
+    b.add_argument(
+        "--no-tiger", action="store_true", help="skip TIGER: the SID report and the baselines only (model.enabled)"
+    )
     b.add_argument("--quiet", dest="verbose", action="store_false", help="no progress output")
     c = sub.add_parser("compare", help="one markdown table over several bench runs (SID schemes side by side)")
     c.add_argument("runs", nargs="+", help="run directories (or their results.json)")
