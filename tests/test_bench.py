@@ -137,7 +137,7 @@ def test_baselines_only_run(tmp_path, capsys):
 def test_small_preset_then_every_key_the_config_sets(tmp_path, monkeypatch):
     """--small < --config < flags, even for a file value equal to the default."""
     seen = {}
-    monkeypatch.setattr(bench, "run", lambda cfg, out, verbose=True: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(bench, "run", lambda cfg, out, verbose=True, resume=False: seen.setdefault("cfg", cfg))
     monkeypatch.setattr(bench, "markdown", lambda r: "")
     cfg = tmp_path / "paper.toml"
     cfg.write_text("[model]\nnum_layers = 4\n[train]\nepochs = 20\n")  # both the defaults
@@ -574,3 +574,49 @@ def test_config_values_must_have_the_defaults_types():
         bench.load_config(None, {"sid": {"method": "rq-kmeans"}})
     with pytest.raises(ValueError, match=r"config: train.warmup expected a share of the steps in \[0, 1\), got 1.5"):
         bench.load_config(None, {"train": {"warmup": 1.5}})
+
+
+def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path, capsys):
+    """--time-limit 0.001 pauses after every epoch (exit status 3); --resume continues from the run's
+    own config.toml until it ends with the results of an uninterrupted run."""
+    write_chains(tmp_path, users=200)
+    cfg = tmp_path / "tiny.toml"
+    tiny = bench.merge(bench.DEFAULTS, {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}})
+    tiny["train"].update(epochs=3, valid_users=100)
+    tiny["model"]["dropout"] = 0.1
+    tiny["sasrec"]["epochs"] = 3
+    cfg.write_text(bench.to_toml(tiny))
+    whole = bench.run(bench.load_config(cfg), tmp_path / "whole", verbose=False)
+    out = str(tmp_path / "parts")
+    assert main(["bench", "--config", str(cfg), "--out", out, "--time-limit", "0.001", "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "paused: the time limit ran out after epoch 1" in err and f"sidkit bench --out {out} --resume" in err
+    assert (tmp_path / "parts" / "tiger_state.pt").is_file() and not (tmp_path / "parts" / "results.json").exists()
+    # A new run in the same directory (no --resume) starts over instead of picking up the state.
+    assert main(["bench", "--config", str(cfg), "--out", out, "--time-limit", "0.001", "--quiet"]) == 3
+    assert "after epoch 1" in capsys.readouterr().err
+    # A resume may not change what the run computes.
+    assert main(["bench", "--out", out, "--resume", "--epochs", "4", "--quiet"]) == 2
+    assert "train.epochs (3 there, 4 here)" in capsys.readouterr().err
+    calls = 1
+    while True:
+        calls += 1
+        if (code := main(["bench", "--out", out, "--resume", "--time-limit", "0.001", "--quiet"])) != 3:
+            break
+    assert code == 0
+    # TIGER epochs 2, 3 and its evaluation; then SASRec one epoch per call.
+    assert calls == 3 + 3 - 1
+    parts = bench.load_results(out)
+    assert parts["tiger"] == {**whole["tiger"], "users_per_s": parts["tiger"]["users_per_s"]}
+    assert parts["sasrec"] == whole["sasrec"] and parts["most_popular"] == whole["most_popular"]
+    for m in ("tiger", "sasrec"):
+        strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in r["curve"][m]] for r in (parts, whole)]
+        assert strip[0] == strip[1]
+        # The reported training time sums every invocation's epochs.
+        label = "train TIGER" if m == "tiger" else "train SASRec"
+        assert parts["timings_s"][label] == pytest.approx(sum(row["seconds"] for row in parts["curve"][m]))
+        assert not (tmp_path / "parts" / f"{m}_state.pt").exists()  # removed once the run ended
+    # A finished run has nothing to resume (its states are gone: resuming would start over).
+    assert main(["bench", "--out", out, "--resume", "--quiet"]) == 2
+    assert "is complete (results.json); nothing to resume" in capsys.readouterr().err
+    assert parts["config"]["run"]["time_limit"] == 0.001  # the last invocation's (a run setting)

@@ -89,8 +89,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "patience": 10,  # validation Recall@10 is noisy epoch to epoch; SASRec epochs are cheap
     },
-    "run": {"seed": 0, "threads": 0, "device": "cpu"},
+    "run": {
+        "seed": 0,
+        "threads": 0,
+        "device": "cpu",
+        # Seconds this invocation may run (0 = no limit): training pauses at an epoch boundary
+        # when the next epoch would not fit, and `sidkit bench --out DIR --resume` continues.
+        "time_limit": 0.0,
+    },
 }
+
+#: Settings a resumed run may change: where and how fast it runs, not what it computes.
+RESUMABLE = ("run.device", "run.threads", "run.time_limit")
 
 #: The settings that take one of a few names.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -385,6 +395,8 @@ def _tiger(
     timer: _Timer,
     log: Any,
     verbose: bool,
+    state: Path | None = None,
+    time_limit: float | None = None,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Trains TIGER on the split's sliding windows (early stopping on the ``vi`` validation
     users), evaluates it on the ``ti`` test users: (test metrics, per-epoch curve)."""
@@ -412,6 +424,7 @@ def _tiger(
         [split.test_history[i] for i in ti], split.test_target[ti], table, tm, mh, users=ti, user_buckets=ub
     )
     log(f"TIGER: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_ex.inputs):,} examples")
+    resumed = state is not None and state.is_file()
     with timer("train TIGER"):
         curve = fit(
             model,
@@ -430,7 +443,11 @@ def _tiger(
             seed=seed,
             verbose=verbose,
             checkpoint=str(out / "tiger.pt"),
+            state=state,
+            time_limit=time_limit,
         )
+    if resumed:  # the training time of all invocations, not only this one's
+        timer.stages["train TIGER"] = round(sum(row["seconds"] for row in curve), 3)
     with timer("evaluate TIGER"):
         t = time.perf_counter()
         ranked = model.recommend(test_ex.inputs, beam_width=tr["beam_width"], top_k=10)
@@ -442,13 +459,37 @@ def _tiger(
     return {**tiger, "users_per_s": users_per_s, "invalid_unconstrained": invalid}, curve
 
 
+def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, Any]], out: Path) -> None:
+    """ValueError naming every setting where ``cfg`` differs from the config ``saved`` in the
+    run directory ``out``, except those a resume may change (:data:`RESUMABLE`)."""
+    diff = [
+        f"{s}.{k} ({saved[s].get(k)!r} there, {cfg[s].get(k)!r} here)"
+        for s in cfg
+        for k in sorted(set(cfg[s]) | set(saved.get(s, {})))
+        if f"{s}.{k}" not in RESUMABLE and saved.get(s, {}).get(k) != cfg[s].get(k)
+    ]
+    if diff:
+        raise ValueError(
+            f"resume: {out / 'config.toml'} holds a different config: {', '.join(diff)}; "
+            "resume with the run's own config (sidkit bench --out DIR --resume) or start a new run"
+        )
+
+
 def _tiger_args(cfg: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The ``model`` settings as TIGER arguments."""
     return {k: v for k, v in cfg["model"].items() if k != "enabled"}
 
 
-def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -> dict[str, Any]:
-    """Runs the whole pipeline for one config and writes the results to ``out``."""
+def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Runs the whole pipeline for one config and writes the results to ``out``.
+
+    Training writes its full state to ``out`` after every epoch (``tiger_state.pt``,
+    ``sasrec_state.pt``; removed when the run ends). ``resume``: continue from those states
+    (``out/config.toml`` must hold the same config, apart from ``run.device``,
+    ``run.threads`` and ``run.time_limit``; a complete run is not resumed); without it, an
+    earlier run's states and results in ``out`` are discarded. With ``run.time_limit`` > 0,
+    raises :class:`sidkit.train.Paused` when the time ran out during training; the run
+    directory then holds what a resume needs."""
     import torch
 
     import sidkit as sk
@@ -465,12 +506,29 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         if verbose:
             print(msg, file=sys.stderr, flush=True)
 
+    t0 = time.perf_counter()
+    limit = float(cfg["run"]["time_limit"])
+    if limit < 0:
+        raise ValueError(f"config: run.time_limit expected seconds >= 0 (0 = none), got {limit}")
+
+    def time_left() -> float | None:
+        return None if limit == 0 else max(0.0, limit - (time.perf_counter() - t0))
+
+    states = {m: out / f"{m}_state.pt" for m in ("tiger", "sasrec")}
+    if resume and (out / "results.json").is_file():
+        raise ValueError(f"resume: the run in {out} is complete (results.json); nothing to resume")
+    if resume and (out / "config.toml").is_file():
+        check_resumable(merge(DEFAULTS, read_toml(out / "config.toml")), cfg, out)
+    elif not resume:  # a new run: nothing of an earlier one in `out` may mix with it
+        for p in [*states.values(), out / "results.json", out / "results.md"]:
+            p.unlink(missing_ok=True)
+    (out / "config.toml").write_text(to_toml(cfg))
+
     seed, device = cfg["run"]["seed"], check_device(cfg["run"]["device"], "run.device")
     if cfg["run"]["threads"]:
         sk.set_num_threads(cfg["run"]["threads"])
         torch.set_num_threads(cfg["run"]["threads"])
     timer = _Timer(log)
-    t0 = time.perf_counter()
     with timer("load"):
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
@@ -525,7 +583,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         },
     }
     if cfg["model"]["enabled"]:
-        results["tiger"], results["curve"]["tiger"] = _tiger(cfg, table, split, vi, ti, out, timer, log, verbose)
+        results["tiger"], results["curve"]["tiger"] = _tiger(
+            cfg, table, split, vi, ti, out, timer, log, verbose, states["tiger"], time_left()
+        )
     sc = cfg["sasrec"]
     if sc["enabled"]:
         sas = SASRec(ds.num_items, sc["max_len"], sc["d_model"], sc["num_layers"], dropout=sc["dropout"], seed=seed)
@@ -534,6 +594,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
         s_vh, s_th = split.histories("valid", sc["max_len"]), split.histories("test", sc["max_len"])
         s_valid = sasrec_examples([s_vh[i] for i in vi], split.valid_target[vi], sc["max_len"])
         s_test = sasrec_examples([s_th[i] for i in ti], split.test_target[ti], sc["max_len"])
+        resumed = states["sasrec"].is_file()
         with timer("train SASRec"):
             s_curve = fit(
                 sas,
@@ -548,7 +609,11 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
                 seed=seed,
                 verbose=verbose,
                 checkpoint=str(out / "sasrec.pt"),
+                state=states["sasrec"],
+                time_limit=time_left(),
             )
+        if resumed:  # the training time of all invocations, not only this one's
+            timer.stages["train SASRec"] = round(sum(row["seconds"] for row in s_curve), 3)
         with timer("evaluate SASRec"):
             results["sasrec"] = ranking_metrics(sas.recommend(s_test.inputs, top_k=10), s_test.items, ks=(5, 10))
         results["curve"]["sasrec"] = s_curve
@@ -557,8 +622,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True) -
     results["versions"] = _versions()
     results["hardware"] = _hardware(device)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
-    (out / "config.toml").write_text(to_toml(cfg))
     (out / "results.md").write_text(markdown(results))
+    for p in states.values():  # the run is complete: nothing left to resume
+        p.unlink(missing_ok=True)
     try:
         if results["curve"]:
             plot_curve(results, out / "curve.png")

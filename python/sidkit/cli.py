@@ -283,8 +283,13 @@ def bench_cmd(args: argparse.Namespace) -> int:
 
     # Precedence: defaults < --small preset < --config file < flags.
     # Every key the file sets wins over the preset, even one equal to its default.
+    # --resume without --config/--small continues from the run's own config.toml.
     base = bench.merge(bench.DEFAULTS, bench.SMALL) if args.small else None
-    cfg = bench.load_config(args.config, base=base)
+    saved = Path(args.out) / "config.toml"
+    if args.resume and args.config is None and not args.small and saved.is_file():
+        cfg = bench.load_config(saved)
+    else:
+        cfg = bench.load_config(args.config, base=base)
     put("data", "path", args.data)
     put("data", "dataset", args.dataset)
     put("data", "embeddings", args.embeddings)
@@ -297,12 +302,23 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("run", "device", args.device)
     put("run", "threads", args.threads)
     put("run", "seed", args.seed)
+    put("run", "time_limit", args.time_limit)
     if args.no_sasrec:
         put("sasrec", "enabled", False)
     if args.no_tiger:
         put("model", "enabled", False)
     cfg = bench.merge(cfg, over)
-    r = bench.run(cfg, args.out, verbose=args.verbose)
+    from sidkit.train import Paused
+
+    try:
+        r = bench.run(cfg, args.out, verbose=args.verbose, resume=args.resume)
+    except Paused as e:
+        print(
+            f"paused: the time limit ran out after epoch {e.epochs_done} ({e.state}); "
+            f"continue with: sidkit bench --out {args.out} --resume",
+            file=sys.stderr,
+        )
+        return 3
     print(bench.markdown(r))
     weights = [f"{m}.pt" for m in ("tiger", "sasrec") if m in r]
     print(
@@ -421,6 +437,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline")
     b.add_argument(
         "--no-tiger", action="store_true", help="skip TIGER: the SID report and the baselines only (model.enabled)"
+    )
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last finished epoch (its config.toml unless --config is given)",
+    )
+    b.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds this invocation may run: training pauses at an epoch boundary (exit status 3); --resume goes on",
     )
     b.add_argument("--quiet", dest="verbose", action="store_false", help="no progress output")
     c = sub.add_parser("compare", help="one markdown table over several bench runs (SID schemes side by side)")

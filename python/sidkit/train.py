@@ -1,5 +1,7 @@
 """Training loop for SID sequence models: AdamW, linear warm-up then linear decay, early
-stopping on validation Recall@10, best-checkpoint restore, deterministic with a seed.
+stopping on validation Recall@10, best-checkpoint restore, deterministic with a seed, and
+resumable: with a ``state`` file, an interrupted run (a crash, Ctrl-C, a time limit) continues
+from its last finished epoch and ends bit-identical to an uninterrupted one.
 
 Inputs are left-padded with 0. Batches are drawn from length buckets (shuffled pools of 64
 batches sorted by length, batch order shuffled) and the all-padding leading columns of each
@@ -8,12 +10,25 @@ batch are cut, so short histories do not pay for the longest one."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
 from .metrics import ranking_metrics
+
+
+class Paused(Exception):
+    """Raised by :func:`fit` when its ``time_limit`` ran out before training ended: the
+    ``state`` file holds everything needed to resume (call ``fit`` again with the same
+    arguments). ``epochs_done``: epochs finished so far; ``state``: the file's path."""
+
+    def __init__(self, epochs_done: int, state: str):
+        super().__init__(f"training paused after epoch {epochs_done}; the state to resume from is in {state}")
+        self.epochs_done, self.state = epochs_done, state
 
 
 def fit(
@@ -34,6 +49,8 @@ def fit(
     amp: bool | None = None,
     checkpoint: str | None = None,
     schedule: str = "linear",
+    state: str | os.PathLike[str] | None = None,
+    time_limit: float | None = None,
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
     ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
@@ -45,9 +62,24 @@ def fit(
     no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
     far are saved (``torch.save`` of the state dict) after every improving epoch.
     ``schedule``: the learning rate after the linear warm-up (``warmup`` × all steps):
-    ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`)."""
+    ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`).
+
+    ``state``: a path where the whole training state (weights, optimizer, schedule, RNG
+    states, history, best weights so far) is written after every epoch. If the file exists
+    when ``fit`` starts, training resumes after its last epoch (a finished run just restores
+    its best weights); the state must come from a call with the same arguments, model and
+    data (else ``ValueError``). Resuming on the same device gives bit-identical weights.
+    ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
+    not fit in what is left (judged by the mean epoch so far), the state is saved and
+    :class:`Paused` is raised; every call trains at least one epoch.
+    Each history row also holds ``seconds``, that epoch's wall time (training + validation)."""
     from tqdm.auto import tqdm
 
+    if time_limit is not None and state is None:
+        raise ValueError("time_limit: needs a state path to pause to (state=None)")
+    if time_limit is not None and not time_limit >= 0:
+        raise ValueError(f"time_limit: expected seconds >= 0, got {time_limit}")
+    started = time.perf_counter()
     use_amp = torch.device(device).type == "cuda" if amp is None else bool(amp)
     amp_device = torch.device(device).type
     torch.manual_seed(seed)
@@ -59,10 +91,44 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     factor = lr_factor(schedule, steps, warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    history, best, best_state, bad = [], -1.0, None, 0
+    history: list[dict[str, float]] = []
+    best, best_state, bad, first, done = -1.0, None, 0, 0, False
     lengths = (inputs != 0).sum(1)
     same_shape = targets.shape == inputs.shape  # per-position targets (SASRec) are cut alike
-    for epoch in range(epochs):
+    if state is not None:
+        state = os.fspath(state)
+        fingerprint = _fingerprint(
+            model,
+            train,
+            valid,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            warmup,
+            schedule,
+            patience,
+            beam_width,
+            seed,
+            use_amp,
+        )
+        if os.path.exists(state):
+            saved = _load_state(state, fingerprint, device)
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            gen.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+            if saved["cuda_rng"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            history, best, best_state, bad = saved["history"], saved["best"], saved["best_state"], saved["bad"]
+            first, done = len(history), saved["done"]
+            if verbose:
+                tqdm.write(f"resuming from {state}: {first} epoch(s) done" + (" (finished)" if done else ""))
+    for epoch in range(first, epochs):
+        if done:
+            break
+        t_epoch = time.perf_counter()
         model.train()
         total = 0.0
         batches = bucket_batches(lengths, batch_size, gen)
@@ -92,14 +158,103 @@ def fit(
                         torch.save(best_state, tmp)
             else:
                 bad += 1
+        row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
         if verbose:
             tqdm.write("epoch " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
-        if valid is not None and bad >= patience:
+        done = (valid is not None and bad >= patience) or epoch + 1 == epochs
+        if state is not None:
+            _save_state(state, fingerprint, model, opt, sched, gen, history, best, best_state, bad, done)
+        if done:
             break
+        if time_limit is not None:
+            spent = time.perf_counter() - started
+            per_epoch = sum(r["seconds"] for r in history[first:]) / (epoch + 1 - first)
+            if spent + per_epoch > time_limit:
+                raise Paused(epoch + 1, str(state))
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str, Any]:
+    """What a state file must match to be resumed: the settings that shape training, the
+    model's parameter names and shapes, and digests of the training and validation data."""
+
+    def digest(*arrays: Any) -> str:
+        h = hashlib.sha256()
+        for a in arrays:
+            a = np.ascontiguousarray(np.asarray(a))
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:32]
+
+    names = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup",
+        "schedule",
+        "patience",
+        "beam_width",
+        "seed",
+        "amp",
+    )
+    return {
+        **dict(zip(names, settings, strict=True)),
+        "parameters": ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()),
+        "train": digest(train.inputs, train.targets),
+        "valid": None if valid is None else digest(valid.inputs, valid.items),
+    }
+
+
+def _save_state(path: str, fingerprint: dict[str, Any], model: Any, opt: Any, sched: Any, gen: Any, *rest: Any) -> None:
+    from ._arrays import atomic_path
+
+    history, best, best_state, bad, done = rest
+    blob = {
+        "format": 1,
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "history": history,
+        "best": best,
+        "best_state": best_state,
+        "bad": bad,
+        "done": done,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str, Any]:
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"state: {path} is not a readable sidkit training state: {e}") from e
+    if not isinstance(saved, dict) or saved.get("format") != 1:
+        raise ValueError(f"state: {path} is not a sidkit training state (format 1)")
+    old = saved["fingerprint"]
+    diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    if diff:
+        shown = ", ".join(
+            f"{k} ({old.get(k)!r} there, {fingerprint.get(k)!r} here)"
+            if k not in ("parameters", "train", "valid")
+            else k
+            for k in diff
+        )
+        raise ValueError(f"state: {path} was written by a different training run; differs in {shown}")
+    # RNG states are CPU byte tensors whatever the device.
+    saved["generator"] = saved["generator"].cpu()
+    saved["torch_rng"] = saved["torch_rng"].cpu()
+    if saved["cuda_rng"] is not None:
+        saved["cuda_rng"] = [t.cpu() for t in saved["cuda_rng"]]
+    return dict(saved)
 
 
 def lr_factor(schedule: str, steps: int, warmup: float) -> Any:
@@ -148,4 +303,4 @@ def trim_left_padding(inputs: np.ndarray) -> np.ndarray:
     return inputs[:, first:]
 
 
-__all__ = ["bucket_batches", "fit", "lr_factor", "trim_left_padding"]
+__all__ = ["Paused", "bucket_batches", "fit", "lr_factor", "trim_left_padding"]

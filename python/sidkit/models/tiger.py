@@ -8,6 +8,7 @@ model and the decoder.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +177,9 @@ class TIGER(nn.Module):
 
         device = enc.device
         state: dict[str, Any] = {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+        # transformers renamed the argument and output `past_key_values` to `cache` (5.2x;
+        # the old name goes in 5.40): use whichever this version's T5 takes.
+        key = "cache" if "cache" in inspect.signature(self.t5.forward).parameters else "past_key_values"
 
         def step(tokens: np.ndarray, parents: np.ndarray) -> torch.Tensor:
             cache = state["cache"]
@@ -188,10 +192,10 @@ class TIGER(nn.Module):
                 encoder_outputs=(enc,),
                 attention_mask=mask,
                 decoder_input_ids=last,
-                past_key_values=cache,
                 use_cache=True,
+                **{key: cache},
             )
-            state["cache"] = o.past_key_values
+            state["cache"] = getattr(o, key)
             return torch.log_softmax(o.logits[:, -1].float(), -1).cpu()
 
         return step

@@ -1,0 +1,160 @@
+"""The training loop's resumable state: pausing on a time limit and resuming, any number of
+times, ends bit-identical to one uninterrupted run; a state from another run is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sidkit as sk
+from sidkit.data import leave_one_out
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from sidkit.models.tiger import TIGER, make_examples, sliding_window  # noqa: E402
+from sidkit.train import Paused, fit  # noqa: E402
+
+
+def chains(users=120, n_chains=8, length=8, seed=0):
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(users):
+        c, start = rng.integers(n_chains), rng.integers(0, length - 5)
+        n = rng.integers(4, length - start + 1)
+        seqs.append(c * length + start + np.arange(n) + 1)
+    emb = rng.normal(size=(n_chains * length, 8)).astype(np.float32)
+    emb += np.repeat(rng.normal(size=(n_chains, 8)) * 3, length, axis=0).astype(np.float32)
+    return seqs, emb
+
+
+@pytest.fixture(scope="module")
+def setup():
+    seqs, emb = chains()
+    table = sk.resolve(sk.RQKMeans(2, 4, iters=5, seed=0, verbose=False).fit(emb).encode(emb))
+    split = leave_one_out(seqs)
+    tm = TIGER(table, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32).token_map
+    hist, tgt = sliding_window(split.train)
+    train = make_examples(hist, tgt, table, tm)
+    valid = make_examples(split.valid_history, split.valid_target, table, tm)
+    return table, train, valid
+
+
+def new_model(table, seed=0):
+    # Dropout on: the resumed run must also continue the dropout RNG stream.
+    return TIGER(table, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32, dropout=0.2, seed=seed)
+
+
+KW = {"epochs": 4, "batch_size": 16, "lr": 3e-3, "patience": 10, "beam_width": 4, "verbose": False, "seed": 5}
+
+
+def without_seconds(history):
+    assert all(row["seconds"] >= 0 for row in history)
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_pausing_every_epoch_and_resuming_is_bit_identical(setup, tmp_path):
+    table, train, valid = setup
+    whole = new_model(table)
+    h_whole = fit(whole, train, valid, state=tmp_path / "whole.pt", **KW)
+    assert len(h_whole) == 4
+    # One epoch per call (time_limit 0), each call on a freshly built model: the first from
+    # the same init as the whole run, the later ones differently seeded (their init is replaced).
+    pauses, state = [], tmp_path / "parts.pt"
+    while True:
+        model = new_model(table, seed=7 * len(pauses))
+        try:
+            h_parts = fit(model, train, valid, state=state, time_limit=0, **KW)
+            break
+        except Paused as e:
+            pauses.append(e.epochs_done)
+            assert e.state == str(state)
+    assert pauses == [1, 2, 3]
+    assert without_seconds(h_parts) == without_seconds(h_whole)
+    assert_same_weights(model, whole)  # the best epoch's weights, restored in both
+    np.testing.assert_array_equal(
+        model.recommend(valid.inputs, beam_width=4, top_k=5), whole.recommend(valid.inputs, beam_width=4, top_k=5)
+    )
+    # The last epoch's optimizer and RNG states match as well: the whole saved states agree.
+    a = torch.load(tmp_path / "whole.pt", weights_only=True)
+    b = torch.load(state, weights_only=True)
+    assert a["done"] and b["done"] and a["best"] == b["best"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["torch_rng"], b["torch_rng"]) and torch.equal(a["generator"], b["generator"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for i, sa in a["optimizer"]["state"].items():
+        for k, v in sa.items():
+            assert torch.equal(v, b["optimizer"]["state"][i][k]), (i, k)
+
+
+def test_a_long_enough_time_limit_does_not_pause(setup, tmp_path):
+    table, train, valid = setup
+    h = fit(new_model(table), train, valid, state=tmp_path / "s.pt", time_limit=1e6, **KW)
+    assert len(h) == 4
+
+
+def test_a_finished_state_restores_the_best_weights_without_training(setup, tmp_path):
+    table, train, valid = setup
+    first = new_model(table)
+    h = fit(first, train, valid, state=tmp_path / "s.pt", **KW)
+    again = new_model(table, seed=9)
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run must not train again")
+
+    again.forward = no_training
+    assert fit(again, train, valid, state=tmp_path / "s.pt", **KW) == h
+    assert_same_weights(again, first)
+
+
+def test_early_stopping_survives_a_resume(setup, tmp_path):
+    """The patience counter is part of the state: a resumed run stops where a whole one stops."""
+    table, train, valid = setup
+    kw = {**KW, "epochs": 12, "patience": 1, "lr": 3e-2}
+    whole = fit(new_model(table), train, valid, **kw)
+    assert len(whole) < 12  # it did stop early
+    calls, state = 0, tmp_path / "s.pt"
+    while True:
+        calls += 1
+        try:
+            parts = fit(new_model(table), train, valid, state=state, time_limit=0, **kw)
+            break
+        except Paused:
+            pass
+    assert without_seconds(parts) == without_seconds(whole) and calls == len(whole)
+
+
+def test_a_state_from_another_run_is_refused(setup, tmp_path):
+    table, train, valid = setup
+    state = tmp_path / "s.pt"
+    with pytest.raises(Paused):
+        fit(new_model(table), train, valid, state=state, time_limit=0, **KW)
+    with pytest.raises(ValueError, match=r"differs in lr \(0.003 there, 0.01 here\)"):
+        fit(new_model(table), train, valid, state=state, **{**KW, "lr": 1e-2})
+    with pytest.raises(ValueError, match="differs in epochs"):
+        fit(new_model(table), train, valid, state=state, **{**KW, "epochs": 5})
+    fewer = type(train)(
+        **{**vars(train), "inputs": train.inputs[:-1], "targets": train.targets[:-1], "items": train.items[:-1]}
+    )
+    with pytest.raises(ValueError, match="differs in train"):
+        fit(new_model(table), fewer, valid, state=state, **KW)
+    wider = TIGER(table, d_model=24, num_layers=1, num_heads=2, d_kv=8, d_ff=32)
+    with pytest.raises(ValueError, match="differs in parameters"):
+        fit(wider, train, valid, state=state, **KW)
+    (tmp_path / "junk.pt").write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="not a readable sidkit training state"):
+        fit(new_model(table), train, valid, state=tmp_path / "junk.pt", **KW)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a sidkit training state"):
+        fit(new_model(table), train, valid, state=tmp_path / "other.pt", **KW)
+    with pytest.raises(ValueError, match="time_limit: needs a state path"):
+        fit(new_model(table), train, valid, time_limit=10, **KW)
+    with pytest.raises(ValueError, match="time_limit: expected seconds >= 0"):
+        fit(new_model(table), train, valid, state=tmp_path / "n.pt", time_limit=-1, **KW)
