@@ -533,6 +533,30 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     assert "| TIGER (5) |" in bench.compare([a])  # no curve: the configured epochs
 
 
+def test_compare_seeds_averages_runs_that_differ_only_in_their_seed(tmp_path, capsys):
+    runs = [_fake_results("balanced", r10) for r10 in (0.03, 0.05)] + [_fake_results("rqkmeans", 0.04, sas=0.07)]
+    for i, r in enumerate(runs):
+        r["config"]["run"] = {"seed": [0, 1, 0][i], "device": "cpu", "threads": i}
+    table = bench.compare_seeds(runs, ["b0", "b1", "p0"])
+    lines = table.strip().splitlines()
+    assert len(lines) == 5, table  # header, rule, balanced TIGER, plain TIGER, plain SASRec
+    # mean and sample sd of 0.03 and 0.05: 0.04 ± 0.0141 (Recall@10); halves, quarters, thirds
+    assert lines[2] == (
+        "| b0, b1 | Beauty | balanced 256x256x256x7 suffix | TIGER | 0, 1 | 0.0200 ± 0.0071 | 0.0100 ± 0.0035 | "
+        "0.0400 ± 0.0141 | 0.0133 ± 0.0047 |"
+    )
+    assert lines[3].startswith("| p0 | Beauty | rqkmeans 256x256x256x7 suffix | TIGER | 0 | 0.0200 ± – |")
+    assert lines[4].startswith("| p0 | Beauty | rqkmeans 256x256x256x7 suffix | SASRec | 0 | 0.0350 ± – |")
+    with pytest.raises(ValueError, match="names: expected 3"):
+        bench.compare_seeds(runs, ["a"])
+    for name, r in zip(("b0", "b1"), runs, strict=False):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    assert main(["compare", str(tmp_path / "b0"), str(tmp_path / "b1"), "--seeds"]) == 0
+    out = capsys.readouterr().out
+    assert "| b0 | Beauty | tfidf |" in out and "| b0, b1 | Beauty | balanced" in out
+
+
 CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 
 

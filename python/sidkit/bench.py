@@ -937,6 +937,45 @@ def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare_seeds(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
+    """A markdown table of mean ± standard deviation over seeds: runs whose configs differ only
+    in the ``run`` section (seed, device, threads, time limit) on the same test users are one
+    row per model (TIGER, SASRec), with the seeds and run names it averages. The spread over
+    seeds (training noise) is what a difference between two SID schemes must clear."""
+    if not runs:
+        raise ValueError("runs: expected at least one run")
+    names = names or [f"run {i}" for i in range(len(runs))]
+    if len(names) != len(runs):
+        raise ValueError(f"names: expected {len(runs)} names, got {len(names)}")
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        c = {k: v for k, v in r["config"].items() if k != "run"}
+        key = json.dumps([r["dataset"]["name"], r["dataset"]["test_users"], c], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(i)
+    keys = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+    lines = [
+        "| runs | dataset | SIDs | model | seeds | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for members in groups.values():
+        r0, c0 = runs[members[0]], runs[members[0]]["config"]
+        sids = f"{_sid_name(c0['sid'])} {'x'.join(map(str, r0['sid']['sizes']))} {r0['sid'].get('collisions', c0['sid']['collisions'])}"
+        seeds = ", ".join(str(runs[i]["config"].get("run", {}).get("seed", "?")) for i in members)
+        for model, label in (("tiger", f"TIGER{_model_tag(c0)}"), ("sasrec", "SASRec")):
+            if not all(model in runs[i] for i in members):
+                continue
+            cells = []
+            for k in keys:
+                v = np.array([runs[i][model][k] for i in members], dtype=float)
+                sd = f"{v.std(ddof=1):.4f}" if len(v) > 1 else "–"
+                cells.append(f"{v.mean():.4f} ± {sd}")
+            lines.append(
+                f"| {', '.join(names[i] for i in members)} | {r0['dataset']['name']} | {sids} | {label} | "
+                f"{seeds} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def plot_curve(r: dict[str, Any], path: str | Path) -> Path:
     """Training loss and validation Recall@10 per epoch, per model, as a PNG."""
     import matplotlib

@@ -333,6 +333,8 @@ def compare_cmd(args: argparse.Namespace) -> int:
     runs = [bench.load_results(d) for d in args.runs]
     names = [Path(d).name if Path(d).is_dir() else Path(d).parent.name for d in args.runs]
     table = bench.compare(runs, names)
+    if args.seeds:
+        table += "\n" + bench.compare_seeds(runs, names)
     print(table, end="")
     if args.out:
         Path(args.out).write_text(table)
@@ -452,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("compare", help="one markdown table over several bench runs (SID schemes side by side)")
     c.add_argument("runs", nargs="+", help="run directories (or their results.json)")
     c.add_argument("--out", help="also write the table to this file")
+    c.add_argument(
+        "--seeds", action="store_true", help="also a table of mean ± sd over runs that differ only in their seed"
+    )
     c.add_argument("--plot", help="also draw the runs' TIGER learning curves (loss, validation Recall@10) to this PNG")
     rc = sub.add_parser("recommend", help="next items for a history, from a trained bench run")
     rc.add_argument("run", help="bench run directory (sidkit bench --out)")
