@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._dropout import use_fast_dropout
+
 
 @dataclass
 class SeqExamples:
@@ -106,6 +108,7 @@ class SASRec(nn.Module):
             nn.init.normal_(self.positions.weight, std=0.02)
             with torch.no_grad():
                 self.items.weight[0].zero_()
+        use_fast_dropout(self)
 
     def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, T, d) states; position t sees items <= t only."""

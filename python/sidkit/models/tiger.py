@@ -20,6 +20,7 @@ from torch import nn
 from ..collisions import SidTable
 from ..decode import generate
 from ..trie import TokenMap, Trie
+from ._dropout import use_fast_dropout
 
 PAD, EOS = 0, 1
 
@@ -127,6 +128,7 @@ class TIGER(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.t5 = T5ForConditionalGeneration(config)
+        use_fast_dropout(self.t5)  # dropout masks were 37% of a CPU training step
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the target SID tokens (B, L) given inputs (B, T)."""
