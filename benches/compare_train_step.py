@@ -1,4 +1,5 @@
-"""Training-step speed of sidkit's models: float32 vs bfloat16 autocast, side by side.
+"""Training-step speed of sidkit's models: float32 vs bfloat16 autocast, and sidkit's CPU
+dropout (FastDropout) vs torch's nn.Dropout, side by side.
 
     python benches/compare_train_step.py              # CPU, best of 5 timings of 5 steps each
     python benches/compare_train_step.py --device cuda
@@ -9,7 +10,9 @@ at batch 256, histories of 10 items (40 tokens: Beauty's histories are short), a
 ``SASRec`` (12,101 items, full-softmax CE, batch 128, length 50). The models and inputs are
 the same for both precisions; the loss of the first step is printed too (bf16 changes it by
 rounding only). The ratio is what ``train.amp = "on"`` buys on this machine: CPUs with
-AVX512-BF16 or AMX run bf16 matmuls in hardware; others may see none or a slowdown.
+AVX512-BF16 or AMX run bf16 matmuls in hardware; others may see none or a slowdown. The last
+column times the bf16 step again with every FastDropout swapped back to ``nn.Dropout`` (torch
+draws a CPU dropout mask one 32-bit number per element): what FastDropout buys.
 """
 
 from __future__ import annotations
@@ -78,6 +81,17 @@ def step_timer(model, batch, amp: bool, device: str, steps: int):
     return secs / steps, first[0]
 
 
+def with_torch_dropout(model):
+    """The model with every FastDropout replaced by torch's nn.Dropout of the same p."""
+    from sidkit.models._dropout import FastDropout
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, FastDropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+    return model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
@@ -96,13 +110,21 @@ def main() -> None:
         "TIGER 4+4, d 128, ff 1024 (paper)": lambda: tiger_case(4, 6, 64, 1024, args.device),
         "SASRec 2 layers, d 64, full softmax": lambda: sasrec_case(args.device),
     }
-    print("| model | float32 s/step | bf16 autocast s/step | speed-up | first loss fp32 / bf16 |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| model | float32 s/step | bf16 autocast s/step | bf16 speed-up | first loss fp32 / bf16 | "
+        "bf16 with nn.Dropout s/step | FastDropout speed-up |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, make in cases.items():
         model, batch = make()
         t32, l32 = step_timer(model, batch, False, args.device, args.steps)
         t16, l16 = step_timer(model, batch, True, args.device, args.steps)
-        print(f"| {name} | {t32:.4f} | {t16:.4f} | **{t32 / t16:.2f}x** | {l32:.4f} / {l16:.4f} |", flush=True)
+        td, _ = step_timer(with_torch_dropout(model), batch, True, args.device, args.steps)
+        print(
+            f"| {name} | {t32:.4f} | {t16:.4f} | **{t32 / t16:.2f}x** | {l32:.4f} / {l16:.4f} | {td:.4f} | "
+            f"**{td / t16:.2f}x** |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
