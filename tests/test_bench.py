@@ -537,12 +537,13 @@ def test_compare_seeds_averages_runs_that_differ_only_in_their_seed(tmp_path, ca
     runs = [_fake_results("balanced", r10) for r10 in (0.03, 0.05)] + [_fake_results("rqkmeans", 0.04, sas=0.07)]
     for i, r in enumerate(runs):
         r["config"]["run"] = {"seed": [0, 1, 0][i], "device": "cpu", "threads": i}
+    runs[1]["sid"]["sizes"] = [256, 256, 256, 9]  # another seed's codebooks: another suffix size
     table = bench.compare_seeds(runs, ["b0", "b1", "p0"])
     lines = table.strip().splitlines()
     assert len(lines) == 5, table  # header, rule, balanced TIGER, plain TIGER, plain SASRec
     # mean and sample sd of 0.03 and 0.05: 0.04 ± 0.0141 (Recall@10); halves, quarters, thirds
     assert lines[2] == (
-        "| b0, b1 | Beauty | balanced 256x256x256x7 suffix | TIGER | 0, 1 | 0.0200 ± 0.0071 | 0.0100 ± 0.0035 | "
+        "| b0, b1 | Beauty | balanced 256x256x256x7/9 suffix | TIGER | 0, 1 | 0.0200 ± 0.0071 | 0.0100 ± 0.0035 | "
         "0.0400 ± 0.0141 | 0.0133 ± 0.0047 |"
     )
     assert lines[3].startswith("| p0 | Beauty | rqkmeans 256x256x256x7 suffix | TIGER | 0 | 0.0200 ± – |")

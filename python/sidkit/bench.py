@@ -960,7 +960,10 @@ def compare_seeds(runs: list[dict[str, Any]], names: list[str] | None = None) ->
     for members in groups.values():
         r0, c0 = runs[members[0]], runs[members[0]]["config"]
         collisions = r0["sid"].get("collisions", c0["sid"]["collisions"])
-        sids = f"{_sid_name(c0['sid'])} {'x'.join(map(str, r0['sid']['sizes']))} {collisions}"
+        # Seeds learn other codebooks: a level size that differs between them shows each (26/20).
+        per_level = zip(*(runs[i]["sid"]["sizes"] for i in members), strict=False)
+        sizes = "x".join("/".join(dict.fromkeys(map(str, level))) for level in per_level)
+        sids = f"{_sid_name(c0['sid'])} {sizes} {collisions}"
         seeds = ", ".join(str(runs[i]["config"].get("run", {}).get("seed", "?")) for i in members)
         for model, label in (("tiger", f"TIGER{_model_tag(c0)}"), ("sasrec", "SASRec")):
             if not all(model in runs[i] for i in members):
