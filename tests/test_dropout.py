@@ -1,5 +1,7 @@
-"""FastDropout: the cheaper CPU dropout mask is the same Bernoulli mask (per lane, unbiased,
-seeded by the global RNG, independent of the thread count) and TIGER / SASRec use it."""
+"""FastDropout: sidkit's native CPU dropout is the same Bernoulli mask (per lane, unbiased,
+seeded by the global RNG, independent of the thread count), its float32 and bfloat16 values
+match a torch reference built from the same mask, the backward pass recomputes that mask, bad
+arguments to the kernel raise, and TIGER / SASRec use it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from sidkit.models._dropout import FastDropout, keep_mask, use_fast_dropout  # noqa: E402
+import sidkit as sk  # noqa: E402
+from sidkit import _native  # noqa: E402
+from sidkit.models._dropout import FastDropout, dropout_into, keep_mask, use_fast_dropout  # noqa: E402
 
 
 def test_every_lane_keeps_with_probability_one_minus_p():
@@ -16,7 +20,7 @@ def test_every_lane_keeps_with_probability_one_minus_p():
     keep, p_used = keep_mask((n,), p)
     assert keep.dtype == torch.bool and keep.shape == (n,)
     assert p_used == round(p * 65536) / 65536 and abs(p_used - p) < 1e-5
-    k = keep.numpy().reshape(-1, 4).astype(np.float64)  # the 4 int16 lanes of each int64 draw
+    k = keep.numpy().reshape(-1, 4).astype(np.float64)  # the 4 16-bit lanes of each 64-bit draw
     sd = np.sqrt(p * (1 - p) / len(k))
     assert np.all(np.abs(k.mean(0) - (1 - p_used)) < 5 * sd), k.mean(0)
     # Lanes of one draw and neighbouring draws are uncorrelated.
@@ -38,16 +42,20 @@ def test_fast_dropout_is_unbiased_seeded_and_backpropagates():
     assert len(vals) == 2 and vals[0] == 0.0 and vals[1] == np.float32(scale)
     assert abs(y.mean().item() - 1.0) < 0.005  # E[y] = x
     y.sum().backward()
-    assert torch.equal(x.grad, y.detach())  # d y / d x = mask * scale
+    assert torch.equal(x.grad, y.detach())  # d y / d x = mask * scale, recomputed from the seed
     torch.manual_seed(1)
     assert torch.equal(d(x), y)  # the global RNG seeds it
     threads = torch.get_num_threads()
+    native = sk.get_num_threads()
     try:
         torch.set_num_threads(1)
-        torch.manual_seed(1)
-        assert torch.equal(d(x), y)  # and the thread count does not change it
+        for n in (1, 3):
+            sk.set_num_threads(n)
+            torch.manual_seed(1)
+            assert torch.equal(d(x), y)  # and neither torch's nor sidkit's thread count changes it
     finally:
         torch.set_num_threads(threads)
+        sk.set_num_threads(native)
     # bfloat16 inputs keep their dtype; eval mode, p = 0 and p = 1 behave as nn.Dropout does.
     assert d(torch.ones(8, dtype=torch.bfloat16)).dtype == torch.bfloat16
     d.eval()
@@ -55,6 +63,60 @@ def test_fast_dropout_is_unbiased_seeded_and_backpropagates():
     z = torch.randn(100)
     assert torch.equal(FastDropout(0.0)(z), z)
     assert torch.count_nonzero(FastDropout(1.0)(z)) == 0
+    # Other dtypes go to torch's dropout (same behaviour, torch's mask).
+    h = FastDropout(0.5)(torch.ones(1000, dtype=torch.float64))
+    assert h.dtype == torch.float64 and set(h.unique().tolist()) == {0.0, 2.0}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_values_match_a_torch_reference_of_the_same_mask(dtype):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(7, 33, 19, generator=g) * 10).to(dtype)  # not a multiple of 4 or 64 elements
+    x[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    seed, p = 12345, 0.15
+    out, p_used = dropout_into(x, p, seed)
+    keep, p_mask = keep_mask(x.shape, p, seed)
+    assert p_used == p_mask == round(p * 65536) / 65536
+    assert out.shape == x.shape and out.dtype == dtype
+    # float32: x * scale where kept; bfloat16: the float32 product rounded once to bfloat16.
+    want = torch.where(keep, x.float() * np.float32(1 / (1 - p_used)), torch.zeros(())).to(dtype)
+    assert torch.equal(out.isnan(), want.isnan())
+    assert torch.equal(torch.nan_to_num(out.float()), torch.nan_to_num(want.float()))
+    # A non-contiguous input gives the values of its contiguous copy.
+    t = x.transpose(0, 2)
+    assert torch.equal(
+        torch.nan_to_num(dropout_into(t, p, seed)[0].float()),
+        torch.nan_to_num(dropout_into(t.contiguous(), p, seed)[0].float()),
+    )
+    # Different seeds give different masks; the same seed the same one.
+    assert not torch.equal(keep_mask((4096,), p, 1)[0], keep_mask((4096,), p, 2)[0])
+    assert torch.equal(keep_mask((4096,), p, 1)[0], keep_mask((4096,), p, 1)[0])
+
+
+def test_the_kernel_rejects_bad_arguments():
+    x = np.ones(10, np.float32)
+    with pytest.raises(ValueError, match=r"p: expected a drop probability in \[0, 1\], got 1.5"):
+        _native.dropout(x, np.empty_like(x), 1.5, 0)
+    with pytest.raises(ValueError, match="p: expected a drop probability"):
+        _native.dropout(x, np.empty_like(x), float("nan"), 0)
+    with pytest.raises(ValueError, match=r"out: expected 10 elements \(as many as x\), got 9"):
+        _native.dropout(x, np.empty(9, np.float32), 0.1, 0)
+    with pytest.raises(TypeError, match="x: expected a 1-D float32 or uint16"):
+        _native.dropout(x.astype(np.float64), np.empty(10), 0.1, 0)
+    with pytest.raises(TypeError, match="out: expected a writable 1-D array of x's dtype"):
+        _native.dropout(x, np.empty(10, np.uint16), 0.1, 0)
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises(TypeError, match="out: expected a writable"):
+        _native.dropout(x, ro, 0.1, 0)
+    with pytest.raises(ValueError, match="x: expected a C-contiguous array"):
+        _native.dropout(np.ones(20, np.float32)[::2], np.empty_like(x), 0.1, 0)
+    with pytest.raises(ValueError, match="out: expected a C-contiguous array"):
+        _native.dropout(x, np.empty(20, np.float32)[::2], 0.1, 0)
+    with pytest.raises(OverflowError):
+        _native.dropout(x, np.empty_like(x), 0.1, -1)
+    out = np.empty(0, np.float32)
+    assert _native.dropout(np.empty(0, np.float32), out, 0.1, 0) == round(0.1 * 65536) / 65536
 
 
 def test_models_use_it():

@@ -107,3 +107,27 @@ def test_training_is_reproducible():
         runs.append((h[-1]["loss"], model.recommend(ex.inputs[:8], beam_width=4, top_k=4)))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_lean_feed_forward_computes_what_t5s_block_does():
+    """TIGER swaps T5's feed-forward block for one without its float32 round trip under
+    autocast: same parameter names, same loss in float32 and under bfloat16 autocast."""
+    from sidkit.models import TIGER
+    from sidkit.models.tiger import _DenseActDense
+    from transformers import T5ForConditionalGeneration
+    from transformers.models.t5.modeling_t5 import T5DenseActDense
+
+    table = sk.resolve(np.arange(60).reshape(30, 2) % 7)
+    model = TIGER(table, d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64).eval()
+    blocks = [m for m in model.modules() if isinstance(m, (_DenseActDense, T5DenseActDense))]
+    assert blocks and all(type(b) is _DenseActDense for b in blocks)
+    stock = T5ForConditionalGeneration(model.t5.config).eval()
+    stock.load_state_dict(model.t5.state_dict())  # the same keys: strict load
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(2, model.token_map.vocab_size, (8, 12), generator=g)
+    y = torch.randint(2, model.token_map.vocab_size, (8, table.levels), generator=g)
+    for amp in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            ours = model(x, y)
+            theirs = stock(input_ids=x, attention_mask=x != 0, labels=y).loss
+        assert torch.equal(ours, theirs), (amp, ours, theirs)

@@ -12,6 +12,7 @@ __all__ = [
     "assign_bounded",
     "balanced_assign",
     "centroid_means",
+    "dropout",
     "get_num_threads",
     "group_ranks",
     "kmeans_pp",
@@ -58,6 +59,12 @@ def kmeans_pp(
     x: npt.NDArray[np.float32], k: int, trials: int, uniform: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.uint64]:
     """Greedy k-means++: k row indices of x (N, D); best of `trials` D² draws per centre."""
+
+def dropout(x: npt.NDArray[Any], out: npt.NDArray[Any], p: float, seed: int) -> float:
+    """Writes ``x * mask / (1 - p')`` into ``out`` (1-D, float32, or uint16 holding bfloat16
+    bits, C-contiguous, as long as ``x``); the mask keeps element ``i`` when 16-bit lane
+    ``i % 4`` of SplitMix64 output ``i // 4`` of ``seed`` is ``>= round(p * 65536)``. Returns
+    ``p'`` (``p`` rounded to a multiple of 1/65536)."""
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads sidkit uses (results do not depend on it)."""

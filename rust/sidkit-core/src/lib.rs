@@ -4,6 +4,7 @@
 //! - [`codebooks`]: validated residual-quantization codebooks (L levels, ragged K allowed).
 //! - [`rq`]: multithreaded RQ assignment (greedy and beam search) and decoding.
 //! - [`collide`]: collision grouping and ranking (suffix / capacity resolution).
+//! - [`dropout`]: counter-based dropout masks for CPU training (thread-count independent).
 //! - [`trie`]: a flat (CSR) prefix trie of valid SIDs; [`beam`]: trie-constrained beam search.
 //!
 //! Parallel functions run on the current rayon pool; call them inside
@@ -13,6 +14,7 @@ pub(crate) mod alloc;
 pub mod beam;
 pub mod codebooks;
 pub mod collide;
+pub mod dropout;
 pub mod error;
 #[allow(clippy::needless_range_loop)]
 pub(crate) mod kernels;

@@ -4,6 +4,7 @@
 
 mod arrays;
 mod collide;
+mod dropout;
 mod errors;
 mod pool;
 mod rq;
@@ -17,6 +18,8 @@ mod _native {
     use crate::collide::{
         assign_bounded, balanced_assign, centroid_means, group_ranks, kmeans_pp, reassign, suffix,
     };
+    #[pymodule_export]
+    use crate::dropout::dropout;
     #[pymodule_export]
     use crate::pool::{get_num_threads, set_num_threads};
     #[pymodule_export]
