@@ -68,19 +68,74 @@ def test_fast_dropout_is_unbiased_seeded_and_backpropagates():
     assert h.dtype == torch.float64 and set(h.unique().tolist()) == {0.0, 2.0}
 
 
+def _splitmix64_lanes(seed: int, n: int) -> np.ndarray:
+    """Independent reference of the documented mask: 16-bit lane i % 4 of the (i // 4)-th
+    output of SplitMix64 started from state ``seed`` (Vigna's splitmix64.c, in numpy)."""
+    with np.errstate(over="ignore"):
+        k = np.arange(1, (n + 3) // 4 + 1, dtype=np.uint64)
+        z = np.uint64(seed) + k * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z.view("<u2")[:n]  # little-endian: lane k of word j is uint16 number 4 j + k
+
+
+@pytest.mark.parametrize("n", [1, 65, 2 * 32768 + 63, 3 * 32768 + 7])
+@pytest.mark.parametrize("seed", [0, 12345, 2**63 - 2])
+def test_mask_is_the_documented_splitmix64_lanes(n, seed):
+    p = 0.3
+    keep, p_used = keep_mask((n,), p, seed)
+    want = _splitmix64_lanes(seed, n) >= round(p * 65536)
+    assert p_used == round(p * 65536) / 65536
+    assert np.array_equal(keep.numpy(), want)
+
+
+def test_gradients_of_gradients_empty_and_expanded_tensors():
+    d = FastDropout(0.4)
+    x = torch.randn(300, dtype=torch.float64).float().requires_grad_()
+    torch.manual_seed(5)
+    y = d(x)
+    (g,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)  # 2 y dy/dx = 2 m^2 x
+    (gg,) = torch.autograd.grad(g.sum(), x)
+    m = y.detach() / x.detach()  # the mask times its scale (x has no zeros)
+    assert torch.allclose(gg, 2 * m * m)
+    # Empty tensors, and an expanded (stride-0) incoming gradient.
+    e = torch.empty(0, 3, requires_grad=True)
+    d(e).sum().backward()
+    assert e.grad is not None and e.grad.shape == (0, 3)
+    x.grad = None
+    torch.manual_seed(6)
+    d(x).backward(torch.ones(()).expand(300))
+    torch.manual_seed(6)
+    assert torch.equal(x.grad, d(torch.ones(300)))
+    # In-place dropout and sparse inputs go to torch's dropout (which has no sparse kernel).
+    ones = torch.ones(1000)
+    assert FastDropout(0.5, inplace=True)(ones) is ones and set(ones.unique().tolist()) == {0.0, 2.0}
+    sp = torch.ones(4, 4).to_sparse()
+    with pytest.raises(NotImplementedError):
+        torch.nn.Dropout(0.5)(sp)
+    with pytest.raises(NotImplementedError):
+        FastDropout(0.5)(sp)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_values_match_a_torch_reference_of_the_same_mask(dtype):
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(7, 33, 19, generator=g) * 10).to(dtype)  # not a multiple of 4 or 64 elements
-    x[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    special = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    x[0, :, :3] = special  # 33 of each: some kept, some dropped
     seed, p = 12345, 0.15
     out, p_used = dropout_into(x, p, seed)
     keep, p_mask = keep_mask(x.shape, p, seed)
     assert p_used == p_mask == round(p * 65536) / 65536
     assert out.shape == x.shape and out.dtype == dtype
-    # float32: x * scale where kept; bfloat16: the float32 product rounded once to bfloat16.
-    want = torch.where(keep, x.float() * np.float32(1 / (1 - p_used)), torch.zeros(())).to(dtype)
+    # float32: x * scale where kept, x * 0 where dropped (so NaN for NaN and inf, as torch's
+    # dropout gives); bfloat16: the float32 product rounded once to bfloat16.
+    factor = torch.where(keep, torch.tensor(np.float32(1 / (1 - p_used))), torch.zeros(()))
+    want = (x.float() * factor).to(dtype)
+    assert keep[0, :, :3].any() and not keep[0, :, :3].all()
     assert torch.equal(out.isnan(), want.isnan())
+    assert torch.equal(out.isnan()[0, :, :3], ~keep[0, :, :3] | x[0, :, :3].isnan())
     assert torch.equal(torch.nan_to_num(out.float()), torch.nan_to_num(want.float()))
     # A non-contiguous input gives the values of its contiguous copy.
     t = x.transpose(0, 2)
@@ -103,12 +158,24 @@ def test_the_kernel_rejects_bad_arguments():
         _native.dropout(x, np.empty(9, np.float32), 0.1, 0)
     with pytest.raises(TypeError, match="x: expected a 1-D float32 or uint16"):
         _native.dropout(x.astype(np.float64), np.empty(10), 0.1, 0)
-    with pytest.raises(TypeError, match="out: expected a writable 1-D array of x's dtype"):
+    with pytest.raises(TypeError, match=r"out: expected a 1-D array of x's dtype \(float32\), got a 1-D uint16 array"):
         _native.dropout(x, np.empty(10, np.uint16), 0.1, 0)
+    with pytest.raises(TypeError, match=r"out: expected a 1-D array of x's dtype \(float32\), got a 2-D float32 array"):
+        _native.dropout(x, np.empty((2, 5), np.float32), 0.1, 0)
+    with pytest.raises(TypeError, match="out: expected a 1-D array of x's dtype \\(float32\\), got list"):
+        _native.dropout(x, [0.0] * 10, 0.1, 0)
     ro = np.empty_like(x)
     ro.flags.writeable = False
-    with pytest.raises(TypeError, match="out: expected a writable"):
+    with pytest.raises(ValueError, match="out: expected a writable array, got a read-only one"):
         _native.dropout(x, ro, 0.1, 0)
+    # x and out sharing memory: the same array, overlapping numpy slices, and two views of one
+    # torch tensor (numpy's own borrow tracking cannot see the last overlap).
+    a = np.ones(10, np.float32)
+    t = torch.ones(16)
+    for xs, out in ((a, a), (a[:-1], a[1:]), (t[:8].numpy(), t[4:12].numpy())):
+        with pytest.raises(ValueError, match="out: expected an array that does not overlap x"):
+            _native.dropout(xs, out, 0.1, 0)
+    _native.dropout(t[:8].numpy(), t[8:].numpy(), 0.1, 0)  # adjacent, not overlapping: fine
     with pytest.raises(ValueError, match="x: expected a C-contiguous array"):
         _native.dropout(np.ones(20, np.float32)[::2], np.empty_like(x), 0.1, 0)
     with pytest.raises(ValueError, match="out: expected a C-contiguous array"):

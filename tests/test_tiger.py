@@ -131,3 +131,10 @@ def test_lean_feed_forward_computes_what_t5s_block_does():
             ours = model(x, y)
             theirs = stock(input_ids=x, attention_mask=x != 0, labels=y).loss
         assert torch.equal(ours, theirs), (amp, ours, theirs)
+    # Outside autocast, a wo kept in float32 under bfloat16 activations (transformers keeps T5's
+    # wo in float32 when a checkpoint loads in half precision) still gets float32 inputs.
+    block = T5DenseActDense(model.t5.config).eval()
+    block.wi.to(torch.bfloat16)
+    lean = _DenseActDense(block)
+    h = torch.randn(3, 5, model.t5.config.d_model, dtype=torch.bfloat16)
+    assert torch.equal(lean(h), block(h)) and lean(h).dtype == torch.float32

@@ -63,8 +63,9 @@ def kmeans_pp(
 def dropout(x: npt.NDArray[Any], out: npt.NDArray[Any], p: float, seed: int) -> float:
     """Writes ``x * mask / (1 - p')`` into ``out`` (1-D, float32, or uint16 holding bfloat16
     bits, C-contiguous, as long as ``x``); the mask keeps element ``i`` when 16-bit lane
-    ``i % 4`` of SplitMix64 output ``i // 4`` of ``seed`` is ``>= round(p * 65536)``. Returns
-    ``p'`` (``p`` rounded to a multiple of 1/65536)."""
+    ``i % 4`` of SplitMix64 output ``i // 4`` of ``seed`` is ``>= round(p * 65536)`` (dropped
+    elements are ``x * 0``: NaN for NaN and inf, as in torch). ``out`` may not overlap ``x``.
+    Returns ``p'`` (``p`` rounded to a multiple of 1/65536)."""
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads sidkit uses (results do not depend on it)."""

@@ -9,12 +9,15 @@ native kernel (``sidkit-core``'s ``dropout`` module): element ``i`` is kept when
 ``round(p * 65536)``, and mask, scale and multiply are one multithreaded pass. So:
 
 - it is the same independent Bernoulli mask with ``p`` rounded to a multiple of 1/65536
-  (0.1 -> 0.100006; kept values are scaled by 1/(1 - that p): unbiased);
+  (0.1 -> 0.100006; kept values are scaled by 1/(1 - that p): unbiased), and like torch's
+  ``x * mask * scale`` a NaN or infinity becomes NaN where it is dropped;
 - the per-call seed is drawn from the global torch RNG, so training stays deterministic for a
   seed, and the mask depends only on (seed, index): the same on any thread count;
-- the backward pass recomputes the mask from the seed: nothing is stored.
+- the backward pass recomputes the mask from the seed: nothing is stored (and, the op being
+  linear, gradients of gradients work too).
 
-Other dtypes and CUDA tensors go to ``nn.Dropout``'s own kernels."""
+Other dtypes, other layouts, in-place dropout and CUDA tensors go to ``nn.Dropout``'s own
+kernels."""
 
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from .. import _native
 
@@ -58,10 +60,10 @@ class _Dropout(torch.autograd.Function):
         return dropout_into(x, p, seed)[0]
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        # The op is linear in x: its gradient is the same mask and scale, recomputed from the seed.
-        return dropout_into(grad, ctx.p, ctx.seed)[0], None, None
+        # The op is linear in x: its gradient is the same op (mask and scale recomputed from the
+        # seed), itself differentiable for higher-order gradients.
+        return _Dropout.apply(grad, ctx.p, ctx.seed), None, None
 
 
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, seed: int | None = None) -> tuple[torch.Tensor, float]:
@@ -75,7 +77,14 @@ class FastDropout(nn.Dropout):
     """``nn.Dropout`` (same ``p``, train / eval behaviour) with sidkit's native mask on CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or x.dtype not in _FAST:
+        if (
+            not self.training
+            or self.p == 0.0
+            or self.inplace
+            or x.device.type != "cpu"
+            or x.layout != torch.strided
+            or x.dtype not in _FAST
+        ):
             return super().forward(x)
         return _Dropout.apply(x, self.p, draw_seed())
 
@@ -86,7 +95,7 @@ def use_fast_dropout(module: nn.Module) -> nn.Module:
     probabilities inside some attention kernels) is left as it is."""
     for name, child in list(module.named_children()):
         if type(child) is nn.Dropout:
-            setattr(module, name, FastDropout(child.p))
+            setattr(module, name, FastDropout(child.p, child.inplace))
         else:
             use_fast_dropout(child)
     return module

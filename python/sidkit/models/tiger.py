@@ -95,7 +95,11 @@ class _DenseActDense(nn.Module):
         self.wi, self.wo, self.dropout, self.act = block.wi, block.wo, block.dropout, block.act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(self.act(self.wi(x))))
+        h = self.dropout(self.act(self.wi(x)))
+        w = self.wo.weight
+        if not torch.is_autocast_enabled(h.device.type) and h.dtype != w.dtype and w.dtype != torch.int8:
+            h = h.to(w.dtype)  # outside autocast, as T5's block does (e.g. an fp16 T5 keeps wo in fp32)
+        return self.wo(h)
 
 
 def _lean_feed_forward(module: nn.Module) -> None:

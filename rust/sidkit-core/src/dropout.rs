@@ -10,7 +10,9 @@
 //! - `p` is rounded to `cut / 65536`; kept values are scaled by `1 / (1 - cut / 65536)`, so
 //!   the output is unbiased for the rounded `p`;
 //! - mask, scale and multiply are one pass over the data, in parallel, and bfloat16 inputs
-//!   are scaled in f32 and rounded once (round to nearest even), as torch rounds.
+//!   are scaled in f32 and rounded once (round to nearest even), as torch rounds;
+//! - like torch's `x * mask * scale`, every element is multiplied (by `scale` or by 0), so a
+//!   NaN or infinity in `x` gives NaN in the output even where it is dropped.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -70,16 +72,16 @@ impl Dropout {
         ((word >> (16 * (i % 4))) & 0xFFFF) as u32 >= self.cut
     }
 
-    /// `out[i] = x[i] * scale` where element `i` is kept, else 0 (NaN and inf in `x` stay
-    /// where kept; dropped elements are 0).
+    /// `out[i] = x[i] * scale` where element `i` is kept, else `x[i] * 0` (0 with `x`'s
+    /// sign; NaN for NaN or inf, as torch's dropout gives).
     pub fn apply_f32(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
-        self.apply(x, out, fill_f32, 0.0)
+        self.apply(x, out, fill_f32)
     }
 
     /// The same for bfloat16 data given as raw bits: each value is scaled in f32 and rounded
     /// to the nearest bfloat16 (ties to even).
     pub fn apply_bf16(&self, x: &[u16], out: &mut [u16]) -> Result<()> {
-        self.apply(x, out, fill_bf16, 0)
+        self.apply(x, out, fill_bf16)
     }
 
     fn apply<T: Copy + Send + Sync>(
@@ -87,7 +89,6 @@ impl Dropout {
         x: &[T],
         out: &mut [T],
         fill: fn(u64, u16, u64, f32, &[T], &mut [T]),
-        zero: T,
     ) -> Result<()> {
         if x.len() != out.len() {
             return Err(Error::shape(
@@ -96,11 +97,12 @@ impl Dropout {
                 out.len(),
             ));
         }
-        if self.cut >= 65536 {
-            out.par_chunks_mut(CHUNK).for_each(|o| o.fill(zero));
-            return Ok(());
-        }
-        let (seed, cut, scale) = (self.seed, self.cut as u16, self.scale());
+        // p = 1: every lane "kept" with factor 0, so x * 0 everywhere.
+        let (cut, scale) = match u16::try_from(self.cut) {
+            Ok(cut) => (cut, self.scale()),
+            Err(_) => (0, 0.0),
+        };
+        let seed = self.seed;
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()
@@ -135,15 +137,15 @@ fn fill_with<T: Copy>(
     first_word: u64,
     x: &[T],
     out: &mut [T],
-    zero: T,
-    kept: impl Fn(T) -> T,
+    scale: f32,
+    times: impl Fn(T, f32) -> T,
 ) {
     let n = x.len().min(out.len());
     let (x, out) = (&x[..n], &mut out[..n]);
     for (b, (o, xs)) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
         let lanes = lanes(seed, first_word + (b * BLOCK / 4) as u64);
         for ((o, &v), &lane) in o.iter_mut().zip(xs).zip(&lanes) {
-            *o = if lane >= cut { kept(v) } else { zero };
+            *o = times(v, if lane >= cut { scale } else { 0.0 });
         }
     }
 }
@@ -155,7 +157,7 @@ fn fill_with<T: Copy>(
     "x86_64+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
 ))]
 fn fill_f32(seed: u64, cut: u16, first_word: u64, scale: f32, x: &[f32], out: &mut [f32]) {
-    fill_with(seed, cut, first_word, x, out, 0.0, |v| v * scale)
+    fill_with(seed, cut, first_word, x, out, scale, |v, f| v * f)
 }
 
 #[multiversion(targets(
@@ -163,8 +165,8 @@ fn fill_f32(seed: u64, cut: u16, first_word: u64, scale: f32, x: &[f32], out: &m
     "x86_64+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
 ))]
 fn fill_bf16(seed: u64, cut: u16, first_word: u64, scale: f32, x: &[u16], out: &mut [u16]) {
-    fill_with(seed, cut, first_word, x, out, 0, |v| {
-        f32_to_bf16(bf16_to_f32(v) * scale)
+    fill_with(seed, cut, first_word, x, out, scale, |v, f| {
+        f32_to_bf16(bf16_to_f32(v) * f)
     })
 }
 
@@ -225,8 +227,12 @@ mod tests {
         let mut out = vec![f32::NAN; n];
         d.apply_f32(&x, &mut out).unwrap();
         for i in 0..n {
-            let want = if d.keeps(i) { x[i] * d.scale() } else { 0.0 };
-            assert_eq!(out[i], want, "element {i}");
+            let want = if d.keeps(i) {
+                x[i] * d.scale()
+            } else {
+                x[i] * 0.0
+            };
+            assert_eq!(out[i].to_bits(), want.to_bits(), "element {i}");
         }
         let kept = (0..n).filter(|&i| d.keeps(i)).count() as f64 / n as f64;
         assert!((kept - 0.75).abs() < 0.005, "kept share {kept}");
@@ -235,7 +241,8 @@ mod tests {
     #[test]
     fn bf16_output_rounds_the_f32_product() {
         let d = Dropout::new(0.1, 7).unwrap();
-        let x: Vec<u16> = (0..10_000u32)
+        let n = 2 * CHUNK + 5; // crosses task boundaries
+        let x: Vec<u16> = (0..n)
             .map(|i| f32_to_bf16((i as f32 - 5000.0) / 37.0))
             .collect();
         let mut out = vec![0u16; x.len()];
@@ -244,7 +251,7 @@ mod tests {
             let want = if d.keeps(i) {
                 f32_to_bf16(bf16_to_f32(x[i]) * d.scale())
             } else {
-                0
+                f32_to_bf16(bf16_to_f32(x[i]) * 0.0) // +0 or -0
             };
             assert_eq!(out[i], want);
         }
@@ -264,6 +271,38 @@ mod tests {
             .apply_f32(&x, &mut out)
             .unwrap();
         assert!(out.iter().all(|&v| v == 0.0));
+        // Non-finite values: NaN wherever dropped (x * 0, as torch), scaled where kept.
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -2.0];
+        let d = Dropout::new(0.5, 3).unwrap();
+        let x: Vec<f32> = (0..400).map(|i| special[i % 4]).collect();
+        let mut out = vec![0.0f32; 400];
+        d.apply_f32(&x, &mut out).unwrap();
+        let (mut kept, mut dropped) = (0, 0);
+        for i in 0..400 {
+            match (i % 4, d.keeps(i)) {
+                (0, _) | (1 | 2, false) => assert!(out[i].is_nan()),
+                (1, true) => assert_eq!(out[i], f32::INFINITY),
+                (2, true) => assert_eq!(out[i], f32::NEG_INFINITY),
+                (_, true) => assert_eq!(out[i], -4.0),
+                (_, false) => assert_eq!(out[i].to_bits(), (-0.0f32).to_bits()),
+            }
+            if d.keeps(i) {
+                kept += 1
+            } else {
+                dropped += 1
+            }
+        }
+        assert!(kept > 100 && dropped > 100);
+        let mut out = vec![0.0f32; 400];
+        Dropout::new(1.0, 3)
+            .unwrap()
+            .apply_f32(&x, &mut out)
+            .unwrap();
+        assert!((0..400).all(|i| if i % 4 == 3 {
+            out[i] == 0.0
+        } else {
+            out[i].is_nan()
+        }));
         assert!(Dropout::new(f64::NAN, 1).is_err());
         assert!(Dropout::new(-0.1, 1).is_err());
         assert!(Dropout::new(1.5, 1).is_err());
@@ -273,7 +312,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "out: expected 100 elements (as many as x), got 99"
+            "out: expected 400 elements (as many as x), got 99"
         );
     }
 
@@ -291,5 +330,27 @@ mod tests {
             out
         };
         assert_eq!(run(1), run(4));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_length_and_seed_matches_the_scalar_mask(
+            n in 0usize..3 * BLOCK + 9,
+            seed: u64,
+            p in 0.0f64..=1.0,
+            offset in 0usize..2 * CHUNK,
+        ) {
+            // A slice placed after `offset` elements of a longer array: the vectorised blocks of
+            // every task agree with `keeps`, wherever the chunk and block boundaries fall.
+            let d = Dropout::new(p, seed).unwrap();
+            let len = offset + n;
+            let x: Vec<f32> = (0..len).map(|i| 1.0 + (i % 3) as f32).collect();
+            let mut out = vec![f32::NAN; len];
+            d.apply_f32(&x, &mut out).unwrap();
+            for i in offset..len {
+                let want = if d.keeps(i) { x[i] * d.scale() } else { 0.0 };
+                proptest::prop_assert_eq!(out[i], want);
+            }
+        }
     }
 }

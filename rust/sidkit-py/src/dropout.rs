@@ -1,6 +1,6 @@
 //! Counter-based dropout (see `sidkit_core::dropout`), applied into a caller-owned array.
 
-use numpy::{PyReadonlyArray1, PyReadwriteArray1};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use sidkit_core::dropout::Dropout;
@@ -18,17 +18,49 @@ fn apply<'py, T: numpy::Element + Copy + Send + Sync>(
     let Ok(x) = x.extract::<PyReadonlyArray1<'py, T>>() else {
         return Ok(None);
     };
-    let Ok(mut out) = out.extract::<PyReadwriteArray1<'py, T>>() else {
-        return Err(PyTypeError::new_err(
-            "out: expected a writable 1-D array of x's dtype",
+    let xs = slice1("x", &x)?;
+    let dtype = x.dtype().str()?;
+    let Ok(out) = out.cast::<PyArray1<T>>() else {
+        return Err(PyTypeError::new_err(format!(
+            "out: expected a 1-D array of x's dtype ({dtype}), got {}",
+            describe(out)?
+        )));
+    };
+    if !out.is_c_contiguous() {
+        return Err(PyValueError::new_err(
+            "out: expected a C-contiguous array, got a strided one",
+        ));
+    }
+    // Two numpy views of one torch tensor have different bases, so numpy's borrow tracking
+    // does not see them overlap: compare the memory ranges.
+    let size = std::mem::size_of::<T>();
+    let (xa, oa) = (xs.as_ptr() as usize, out.data() as usize);
+    if !xs.is_empty()
+        && out.len() > 0
+        && xa < oa + out.len() * size
+        && oa < xa + std::mem::size_of_val(xs)
+    {
+        return Err(PyValueError::new_err(
+            "out: expected an array that does not overlap x, got one that shares its memory",
+        ));
+    }
+    let Ok(mut out) = out.try_readwrite() else {
+        return Err(PyValueError::new_err(
+            "out: expected a writable array, got a read-only one",
         ));
     };
-    let xs = slice1("x", &x)?;
     let os = out.as_slice_mut().map_err(|_| {
         PyValueError::new_err("out: expected a C-contiguous array, got a strided one")
     })?;
     pool::run(py, || run(xs, os))?.map_err(CoreError)?;
     Ok(Some(()))
+}
+
+fn describe(a: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(match a.cast::<numpy::PyUntypedArray>() {
+        Ok(a) => format!("a {}-D {} array", a.ndim(), a.dtype().str()?),
+        Err(_) => a.get_type().name()?.to_string(),
+    })
 }
 
 /// Writes `x * mask / (1 - p')` into `out` (both 1-D, float32 or bfloat16 bits as uint16),
@@ -50,6 +82,6 @@ pub fn dropout<'py>(
     }
     Err(PyTypeError::new_err(format!(
         "x: expected a 1-D float32 or uint16 (bfloat16 bits) array, got {}",
-        x.get_type().name()?
+        describe(x)?
     )))
 }
