@@ -2,7 +2,7 @@
 kernel) against torch's ``nn.Dropout`` and against the pure-torch cheaper mask sidkit used
 before (one ``torch.randint`` int64 draw per four elements, compare, cast, two multiplies).
 
-    python benches/compare_dropout.py             # 2 threads (torch and sidkit), best of 7
+    python benches/compare_dropout.py             # all cores (--threads N to choose), best of 7
 
 Shapes are those of TIGER's 2+2-layer CPU preset at batch 256 x 40 tokens: the residual
 stream (256, 40, 128) and the feed-forward activations (256, 40, 512), float32 and bfloat16.

@@ -1,7 +1,7 @@
 """Training-step speed of sidkit's models: float32 vs bfloat16 autocast, and sidkit's CPU
 dropout (FastDropout) vs torch's nn.Dropout, side by side.
 
-    python benches/compare_train_step.py              # CPU, best of 5 timings of 5 steps each
+    python benches/compare_train_step.py              # CPU: best of 7 interleaved rounds of 5 steps
     python benches/compare_train_step.py --device cuda
 
 One optimizer step (forward, backward, AdamW) of ``sidkit.models.TIGER`` (the 2+2-layer CPU
@@ -58,30 +58,40 @@ def sasrec_case(device: str):
     return model, (x, y)
 
 
-def step_timer(model, batch, amp: bool, device: str, steps: int):
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    kind = torch.device(device).type
-    first = []
+class Stepper:
+    """One model's training step (forward, backward, AdamW) at one precision."""
 
-    def run():
-        for _ in range(steps):
-            with torch.autocast(kind, dtype=torch.bfloat16, enabled=amp):
-                loss = model(*batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if not first:
-                first.append(float(loss.detach()))
-        if kind == "cuda":
+    def __init__(self, model, batch, amp: bool, device: str, steps: int) -> None:
+        self.model, self.batch, self.amp, self.steps = model, batch, amp, steps
+        self.kind = torch.device(device).type
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.train()
+        torch.manual_seed(0)  # the same dropout draws for every variant's first step
+        self.first_loss = self.step()  # also the warm-up (oneDNN / cuBLAS kernel selection)
+
+    def step(self) -> float:
+        with torch.autocast(self.kind, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.model(*self.batch)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def run(self) -> None:
+        for _ in range(self.steps):
+            self.step()
+        if self.kind == "cuda":
             torch.cuda.synchronize()
 
-    model.train()
-    torch.manual_seed(0)  # the same dropout masks for both precisions' first step
-    run()  # warm-up (oneDNN / cuBLAS kernel selection)
-    secs, _ = best_time(run, repeat=5)
-    model.load_state_dict(state)  # both precisions start from the same weights
-    return secs / steps, first[0]
+
+def interleaved(steppers: list[Stepper], rounds: int) -> list[float]:
+    """Seconds per step of each stepper: the best of ``rounds`` rounds, each round timing every
+    stepper once in turn (so a slow spell of a noisy machine hits all of them alike)."""
+    best = [float("inf")] * len(steppers)
+    for _ in range(rounds):
+        for i, s in enumerate(steppers):
+            best[i] = min(best[i], best_time(s.run, repeat=1)[0] / s.steps)
+    return best
 
 
 def stock(model):
@@ -108,6 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
@@ -128,10 +139,15 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, make in cases.items():
-        model, batch = make()
-        t32, l32 = step_timer(model, batch, False, args.device, args.steps)
-        t16, l16 = step_timer(model, batch, True, args.device, args.steps)
-        td, _ = step_timer(stock(model), batch, True, args.device, args.steps)
+        # Three builds of the same seeded weights and batch: float32, bf16, and bf16 as stock
+        # torch + transformers build the model.
+        (f32, batch), (bf16, _), (plain, _) = make(), make(), make()
+        plain = stock(plain)
+        steppers = [
+            Stepper(m, batch, amp, args.device, args.steps) for m, amp in ((f32, False), (bf16, True), (plain, True))
+        ]
+        t32, t16, td = interleaved(steppers, args.rounds)
+        l32, l16 = steppers[0].first_loss, steppers[1].first_loss
         print(
             f"| {name} | {t32:.4f} | {t16:.4f} | **{t32 / t16:.2f}x** | {l32:.4f} / {l16:.4f} | {td:.4f} | "
             f"**{td / t16:.2f}x** |",
