@@ -570,6 +570,10 @@ def test_every_config_is_tested():
     assert recipe["model"]["num_layers"] == 6 and recipe["train"]["lr"] == 3e-4
     long = bench.load_config(root / "beauty-cpu-long.toml")
     assert long["train"]["amp"] == "on" and long["train"]["epochs"] == 20 and not long["sasrec"]["enabled"]
+    # The paper's model on the 8-epoch CPU budget: beauty.toml's model, beauty-cpu.toml's training.
+    paper, cpu = bench.load_config(root / "beauty-cpu-paper-model.toml"), bench.load_config(root / "beauty-cpu.toml")
+    assert paper["model"] == bench.load_config(root / "beauty.toml")["model"]
+    assert paper["train"] == {**cpu["train"], "amp": "on"} and paper["sid"] == cpu["sid"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
