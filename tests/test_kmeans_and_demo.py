@@ -107,6 +107,78 @@ def test_resolve_cli_round_trip(tmp_path, capsys):
     assert "--embeddings, --codebooks" in capsys.readouterr().err
 
 
+def _greedy_rq_numpy(x, centres):
+    """Independent reference: nearest codeword per level on the residual, float64."""
+    r = x.astype(np.float64).copy()
+    codes = []
+    for c in centres:
+        c = c.astype(np.float64)
+        d = (r**2).sum(1)[:, None] - 2 * r @ c.T + (c**2).sum(1)[None, :]
+        j = d.argmin(1)
+        codes.append(j)
+        r -= c[j]
+    return np.stack(codes, 1), r
+
+
+def test_fit_and_encode_cli(tmp_path, capsys):
+    x = synthetic_catalog(3000, 16, (8, 4), seed=3)
+    np.save(tmp_path / "x.npy", x)
+    cb_path, codes_path = tmp_path / "cb.npz", tmp_path / "codes.npy"
+    args = ["fit", str(tmp_path / "x.npy"), "--out", str(cb_path), "--codes", str(codes_path)]
+    assert main([*args, "--levels", "2", "--codebook-size", "8", "--iters", "5", "--seed", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    cb = sk.Codebooks.load(cb_path)
+    api = sk.RQKMeans(2, 8, iters=5, seed=4, verbose=False)
+    assert cb == api.fit(x)  # the same codebooks as the Python API with the same seed
+    codes = np.load(codes_path)
+    assert codes.dtype == np.uint16 and codes.shape == (3000, 2)
+    np.testing.assert_array_equal(codes, api.codes_)
+    ref_codes, ref_residual = _greedy_rq_numpy(x, [cb.level(0), cb.level(1)])
+    np.testing.assert_array_equal(codes, ref_codes)  # plain RQ-KMeans: the fit's codes are the nearest codewords
+    rel = (ref_residual**2).sum() / (x.astype(np.float64) ** 2).sum()
+    assert f"relative reconstruction error {rel:.4f}" in out
+    assert f"unique SIDs {len(np.unique(codes, axis=0)):,}" in out
+
+    enc = ["encode", str(cb_path), str(tmp_path / "x.npy"), "--out", str(tmp_path / "e.npy")]
+    assert main([*enc, "--errors", str(tmp_path / "err.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), ref_codes)
+    np.testing.assert_allclose(np.load(tmp_path / "err.npy")[:, -1], (ref_residual**2).sum(1), rtol=1e-3, atol=1e-3)
+    assert main([*enc, "--beam", "4"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), cb.encode(x, beam=4))
+    capsys.readouterr()
+
+    # balanced, sampled fit into safetensors: every row coded, level-0 clusters of the fitted rows equal-sized
+    bal = ["fit", str(tmp_path / "x.npy"), "--out", str(tmp_path / "b.safetensors"), "--method", "balanced"]
+    assert main([*bal, "--codebook-size", "8", "--codes", str(codes_path), "--quiet"]) == 0
+    assert sk.Codebooks.load(tmp_path / "b.safetensors").method == "balanced-rq-kmeans"
+    counts = np.bincount(np.load(codes_path)[:, 0], minlength=8)
+    assert counts.min() >= 3000 // 8 and counts.max() <= -(-3000 // 8)
+    assert main([*bal, "--codebook-size", "8", "--sample", "0.5", "--quiet"]) == 0
+    capsys.readouterr()
+
+    # bad input: exit status 2 and the argument named
+    np.save(tmp_path / "ints.npy", codes)
+    assert main(["fit", str(tmp_path / "ints.npy"), "--out", str(tmp_path / "y.npz")]) == 2
+    assert "embeddings: expected a (N, D) float array, got uint16 (3000, 2)" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz"), "--sample", "2.5"]) == 2
+    assert "--sample: expected a row count" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz"), "--codebook-size", "5000"]) == 2
+    assert "x: expected at least codebook_size = 5000 rows, got 3000" in capsys.readouterr().err
+    x_nan = x.copy()
+    x_nan[7, 3] = np.nan
+    np.save(tmp_path / "nan.npy", x_nan)
+    assert main(["encode", str(cb_path), str(tmp_path / "nan.npy"), "--out", str(tmp_path / "y.npy")]) == 2
+    assert "x: expected finite values" in capsys.readouterr().err
+    np.save(tmp_path / "wide.npy", np.zeros((4, 5), np.float32))
+    assert main(["encode", str(cb_path), str(tmp_path / "wide.npy"), "--out", str(tmp_path / "y.npy")]) == 2
+    assert "x: expected shape (N, 16), got (4, 5)" in capsys.readouterr().err
+    assert main(["encode", str(cb_path), str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"), "--beam", "0"]) == 2
+    assert "beam: expected an int >= 1, got 0" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "x.npy"), str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy")]) == 2
+    assert "expected a sidkit codebooks file" in capsys.readouterr().err
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "y.npz").exists()
+
+
 @pytest.mark.parametrize("k", [7, 100])  # 100 > the 64 kept candidates: exercises the fallback scan
 def test_balanced_rq_kmeans_cluster_sizes(k):
     x = synthetic_catalog(2003, 8, (4, 2), seed=4)  # few tight clusters: plain k-means is unbalanced

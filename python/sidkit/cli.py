@@ -1,4 +1,4 @@
-"""Command line: ``sidkit demo`` (and ``python -m sidkit demo``)."""
+"""Command line: ``sidkit demo|fit|encode|resolve|metrics|bench|compare|recommend`` (or ``python -m sidkit``)."""
 
 from __future__ import annotations
 
@@ -202,6 +202,82 @@ def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped
     )
 
 
+def _load_embeddings(path: str, arg: str) -> np.ndarray:
+    """(N, D) embeddings from a .npy file, with the argument named in errors."""
+    if not str(path).endswith(".npy"):
+        raise ValueError(f"{arg}: expected a .npy file of (N, D) float embeddings, got {path}")
+    x = np.load(path, allow_pickle=False)
+    if x.ndim != 2 or x.dtype.kind != "f":
+        raise ValueError(f"{arg}: expected a (N, D) float array, got {x.dtype} {x.shape} in {path}")
+    return x
+
+
+def fit_cmd(args: argparse.Namespace) -> int:
+    import sidkit as sk
+    from sidkit.metrics import collisions
+
+    if args.threads:
+        sk.set_num_threads(args.threads)
+    emb = _load_embeddings(args.embeddings, "embeddings")
+    sample = None
+    if args.sample is not None:
+        if args.sample >= 1 and args.sample != int(args.sample):
+            raise ValueError(f"--sample: expected a row count (>= 1) or a share in (0, 1), got {args.sample}")
+        sample = int(args.sample) if args.sample >= 1 else float(args.sample)
+    rq = sk.RQKMeans(
+        args.levels,
+        args.codebook_size,
+        args.iters,
+        args.seed,
+        verbose=args.verbose,
+        balanced=args.method == "balanced",
+        sample=sample,
+    )
+    t0 = time.perf_counter()
+    cb = rq.fit(emb, device=args.device)
+    seconds = time.perf_counter() - t0
+    cb.save(args.out)
+    codes = rq.codes_
+    assert codes is not None
+    total = float((emb.astype(np.float64) ** 2).sum())
+    residual = emb.astype(np.float64) - cb.decode(codes)
+    rel = float((residual**2).sum()) / total if total > 0 else 0.0
+    s = collisions(codes)
+    print(f"{cb!r} -> {args.out} ({seconds:.2f} s, {sk.get_num_threads()} threads)")
+    print(
+        f"  {len(emb):,} items: unique SIDs {s['unique_sids']:,} (collision rate {s['collision_rate']:.1%}, "
+        f"largest group {s['max_group']}), relative reconstruction error {rel:.4f}"
+    )
+    if args.codes:
+        np.save(args.codes, codes)
+        kind = "balanced assignment" if args.method == "balanced" else "nearest codewords"
+        print(f"  codes (N, L) uint16 ({kind}) -> {args.codes}")
+    return 0
+
+
+def encode_cmd(args: argparse.Namespace) -> int:
+    import sidkit as sk
+
+    if args.threads:
+        sk.set_num_threads(args.threads)
+    cb = sk.Codebooks.load(args.codebooks)
+    emb = _load_embeddings(args.embeddings, "embeddings")
+    t0 = time.perf_counter()
+    codes, errors = cb.encode(emb, beam=args.beam, return_errors=True)
+    seconds = time.perf_counter() - t0
+    np.save(args.out, codes)
+    total = float((emb.astype(np.float64) ** 2).sum())
+    rel = float(errors[:, -1].sum(dtype=np.float64)) / total if total > 0 else 0.0
+    print(
+        f"{len(codes):,} x {cb.levels} codes (uint16, beam {args.beam}) -> {args.out} "
+        f"({seconds:.3f} s); relative reconstruction error {rel:.4f}"
+    )
+    if args.errors:
+        np.save(args.errors, errors)
+        print(f"  squared residual norms after each level (N, L) float32 -> {args.errors}")
+    return 0
+
+
 def metrics_cmd(args: argparse.Namespace) -> int:
     import sidkit as sk
     from sidkit.metrics import report
@@ -393,6 +469,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", help="run directory of the training stage (with --data)")
     p.add_argument("--no-train", dest="train", action="store_false", help="SIDs, trie and decoding only")
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
+    f = sub.add_parser("fit", help="learn RQ-KMeans codebooks from your embeddings (.npy)")
+    f.add_argument("embeddings", help=".npy of (N, D) float item embeddings")
+    f.add_argument("--out", required=True, help="codebooks file to write (.npz, or .safetensors)")
+    f.add_argument("--codes", help="also write the (N, L) uint16 codes of every row to this .npy")
+    f.add_argument(
+        "--method",
+        choices=["rqkmeans", "balanced"],
+        default="rqkmeans",
+        help="plain RQ-KMeans, or OneRec's balanced RQ-KMeans (equal-size clusters); RQ-VAE: sidkit.RQVAE",
+    )
+    f.add_argument("--levels", type=int, default=3)
+    f.add_argument("--codebook-size", type=int, default=256)
+    f.add_argument("--iters", type=int, default=20, help="Lloyd iterations per level")
+    f.add_argument("--sample", type=float, help="fit on this many rows (>= 1) or this share of them (< 1)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", help="torch device for the fit (e.g. cuda); default: the Rust backend on the CPU")
+    f.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
+    f.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
+    e = sub.add_parser("encode", help="codes of embeddings under fitted codebooks (greedy or beam)")
+    e.add_argument("codebooks", help="codebooks file (sidkit fit --out, or Codebooks.save)")
+    e.add_argument("embeddings", help=".npy of (N, D) float embeddings")
+    e.add_argument("--out", required=True, help=".npy to write the (N, L) uint16 codes to")
+    e.add_argument("--beam", type=int, default=1, help="1: nearest codeword per level; B > 1: beam search")
+    e.add_argument("--errors", help="also write the (N, L) squared residual norms to this .npy")
+    e.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
     r = sub.add_parser("resolve", help="make SIDs unique: codes (.npy/.parquet) in, a Parquet SID table out")
     r.add_argument("codes", help="(N, L) integer codes: .npy, or Parquet with 'sid' (list) or one column per level")
     r.add_argument("--out", required=True, help="output Parquet path")
@@ -468,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {
         "demo": demo,
+        "fit": fit_cmd,
+        "encode": encode_cmd,
         "resolve": resolve_cmd,
         "metrics": metrics_cmd,
         "bench": bench_cmd,

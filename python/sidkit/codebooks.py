@@ -164,7 +164,10 @@ class Codebooks:
                     data, sizes = f.get_tensor("codebooks"), f.get_tensor("sizes")
                     meta = json.loads((f.metadata() or {})["sidkit"])
             else:
-                with np.load(path, allow_pickle=False) as f:
+                f = np.load(path, allow_pickle=False)
+                if not isinstance(f, np.lib.npyio.NpzFile):  # a plain .npy array
+                    raise ValueError(f"a {type(f).__name__}, not a .npz archive")
+                with f:
                     data, sizes, meta = f["codebooks"], f["sizes"], json.loads(str(f["meta"]))
         except (KeyError, ValueError, OSError) as e:
             if isinstance(e, FileNotFoundError):
