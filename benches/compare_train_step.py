@@ -14,8 +14,10 @@ AVX512-BF16 or AMX run bf16 matmuls in hardware; others may see none or a slowdo
 columns time the bf16 step again as stock torch + transformers run it: every FastDropout
 (sidkit's native counter-based dropout) swapped back to ``nn.Dropout`` (torch draws a CPU mask
 one 32-bit Mersenne-Twister number per element) and, in TIGER, T5's own feed-forward block
-(which casts its activations to float32 and back under autocast): what sidkit's CPU training
-kernels buy.
+(which casts its activations to float32 and back under autocast) and transformers' SDPA
+attention (torch's ``bernoulli_`` mask on the attention probabilities): what sidkit's CPU
+training kernels buy. The middle columns swap back only the attention: what sidkit's attention
+function (T5's arithmetic with the native dropout kernel) buys alone.
 """
 
 from __future__ import annotations
@@ -94,11 +96,22 @@ def interleaved(steppers: list[Stepper], rounds: int) -> list[float]:
     return best
 
 
+def sdpa_attention(model):
+    """TIGER with transformers' SDPA attention (torch draws its attention-probability dropout
+    mask) instead of sidkit's attention function; everything else as sidkit builds it."""
+    if hasattr(model, "t5"):
+        model.t5.set_attn_implementation("sdpa")
+    return model
+
+
 def stock(model):
     """The model as plain torch + transformers build it: every FastDropout back to nn.Dropout
-    of the same p, and TIGER's lean feed-forward blocks back to T5's own (same weights)."""
+    of the same p, TIGER's lean feed-forward blocks back to T5's own (same weights), and SDPA
+    attention."""
     from sidkit.models._dropout import FastDropout
     from sidkit.models.tiger import _DenseActDense
+
+    sdpa_attention(model)
 
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
@@ -135,22 +148,23 @@ def main() -> None:
     }
     print(
         "| model | float32 s/step | bf16 autocast s/step | bf16 speed-up | first loss fp32 / bf16 | "
+        "bf16, SDPA attention s/step | attention kernel speed-up | "
         "bf16, stock torch + transformers s/step | sidkit kernels speed-up |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, make in cases.items():
-        # Three builds of the same seeded weights and batch: float32, bf16, and bf16 as stock
-        # torch + transformers build the model.
-        (f32, batch), (bf16, _), (plain, _) = make(), make(), make()
-        plain = stock(plain)
-        steppers = [
-            Stepper(m, batch, amp, args.device, args.steps) for m, amp in ((f32, False), (bf16, True), (plain, True))
-        ]
-        t32, t16, td = interleaved(steppers, args.rounds)
+        # Four builds of the same seeded weights and batch: float32, bf16, bf16 with SDPA
+        # attention, and bf16 as stock torch + transformers build the model.
+        (f32, batch), (bf16, _), (sdpa, _), (plain, _) = make(), make(), make(), make()
+        sdpa, plain = sdpa_attention(sdpa), stock(plain)
+        variants = ((f32, False), (bf16, True), (sdpa, True), (plain, True))
+        steppers = [Stepper(m, batch, amp, args.device, args.steps) for m, amp in variants]
+        t32, t16, ta, td = interleaved(steppers, args.rounds)
         l32, l16 = steppers[0].first_loss, steppers[1].first_loss
+        attn = f"{ta:.4f} | **{ta / t16:.2f}x**" if hasattr(bf16, "t5") else "– | –"
         print(
-            f"| {name} | {t32:.4f} | {t16:.4f} | **{t32 / t16:.2f}x** | {l32:.4f} / {l16:.4f} | {td:.4f} | "
-            f"**{td / t16:.2f}x** |",
+            f"| {name} | {t32:.4f} | {t16:.4f} | **{t32 / t16:.2f}x** | {l32:.4f} / {l16:.4f} | {attn} | "
+            f"{td:.4f} | **{td / t16:.2f}x** |",
             flush=True,
         )
 

@@ -109,20 +109,32 @@ def test_training_is_reproducible():
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def _stock_t5(model):
+    """transformers' own T5 (SDPA attention, its own dropout and feed-forward) with model's weights."""
+    import copy
+
+    from transformers import T5ForConditionalGeneration
+
+    config = copy.deepcopy(model.t5.config)  # TIGER's config names sidkit's attention
+    config._attn_implementation = "sdpa"
+    stock = T5ForConditionalGeneration(config)
+    stock.load_state_dict(model.t5.state_dict())  # the same keys: strict load
+    assert stock.config._attn_implementation == "sdpa" and model.t5.config._attn_implementation != "sdpa"
+    return stock
+
+
 def test_lean_feed_forward_computes_what_t5s_block_does():
     """TIGER swaps T5's feed-forward block for one without its float32 round trip under
     autocast: same parameter names, same loss in float32 and under bfloat16 autocast."""
     from sidkit.models import TIGER
     from sidkit.models.tiger import _DenseActDense
-    from transformers import T5ForConditionalGeneration
     from transformers.models.t5.modeling_t5 import T5DenseActDense
 
     table = sk.resolve(np.arange(60).reshape(30, 2) % 7)
     model = TIGER(table, d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64).eval()
     blocks = [m for m in model.modules() if isinstance(m, (_DenseActDense, T5DenseActDense))]
     assert blocks and all(type(b) is _DenseActDense for b in blocks)
-    stock = T5ForConditionalGeneration(model.t5.config).eval()
-    stock.load_state_dict(model.t5.state_dict())  # the same keys: strict load
+    stock = _stock_t5(model).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(2, model.token_map.vocab_size, (8, 12), generator=g)
     y = torch.randint(2, model.token_map.vocab_size, (8, table.levels), generator=g)
@@ -138,3 +150,77 @@ def test_lean_feed_forward_computes_what_t5s_block_does():
     lean = _DenseActDense(block)
     h = torch.randn(3, 5, model.t5.config.d_model, dtype=torch.bfloat16)
     assert torch.equal(lean(h), block(h)) and lean(h).dtype == torch.float32
+
+
+def _attention_reference(q, k, v, position_bias, mask, scaling, keep, p_used):
+    w = torch.softmax(q @ k.transpose(2, 3) * scaling + position_bias + mask, dim=-1)
+    return ((w * keep / (1 - p_used)) @ v).transpose(1, 2)
+
+
+def test_t5_attention_dropout_matches_a_reference():
+    """The attention function's training path: T5's eager arithmetic with FastDropout's mask
+    (drawn from the global torch RNG), checked with autograd against a plain-torch reference
+    using keep_mask's mask for the same seed; evaluation goes to SDPA without dropout."""
+    from sidkit.models._dropout import draw_seed, keep_mask
+    from sidkit.models.tiger import _t5_attention
+
+    g = torch.Generator().manual_seed(1)
+    b, h, t, s_, d = 3, 2, 5, 7, 4
+    q, k, v = (torch.randn(b, h, n, d, generator=g, requires_grad=True) for n in (t, s_, s_))
+    bias = torch.randn(1, h, t, s_, generator=g, requires_grad=True)
+    mask = torch.zeros(b, 1, t, s_)
+    mask[0, :, :, :3] = torch.finfo(torch.float32).min  # left padding of the first row
+    mask[2, :, :, 6] = torch.finfo(torch.float32).min
+    module = torch.nn.Module().train()
+    torch.manual_seed(5)
+    out, _ = _t5_attention(module, q, k, v, mask, scaling=0.5, dropout=0.25, position_bias=bias)
+    torch.manual_seed(5)
+    keep, p_used = keep_mask((b, h, t, s_), 0.25, draw_seed())
+    assert 0.2 < 1 - keep.float().mean() < 0.3
+    ref = _attention_reference(q, k, v, bias, mask, 0.5, keep, p_used)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn(out.shape, generator=g)
+    ours = torch.autograd.grad(out, (q, k, v, bias), grad)
+    theirs = torch.autograd.grad(ref, (q, k, v, bias), grad)
+    for a, r in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, r)
+    # evaluation: transformers' SDPA function, no dropout
+    module.eval()
+    out, _ = _t5_attention(module, q, k, v, mask, scaling=0.5, dropout=0.0, position_bias=bias)
+    no_drop = _attention_reference(q, k, v, bias, mask, 0.5, torch.ones(()), 0.0)
+    torch.testing.assert_close(out, no_drop, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_sidkit_attention_in_training_computes_what_stock_t5_does(amp, monkeypatch):
+    """TIGER's T5 runs sidkit's attention function with transformers' additive masks: in
+    training with p rounded to 0 (every element kept, so only the masks and arithmetic can
+    differ) loss and gradients match stock T5 (SDPA) in evaluation mode, with left padding."""
+    from sidkit.models import TIGER
+    from sidkit.models import tiger as tiger_module
+
+    table = sk.resolve(np.arange(60).reshape(30, 2) % 7)
+    model = TIGER(table, d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=1e-7)
+    assert model.t5.config._attn_implementation == tiger_module.ATTENTION
+    stock = _stock_t5(model).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(2, model.token_map.vocab_size, (8, 12), generator=g)
+    x[0, :5] = 0  # left padding: masked keys in encoder self-attention and cross-attention
+    x[3, :11] = 0
+    y = torch.randint(2, model.token_map.vocab_size, (8, table.levels), generator=g)
+    calls = []
+    real = tiger_module.draw_seed
+    monkeypatch.setattr(tiger_module, "draw_seed", lambda: calls.append(1) or real())
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        ours = model(x, y)
+        theirs = stock(input_ids=x, attention_mask=x != 0, labels=y).loss
+    assert len(calls) == 3 * 2  # encoder self, decoder self and cross attention in 2 layers each
+    tol = {"rtol": 2e-2, "atol": 2e-2} if amp else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(ours, theirs, **tol)
+    ours.backward()
+    theirs.backward()
+    mine = dict(model.t5.named_parameters())
+    for name, param in stock.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(mine[name].grad, param.grad, **tol, msg=name)
