@@ -175,7 +175,9 @@ def test_fit_and_encode_cli(tmp_path, capsys):
     assert main(["encode", str(cb_path), str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"), "--beam", "0"]) == 2
     assert "beam: expected an int >= 1, got 0" in capsys.readouterr().err
     assert main(["encode", str(tmp_path / "x.npy"), str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy")]) == 2
-    assert "expected a sidkit codebooks file" in capsys.readouterr().err
+    assert (
+        "codebooks: expected a codebooks file (sidkit fit, Codebooks.save) or an RQ-VAE file" in capsys.readouterr().err
+    )
     assert not (tmp_path / "y.npy").exists() and not (tmp_path / "y.npz").exists()
 
 

@@ -219,40 +219,80 @@ def fit_cmd(args: argparse.Namespace) -> int:
     if args.threads:
         sk.set_num_threads(args.threads)
     emb = _load_embeddings(args.embeddings, "embeddings")
-    sample = None
-    if args.sample is not None:
-        if args.sample >= 1 and args.sample != int(args.sample):
-            raise ValueError(f"--sample: expected a row count (>= 1) or a share in (0, 1), got {args.sample}")
-        sample = int(args.sample) if args.sample >= 1 else float(args.sample)
-    rq = sk.RQKMeans(
-        args.levels,
-        args.codebook_size,
-        args.iters,
-        args.seed,
-        verbose=args.verbose,
-        balanced=args.method == "balanced",
-        sample=sample,
-    )
     t0 = time.perf_counter()
-    cb = rq.fit(emb, device=args.device)
-    seconds = time.perf_counter() - t0
-    cb.save(args.out)
-    codes = rq.codes_
-    assert codes is not None
+    if args.method == "rqvae":
+        if args.sample is not None:
+            raise ValueError(
+                "--sample: expected only with --method rqkmeans or balanced (an RQ-VAE trains on all rows)"
+            )
+        vae = sk.train_rqvae(
+            emb,
+            args.levels,
+            args.codebook_size,
+            args.latent_dim,
+            epochs=args.epochs,
+            device=args.device or "cpu",
+            seed=args.seed,
+            verbose=args.verbose,
+        )
+        seconds = time.perf_counter() - t0
+        vae.save(args.out)
+        codes = vae.encode(emb)
+        recon = vae.decode(codes)
+        what = f"RQVAE({args.levels} x {args.codebook_size}, latent {args.latent_dim}, {args.epochs} epochs)"
+    else:
+        sample = None
+        if args.sample is not None:
+            if args.sample >= 1 and args.sample != int(args.sample):
+                raise ValueError(f"--sample: expected a row count (>= 1) or a share in (0, 1), got {args.sample}")
+            sample = int(args.sample) if args.sample >= 1 else float(args.sample)
+        rq = sk.RQKMeans(
+            args.levels,
+            args.codebook_size,
+            args.iters,
+            args.seed,
+            verbose=args.verbose,
+            balanced=args.method == "balanced",
+            sample=sample,
+        )
+        cb = rq.fit(emb, device=args.device)
+        seconds = time.perf_counter() - t0
+        cb.save(args.out)
+        assert rq.codes_ is not None
+        codes, recon, what = rq.codes_, cb.decode(rq.codes_), repr(cb)
     total = float((emb.astype(np.float64) ** 2).sum())
-    residual = emb.astype(np.float64) - cb.decode(codes)
-    rel = float((residual**2).sum()) / total if total > 0 else 0.0
+    rel = float(((emb.astype(np.float64) - recon) ** 2).sum()) / total if total > 0 else 0.0
     s = collisions(codes)
-    print(f"{cb!r} -> {args.out} ({seconds:.2f} s, {sk.get_num_threads()} threads)")
+    print(f"{what} -> {args.out} ({seconds:.2f} s, {sk.get_num_threads()} threads)")
     print(
         f"  {len(emb):,} items: unique SIDs {s['unique_sids']:,} (collision rate {s['collision_rate']:.1%}, "
         f"largest group {s['max_group']}), relative reconstruction error {rel:.4f}"
     )
     if args.codes:
         np.save(args.codes, codes)
-        kind = "balanced assignment" if args.method == "balanced" else "nearest codewords"
-        print(f"  codes (N, L) uint16 ({kind}) -> {args.codes}")
+        kind = {"balanced": "balanced assignment", "rqvae": "encoder + nearest latent codewords"}
+        print(f"  codes (N, L) uint16 ({kind.get(args.method, 'nearest codewords')}) -> {args.codes}")
     return 0
+
+
+def _load_quantizer(path: str):  # type: ignore[no-untyped-def]
+    """Codebooks, or an RQ-VAE when the file is one (torch needed only then)."""
+    import sidkit as sk
+
+    try:
+        return sk.Codebooks.load(path)
+    except ValueError as codebooks_error:
+        try:
+            from sidkit.rqvae import RQVAE
+        except ImportError:
+            raise codebooks_error from None
+        try:
+            return RQVAE.load(path)
+        except ValueError:
+            raise ValueError(
+                f"codebooks: expected a codebooks file (sidkit fit, Codebooks.save) or an RQ-VAE file "
+                f"(sidkit fit --method rqvae, RQVAE.save), could not read {path}"
+            ) from None
 
 
 def encode_cmd(args: argparse.Namespace) -> int:
@@ -260,21 +300,29 @@ def encode_cmd(args: argparse.Namespace) -> int:
 
     if args.threads:
         sk.set_num_threads(args.threads)
-    cb = sk.Codebooks.load(args.codebooks)
+    model = _load_quantizer(args.codebooks)
     emb = _load_embeddings(args.embeddings, "embeddings")
     t0 = time.perf_counter()
-    codes, errors = cb.encode(emb, beam=args.beam, return_errors=True)
+    if isinstance(model, sk.Codebooks):
+        codes, errors = model.encode(emb, beam=args.beam, return_errors=True)
+        recon, space = None, ""
+    else:  # RQ-VAE: the encoder in torch, the assignment in Rust, errors in the latent space
+        codes, errors = model.codebooks().encode(model.embed(emb), beam=args.beam, return_errors=True)
+        recon, space = model.decode(codes), " (latent space)"
     seconds = time.perf_counter() - t0
     np.save(args.out, codes)
     total = float((emb.astype(np.float64) ** 2).sum())
-    rel = float(errors[:, -1].sum(dtype=np.float64)) / total if total > 0 else 0.0
+    if recon is None:
+        rel = float(errors[:, -1].sum(dtype=np.float64)) / total if total > 0 else 0.0
+    else:
+        rel = float(((emb.astype(np.float64) - recon) ** 2).sum()) / total if total > 0 else 0.0
     print(
-        f"{len(codes):,} x {cb.levels} codes (uint16, beam {args.beam}) -> {args.out} "
+        f"{len(codes):,} x {codes.shape[1]} codes (uint16, beam {args.beam}) -> {args.out} "
         f"({seconds:.3f} s); relative reconstruction error {rel:.4f}"
     )
     if args.errors:
         np.save(args.errors, errors)
-        print(f"  squared residual norms after each level (N, L) float32 -> {args.errors}")
+        print(f"  squared residual norms after each level{space} (N, L) float32 -> {args.errors}")
     return 0
 
 
@@ -469,26 +517,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", help="run directory of the training stage (with --data)")
     p.add_argument("--no-train", dest="train", action="store_false", help="SIDs, trie and decoding only")
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
-    f = sub.add_parser("fit", help="learn RQ-KMeans codebooks from your embeddings (.npy)")
+    f = sub.add_parser("fit", help="learn SID codebooks (RQ-KMeans, balanced, RQ-VAE) from your embeddings (.npy)")
     f.add_argument("embeddings", help=".npy of (N, D) float item embeddings")
-    f.add_argument("--out", required=True, help="codebooks file to write (.npz, or .safetensors)")
+    f.add_argument("--out", required=True, help="codebooks file to write (.npz or .safetensors; RQ-VAE: .pt)")
     f.add_argument("--codes", help="also write the (N, L) uint16 codes of every row to this .npy")
     f.add_argument(
         "--method",
-        choices=["rqkmeans", "balanced"],
+        choices=["rqkmeans", "balanced", "rqvae"],
         default="rqkmeans",
-        help="plain RQ-KMeans, or OneRec's balanced RQ-KMeans (equal-size clusters); RQ-VAE: sidkit.RQVAE",
+        help="plain RQ-KMeans, OneRec's balanced RQ-KMeans (equal-size clusters), or TIGER's RQ-VAE "
+        "(torch; --out then holds the model: .pt or .safetensors)",
     )
     f.add_argument("--levels", type=int, default=3)
     f.add_argument("--codebook-size", type=int, default=256)
-    f.add_argument("--iters", type=int, default=20, help="Lloyd iterations per level")
+    f.add_argument("--iters", type=int, default=20, help="Lloyd iterations per level (RQ-KMeans)")
+    f.add_argument("--epochs", type=int, default=50, help="training epochs (RQ-VAE)")
+    f.add_argument("--latent-dim", type=int, default=32, help="latent dimension (RQ-VAE)")
     f.add_argument("--sample", type=float, help="fit on this many rows (>= 1) or this share of them (< 1)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", help="torch device for the fit (e.g. cuda); default: the Rust backend on the CPU")
     f.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
     f.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
     e = sub.add_parser("encode", help="codes of embeddings under fitted codebooks (greedy or beam)")
-    e.add_argument("codebooks", help="codebooks file (sidkit fit --out, or Codebooks.save)")
+    e.add_argument("codebooks", help="codebooks or RQ-VAE file (sidkit fit --out, Codebooks.save, RQVAE.save)")
     e.add_argument("embeddings", help=".npy of (N, D) float embeddings")
     e.add_argument("--out", required=True, help=".npy to write the (N, L) uint16 codes to")
     e.add_argument("--beam", type=int, default=1, help="1: nearest codeword per level; B > 1: beam search")

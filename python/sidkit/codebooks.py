@@ -169,9 +169,9 @@ class Codebooks:
                     raise ValueError(f"a {type(f).__name__}, not a .npz archive")
                 with f:
                     data, sizes, meta = f["codebooks"], f["sizes"], json.loads(str(f["meta"]))
-        except (KeyError, ValueError, OSError) as e:
-            if isinstance(e, FileNotFoundError):
-                raise
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # KeyError, OSError, zip or safetensors errors: a file of another kind
             raise ValueError(f"path: expected a sidkit codebooks file ({FORMAT}), could not read {path}: {e!r}") from e
         if meta.get("format") != FORMAT:
             raise ValueError(f"path: expected format {FORMAT!r}, got {meta.get('format')!r} in {path}")

@@ -10,16 +10,22 @@ restarts; ``fit`` warns when a level's utilisation stays low.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._arrays import atomic_path
 from .codebooks import Codebooks
 from .kmeans import RQKMeans
+
+FORMAT = "sidkit.rqvae/1"
 
 
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
@@ -61,6 +67,7 @@ class RQVAE(nn.Module):
         if levels < 1 or codebook_size < 1 or in_dim < 1 or latent_dim < 1:
             raise ValueError("in_dim, latent_dim, levels, codebook_size: expected positive values")
         self.in_dim, self.latent_dim, self.levels, self.codebook_size = in_dim, latent_dim, levels, codebook_size
+        self.hidden = tuple(int(h) for h in hidden)
         self.beta, self.restart_threshold = beta, restart_threshold
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
@@ -211,6 +218,59 @@ class RQVAE(nn.Module):
         p = next(self.parameters())
         z = torch.from_numpy(self.codebooks().decode(codes)).to(p.device)
         return self.decoder(z).float().cpu().numpy()
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this model's shape (JSON-serialisable)."""
+        return {
+            "in_dim": self.in_dim,
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "levels": self.levels,
+            "codebook_size": self.codebook_size,
+            "beta": self.beta,
+            "restart_threshold": self.restart_threshold,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the weights and :meth:`config` atomically: ``.safetensors`` (config in its
+        metadata) or any other suffix as a ``torch.save`` dict readable with
+        ``torch.load(path, weights_only=True)``."""
+        path = Path(path)
+        meta = {"format": FORMAT, "config": self.config()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import save_file
+
+                save_file(state, tmp, metadata={"sidkit": json.dumps(meta)})
+            else:
+                torch.save({"sidkit": json.dumps(meta), "state_dict": state}, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> RQVAE:
+        """Reads a file written by :meth:`save`; the model comes back in eval mode on ``device``."""
+        path = Path(path)
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+                from safetensors.torch import load_file
+
+                with safe_open(str(path), framework="pt") as f:
+                    meta = json.loads((f.metadata() or {})["sidkit"])
+                state = load_file(str(path))
+            else:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                meta, state = json.loads(blob["sidkit"]), blob["state_dict"]
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # a file of another kind: name what was expected
+            raise ValueError(f"path: expected a sidkit RQ-VAE file ({FORMAT}), could not read {path}: {e!r}") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
+        model = cls(**meta["config"])
+        model.load_state_dict(state)
+        return model.to(device).eval()
 
 
 def train_rqvae(
