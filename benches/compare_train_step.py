@@ -99,7 +99,7 @@ def interleaved(steppers: list[Stepper], rounds: int) -> list[float]:
 def sdpa_attention(model):
     """TIGER with transformers' SDPA attention (torch draws its attention-probability dropout
     mask) instead of sidkit's attention function; everything else as sidkit builds it."""
-    if hasattr(model, "t5"):
+    if getattr(model, "sidkit_attention", False):
         model.t5.set_attn_implementation("sdpa")
     return model
 
@@ -161,7 +161,7 @@ def main() -> None:
         steppers = [Stepper(m, batch, amp, args.device, args.steps) for m, amp in variants]
         t32, t16, ta, td = interleaved(steppers, args.rounds)
         l32, l16 = steppers[0].first_loss, steppers[1].first_loss
-        attn = f"{ta:.4f} | **{ta / t16:.2f}x**" if hasattr(bf16, "t5") else "– | –"
+        attn = f"{ta:.4f} | **{ta / t16:.2f}x**" if getattr(bf16, "sidkit_attention", False) else "– | –"
         print(
             f"| {name} | {t32:.4f} | {t16:.4f} | **{t32 / t16:.2f}x** | {l32:.4f} / {l16:.4f} | {attn} | "
             f"{td:.4f} | **{td / t16:.2f}x** |",

@@ -133,6 +133,7 @@ def test_fit_and_encode_cli(tmp_path, capsys):
     codes = np.load(codes_path)
     assert codes.dtype == np.uint16 and codes.shape == (3000, 2)
     np.testing.assert_array_equal(codes, api.codes_)
+    assert cb.levels == 2 and cb.meta["iters"] == 5
     ref_codes, ref_residual = _greedy_rq_numpy(x, [cb.level(0), cb.level(1)])
     np.testing.assert_array_equal(codes, ref_codes)  # plain RQ-KMeans: the fit's codes are the nearest codewords
     rel = (ref_residual**2).sum() / (x.astype(np.float64) ** 2).sum()
@@ -153,7 +154,10 @@ def test_fit_and_encode_cli(tmp_path, capsys):
     assert sk.Codebooks.load(tmp_path / "b.safetensors").method == "balanced-rq-kmeans"
     counts = np.bincount(np.load(codes_path)[:, 0], minlength=8)
     assert counts.min() >= 3000 // 8 and counts.max() <= -(-3000 // 8)
-    assert main([*bal, "--codebook-size", "8", "--sample", "0.5", "--quiet"]) == 0
+    sampled = ["fit", str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.npz"), "--codes", str(tmp_path / "s.bin")]
+    assert main([*sampled, "--codebook-size", "8", "--sample", "0.5", "--quiet"]) == 0
+    assert sk.Codebooks.load(tmp_path / "s.npz").meta["sample"] == 1500  # fitted on half the rows
+    assert np.load(tmp_path / "s.bin").shape == (3000, 1 + 2)  # every row coded, written to exactly that path
     capsys.readouterr()
 
     # bad input: exit status 2 and the argument named
@@ -179,6 +183,21 @@ def test_fit_and_encode_cli(tmp_path, capsys):
         "codebooks: expected a codebooks file (sidkit fit, Codebooks.save) or an RQ-VAE file" in capsys.readouterr().err
     )
     assert not (tmp_path / "y.npy").exists() and not (tmp_path / "y.npz").exists()
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "dir.npy").mkdir()
+    for bad in ("empty.npy", "dir.npy"):
+        assert main(["fit", str(tmp_path / bad), "--out", str(tmp_path / "y.npz")]) == 2
+        assert "embeddings: expected a .npy file of (N, D) float embeddings, could not read" in capsys.readouterr().err
+    fit = ["fit", str(tmp_path / "x.npy"), "--codebook-size", "8"]
+    assert main([*fit, "--out", str(tmp_path / "y.npz"), "--device", "bogus"]) == 2
+    assert "--device: expected a torch device" in capsys.readouterr().err
+    assert main([*fit, "--out", str(tmp_path / "y.npz"), "--epochs", "3"]) == 2
+    assert "--epochs: expected only with --method rqvae, got --method rqkmeans" in capsys.readouterr().err
+    assert main([*fit, "--out", str(tmp_path / "no" / "such" / "cb.npz")]) == 2
+    assert "--out: the folder of" in capsys.readouterr().err
+    assert main([*fit, "--out", str(tmp_path / "y.npz"), "--codes", str(tmp_path / "no" / "c.npy")]) == 2
+    assert "--codes: the folder of" in capsys.readouterr().err
+    assert not (tmp_path / "y.npz").exists()  # checked before fitting: nothing written
 
 
 @pytest.mark.parametrize("k", [7, 100])  # 100 > the 64 kept candidates: exercises the fallback scan

@@ -92,7 +92,7 @@ def test_save_load_round_trip(trained, tmp_path, suffix):
     path = tmp_path / f"vae{suffix}"
     model.save(path)
     loaded = sk.RQVAE.load(path)
-    assert not loaded.training and loaded.config() == model.config()
+    assert not loaded.training and loaded.config == model.config
     assert loaded.hidden == (64, 32) and loaded.restart_threshold == 0.001
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.cpu()), key
@@ -146,3 +146,19 @@ def test_fit_and_encode_cli_with_an_rqvae(tmp_path, capsys):
     )
     assert main([*args, *small, "--sample", "0.5"]) == 2
     assert "--sample: expected only with --method rqkmeans or balanced" in capsys.readouterr().err
+    assert main([*args, *small, "--iters", "5"]) == 2
+    assert "--iters: expected only with --method rqkmeans or balanced, got --method rqvae" in capsys.readouterr().err
+    np.save(tmp_path / "narrow.npy", x[:, :5])
+    assert (
+        main(["encode", str(tmp_path / "vae.pt"), str(tmp_path / "narrow.npy"), "--out", str(tmp_path / "n.npy")]) == 2
+    )
+    assert "x: expected shape (N, 16), got (600, 5)" in capsys.readouterr().err
+    # a damaged file: the right format tag, a config that does not fit the weights
+    blob = torch.load(tmp_path / "vae.pt", weights_only=True)
+    blob["sidkit"] = blob["sidkit"].replace('"latent_dim": 4', '"latent_dim": 5')
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="is damaged"):
+        sk.RQVAE.load(tmp_path / "bad.pt")
+    state = torch.get_rng_state()
+    sk.RQVAE.load(tmp_path / "vae.pt")
+    assert torch.equal(torch.get_rng_state(), state)  # loading leaves the global RNG alone

@@ -116,10 +116,12 @@ def _stock_t5(model):
     from transformers import T5ForConditionalGeneration
 
     config = copy.deepcopy(model.t5.config)  # TIGER's config names sidkit's attention
-    config._attn_implementation = "sdpa"
+    if model.sidkit_attention:
+        config._attn_implementation = "sdpa"
     stock = T5ForConditionalGeneration(config)
     stock.load_state_dict(model.t5.state_dict())  # the same keys: strict load
-    assert stock.config._attn_implementation == "sdpa" and model.t5.config._attn_implementation != "sdpa"
+    if model.sidkit_attention:
+        assert stock.config._attn_implementation == "sdpa" and model.t5.config._attn_implementation != "sdpa"
     return stock
 
 
@@ -152,53 +154,74 @@ def test_lean_feed_forward_computes_what_t5s_block_does():
     assert torch.equal(lean(h), block(h)) and lean(h).dtype == torch.float32
 
 
-def _attention_reference(q, k, v, position_bias, mask, scaling, keep, p_used):
-    w = torch.softmax(q @ k.transpose(2, 3) * scaling + position_bias + mask, dim=-1)
+def _attention_reference(q, k, v, position_bias, additive_mask, scaling, keep, p_used):
+    w = torch.softmax(q @ k.transpose(2, 3) * scaling + position_bias + additive_mask, dim=-1)
     return ((w * keep / (1 - p_used)) @ v).transpose(1, 2)
 
 
-def test_t5_attention_dropout_matches_a_reference():
+def _require_sidkit_attention():
+    from sidkit.models import TIGER
+
+    if not TIGER(sk.resolve(np.arange(8).reshape(4, 2)), d_model=8, num_layers=1, num_heads=1, d_kv=8).sidkit_attention:
+        pytest.skip("this transformers' T5 does not use the attention interface")
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "causal"])
+def test_t5_attention_dropout_matches_a_reference(mask_kind):
     """The attention function's training path: T5's eager arithmetic with FastDropout's mask
     (drawn from the global torch RNG), checked with autograd against a plain-torch reference
-    using keep_mask's mask for the same seed; evaluation goes to SDPA without dropout."""
+    using keep_mask's mask for the same seed, for SDPA's boolean masks, additive float masks
+    and no mask on a causal module (SDPA's is_causal case); evaluation goes to SDPA."""
     from sidkit.models._dropout import draw_seed, keep_mask
     from sidkit.models.tiger import _t5_attention
 
     g = torch.Generator().manual_seed(1)
     b, h, t, s_, d = 3, 2, 5, 7, 4
+    if mask_kind == "causal":
+        s_ = t
     q, k, v = (torch.randn(b, h, n, d, generator=g, requires_grad=True) for n in (t, s_, s_))
     bias = torch.randn(1, h, t, s_, generator=g, requires_grad=True)
-    mask = torch.zeros(b, 1, t, s_)
-    mask[0, :, :, :3] = torch.finfo(torch.float32).min  # left padding of the first row
-    mask[2, :, :, 6] = torch.finfo(torch.float32).min
+    attend = torch.ones(b, 1, t, s_, dtype=torch.bool)
+    attend[0, :, :, :3] = False  # left padding of the first row
+    attend[2, :, :, 6 % s_] = False
     module = torch.nn.Module().train()
+    module.is_causal = mask_kind == "causal"
+    if mask_kind == "causal":
+        attend = torch.ones(t, t, dtype=torch.bool).tril().expand(b, 1, t, t)
+        mask = None
+    else:
+        mask = attend if mask_kind == "bool" else torch.zeros(attend.shape).masked_fill(~attend, -1e9)
+    additive = torch.zeros(attend.shape).masked_fill(~attend, torch.finfo(torch.float32).min)
     torch.manual_seed(5)
     out, _ = _t5_attention(module, q, k, v, mask, scaling=0.5, dropout=0.25, position_bias=bias)
     torch.manual_seed(5)
     keep, p_used = keep_mask((b, h, t, s_), 0.25, draw_seed())
-    assert 0.2 < 1 - keep.float().mean() < 0.3
-    ref = _attention_reference(q, k, v, bias, mask, 0.5, keep, p_used)
+    assert 0.15 < 1 - keep.float().mean() < 0.35
+    ref = _attention_reference(q, k, v, bias, additive, 0.5, keep, p_used)
     torch.testing.assert_close(out, ref)
     grad = torch.randn(out.shape, generator=g)
     ours = torch.autograd.grad(out, (q, k, v, bias), grad)
     theirs = torch.autograd.grad(ref, (q, k, v, bias), grad)
     for a, r in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, r)
-    # evaluation: transformers' SDPA function, no dropout
+    # evaluation: transformers' SDPA function with the same arguments, no dropout
     module.eval()
     out, _ = _t5_attention(module, q, k, v, mask, scaling=0.5, dropout=0.0, position_bias=bias)
-    no_drop = _attention_reference(q, k, v, bias, mask, 0.5, torch.ones(()), 0.0)
+    no_drop = _attention_reference(q, k, v, bias, additive, 0.5, torch.ones(()), 0.0)
     torch.testing.assert_close(out, no_drop, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("amp", [False, True])
 def test_sidkit_attention_in_training_computes_what_stock_t5_does(amp, monkeypatch):
-    """TIGER's T5 runs sidkit's attention function with transformers' additive masks: in
-    training with p rounded to 0 (every element kept, so only the masks and arithmetic can
-    differ) loss and gradients match stock T5 (SDPA) in evaluation mode, with left padding."""
+    """TIGER's T5 runs sidkit's attention function with SDPA's masks: in training with p
+    rounded to 0 (every element kept, so only the masks and arithmetic can differ) loss and
+    gradients match stock T5 (SDPA) in evaluation mode, with left padding (boolean masks in
+    the encoder and cross-attention) and the decoder's causal self-attention (no mask:
+    SDPA's is_causal case)."""
     from sidkit.models import TIGER
     from sidkit.models import tiger as tiger_module
 
+    _require_sidkit_attention()
     table = sk.resolve(np.arange(60).reshape(30, 2) % 7)
     model = TIGER(table, d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=1e-7)
     assert model.t5.config._attn_implementation == tiger_module.ATTENTION
@@ -224,3 +247,36 @@ def test_sidkit_attention_in_training_computes_what_stock_t5_does(amp, monkeypat
     for name, param in stock.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(mine[name].grad, param.grad, **tol, msg=name)
+
+
+def test_sidkit_attention_decodes_what_stock_t5_decodes():
+    """Evaluation goes through SDPA with SDPA's masks: the same top-k lists as stock T5 on
+    left-padded histories, with and without the KV cache."""
+    from sidkit.models import TIGER
+
+    _require_sidkit_attention()
+    sequences, emb = chains_dataset(users=40)
+    table = sk.resolve(sk.RQKMeans(2, 4, iters=3, verbose=False).fit(emb).encode(emb))
+    model = TIGER(table, d_model=16, num_layers=2, num_heads=2, d_kv=8, d_ff=32, seed=1).eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(2, model.token_map.vocab_size, (12, 9), generator=g)
+    x[:5, :4] = 0
+    ours = [model.recommend(x, beam_width=6, top_k=5, kv_cache=c) for c in (True, False)]
+    model.t5 = _stock_t5(model).eval()
+    theirs = [model.recommend(x, beam_width=6, top_k=5, kv_cache=c) for c in (True, False)]
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sidkit_attention_stays_off_where_t5_has_no_attention_interface(monkeypatch):
+    from sidkit.models import TIGER
+    from sidkit.models.tiger import use_sidkit_attention
+    from transformers.models.t5 import modeling_t5
+
+    table = sk.resolve(np.arange(8).reshape(4, 2))
+    monkeypatch.delattr(modeling_t5, "eager_attention_forward", raising=False)
+    model = TIGER(table, d_model=8, num_layers=1, num_heads=1, d_kv=8)
+    assert model.sidkit_attention is False and model.t5.config._attn_implementation != "sidkit_t5"
+    monkeypatch.undo()
+    model.t5.set_attn_implementation("eager")  # an implementation asked for explicitly is kept
+    assert use_sidkit_attention(model.t5) is False and model.t5.config._attn_implementation == "eager"

@@ -206,31 +206,67 @@ def _load_embeddings(path: str, arg: str) -> np.ndarray:
     """(N, D) embeddings from a .npy file, with the argument named in errors."""
     if not str(path).endswith(".npy"):
         raise ValueError(f"{arg}: expected a .npy file of (N, D) float embeddings, got {path}")
-    x = np.load(path, allow_pickle=False)
-    if x.ndim != 2 or x.dtype.kind != "f":
-        raise ValueError(f"{arg}: expected a (N, D) float array, got {x.dtype} {x.shape} in {path}")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # empty, truncated, a directory, not a .npy at all
+        raise ValueError(f"{arg}: expected a .npy file of (N, D) float embeddings, could not read {path}: {e!r}") from e
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind != "f":
+        got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise ValueError(f"{arg}: expected a (N, D) float array, got {got} in {path}")
     return x
+
+
+def _writable(*pairs: tuple[str, str | None]) -> None:
+    """Checks, before any work, that each output path's folder exists (ValueError naming it)."""
+    for arg, path in pairs:
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise ValueError(f"{arg}: the folder of {path} does not exist")
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (np.save itself would append .npy to other names)."""
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def fit_cmd(args: argparse.Namespace) -> int:
     import sidkit as sk
     from sidkit.metrics import collisions
 
+    rqvae = args.method == "rqvae"
+    for flag, value, applies in (
+        ("--iters", args.iters, not rqvae),
+        ("--sample", args.sample, not rqvae),
+        ("--epochs", args.epochs, rqvae),
+        ("--latent-dim", args.latent_dim, rqvae),
+    ):
+        if value is not None and not applies:
+            only = "rqvae" if rqvae is False else "rqkmeans or balanced"
+            raise ValueError(f"{flag}: expected only with --method {only}, got --method {args.method}")
+    if rqvae:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError("--method rqvae: needs torch (pip install 'sidkit[torch]')") from None
+    if args.device is not None:
+        from sidkit.bench import check_device
+
+        check_device(args.device, "--device")
+    _writable(("--out", args.out), ("--codes", args.codes))
     if args.threads:
         sk.set_num_threads(args.threads)
     emb = _load_embeddings(args.embeddings, "embeddings")
     t0 = time.perf_counter()
-    if args.method == "rqvae":
-        if args.sample is not None:
-            raise ValueError(
-                "--sample: expected only with --method rqkmeans or balanced (an RQ-VAE trains on all rows)"
-            )
+    if rqvae:
+        epochs, latent = args.epochs or 50, args.latent_dim or 32
         vae = sk.train_rqvae(
             emb,
             args.levels,
             args.codebook_size,
-            args.latent_dim,
-            epochs=args.epochs,
+            latent,
+            epochs=epochs,
             device=args.device or "cpu",
             seed=args.seed,
             verbose=args.verbose,
@@ -239,7 +275,7 @@ def fit_cmd(args: argparse.Namespace) -> int:
         vae.save(args.out)
         codes = vae.encode(emb)
         recon = vae.decode(codes)
-        what = f"RQVAE({args.levels} x {args.codebook_size}, latent {args.latent_dim}, {args.epochs} epochs)"
+        what = f"RQVAE({args.levels} x {args.codebook_size}, latent {latent}, {epochs} epochs)"
     else:
         sample = None
         if args.sample is not None:
@@ -249,7 +285,7 @@ def fit_cmd(args: argparse.Namespace) -> int:
         rq = sk.RQKMeans(
             args.levels,
             args.codebook_size,
-            args.iters,
+            20 if args.iters is None else args.iters,
             args.seed,
             verbose=args.verbose,
             balanced=args.method == "balanced",
@@ -269,7 +305,7 @@ def fit_cmd(args: argparse.Namespace) -> int:
         f"largest group {s['max_group']}), relative reconstruction error {rel:.4f}"
     )
     if args.codes:
-        np.save(args.codes, codes)
+        _save_npy(args.codes, codes)
         kind = {"balanced": "balanced assignment", "rqvae": "encoder + nearest latent codewords"}
         print(f"  codes (N, L) uint16 ({kind.get(args.method, 'nearest codewords')}) -> {args.codes}")
     return 0
@@ -288,10 +324,11 @@ def _load_quantizer(path: str):  # type: ignore[no-untyped-def]
             raise codebooks_error from None
         try:
             return RQVAE.load(path)
-        except ValueError:
+        except ValueError as rqvae_error:
             raise ValueError(
                 f"codebooks: expected a codebooks file (sidkit fit, Codebooks.save) or an RQ-VAE file "
-                f"(sidkit fit --method rqvae, RQVAE.save), could not read {path}"
+                f"(sidkit fit --method rqvae, RQVAE.save), could not read {path} as either: "
+                f"{codebooks_error}; {rqvae_error}"
             ) from None
 
 
@@ -300,6 +337,7 @@ def encode_cmd(args: argparse.Namespace) -> int:
 
     if args.threads:
         sk.set_num_threads(args.threads)
+    _writable(("--out", args.out), ("--errors", args.errors))
     model = _load_quantizer(args.codebooks)
     emb = _load_embeddings(args.embeddings, "embeddings")
     t0 = time.perf_counter()
@@ -310,7 +348,7 @@ def encode_cmd(args: argparse.Namespace) -> int:
         codes, errors = model.codebooks().encode(model.embed(emb), beam=args.beam, return_errors=True)
         recon, space = model.decode(codes), " (latent space)"
     seconds = time.perf_counter() - t0
-    np.save(args.out, codes)
+    _save_npy(args.out, codes)
     total = float((emb.astype(np.float64) ** 2).sum())
     if recon is None:
         rel = float(errors[:, -1].sum(dtype=np.float64)) / total if total > 0 else 0.0
@@ -321,7 +359,7 @@ def encode_cmd(args: argparse.Namespace) -> int:
         f"({seconds:.3f} s); relative reconstruction error {rel:.4f}"
     )
     if args.errors:
-        np.save(args.errors, errors)
+        _save_npy(args.errors, errors)
         print(f"  squared residual norms after each level{space} (N, L) float32 -> {args.errors}")
     return 0
 
@@ -530,9 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     f.add_argument("--levels", type=int, default=3)
     f.add_argument("--codebook-size", type=int, default=256)
-    f.add_argument("--iters", type=int, default=20, help="Lloyd iterations per level (RQ-KMeans)")
-    f.add_argument("--epochs", type=int, default=50, help="training epochs (RQ-VAE)")
-    f.add_argument("--latent-dim", type=int, default=32, help="latent dimension (RQ-VAE)")
+    f.add_argument("--iters", type=int, help="Lloyd iterations per level (RQ-KMeans; default 20)")
+    f.add_argument("--epochs", type=int, help="training epochs (RQ-VAE; default 50)")
+    f.add_argument("--latent-dim", type=int, help="latent dimension (RQ-VAE; default 32)")
     f.add_argument("--sample", type=float, help="fit on this many rows (>= 1) or this share of them (< 1)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", help="torch device for the fit (e.g. cuda); default: the Rust backend on the CPU")

@@ -156,10 +156,10 @@ class Codebooks:
     def load(cls, path: str | os.PathLike[str]) -> Codebooks:
         """Reads a file written by :meth:`save`."""
         path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
         try:
             if path.suffix == ".safetensors":
-                from safetensors import safe_open
-
                 with safe_open(str(path), framework="np") as f:
                     data, sizes = f.get_tensor("codebooks"), f.get_tensor("sizes")
                     meta = json.loads((f.metadata() or {})["sidkit"])

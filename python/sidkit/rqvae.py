@@ -206,6 +206,8 @@ class RQVAE(nn.Module):
         """Latents (N, latent_dim) float32 of (N, D) embeddings."""
         p = next(self.parameters())
         t = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(p.device)
+        if t.ndim != 2 or t.shape[1] != self.in_dim:
+            raise ValueError(f"x: expected shape (N, {self.in_dim}), got {tuple(t.shape)}")
         return self.encoder(t).float().cpu().numpy()
 
     def encode(self, x: Any, beam: int = 1) -> np.ndarray:
@@ -219,6 +221,7 @@ class RQVAE(nn.Module):
         z = torch.from_numpy(self.codebooks().decode(codes)).to(p.device)
         return self.decoder(z).float().cpu().numpy()
 
+    @property
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this model's shape (JSON-serialisable)."""
         return {
@@ -236,7 +239,7 @@ class RQVAE(nn.Module):
         metadata) or any other suffix as a ``torch.save`` dict readable with
         ``torch.load(path, weights_only=True)``."""
         path = Path(path)
-        meta = {"format": FORMAT, "config": self.config()}
+        meta = {"format": FORMAT, "config": self.config}
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:
             if path.suffix == ".safetensors":
@@ -250,11 +253,11 @@ class RQVAE(nn.Module):
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> RQVAE:
         """Reads a file written by :meth:`save`; the model comes back in eval mode on ``device``."""
         path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.torch import load_file
         try:
             if path.suffix == ".safetensors":
-                from safetensors import safe_open
-                from safetensors.torch import load_file
-
                 with safe_open(str(path), framework="pt") as f:
                     meta = json.loads((f.metadata() or {})["sidkit"])
                 state = load_file(str(path))
@@ -268,8 +271,11 @@ class RQVAE(nn.Module):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             got = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
-        model = cls(**meta["config"])
-        model.load_state_dict(state)
+        try:  # seeded: loading leaves the global torch RNG alone
+            model = cls(**meta["config"], seed=0)
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"path: the RQ-VAE file {path} is damaged (config or weights do not match): {e}") from e
         return model.to(device).eval()
 
 

@@ -126,27 +126,44 @@ def _t5_attention(
     position_bias: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """T5 attention (transformers' attention-interface signature) whose attention-probability
-    dropout runs on sidkit's native kernel in CPU training: T5's eager arithmetic
-    (``softmax(q k^T * scaling + position_bias + mask)``, the mask additive, as
-    transformers' ``eager_mask`` makes it), then FastDropout's mask, then ``@ v``. torch's SDPA
-    draws that mask with ``bernoulli_`` (8% of a 2+2-layer bf16 training step on 2 cores).
-    Anything else (evaluation, p = 0, GPUs) goes to transformers' SDPA function with the same
-    arguments, as stock T5 runs."""
+    """T5 attention (transformers' attention-interface signature, registered with SDPA's mask
+    function) whose attention-probability dropout runs on sidkit's native kernel in CPU
+    training: T5's eager arithmetic (``softmax(q k^T * scaling + position_bias + mask)``), then
+    FastDropout's mask, then ``@ v``. torch's SDPA draws that mask with ``bernoulli_`` on
+    upcast copies. Anything else (evaluation and decoding, p = 0, GPUs) is transformers' SDPA
+    function with the same arguments: exactly what stock T5 runs."""
     if not (module.training and dropout > 0.0 and query.device.type == "cpu"):
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-        sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
-        return sdpa(
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, position_bias=position_bias
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](  # type: ignore[no-any-return]
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=scaling,
+            dropout=dropout,
+            position_bias=position_bias,
+            **kwargs,
         )
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if position_bias is not None:
         weights = weights + position_bias
+    q_len, kv_len = query.shape[2], key.shape[2]
+    if attention_mask is None:
+        # SDPA's mask function leaves the mask out where SDPA's is_causal flag covers it (as
+        # transformers' sdpa_attention_forward decides): the upper-left causal mask then.
+        causal = kwargs.get("is_causal")
+        causal = getattr(module, "is_causal", True) if causal is None else causal
+        if q_len > 1 and causal:
+            attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril()
     if attention_mask is not None:
-        weights = weights + attention_mask
+        if attention_mask.dtype == torch.bool:  # True = attend
+            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+        else:  # an additive float mask
+            weights = weights + attention_mask
     weights = nn.functional.softmax(weights, dim=-1)
     if weights.dtype in _FAST and weights.layout == torch.strided:
         weights = _Dropout.apply(weights, dropout, draw_seed())
@@ -158,22 +175,24 @@ def _t5_attention(
 
 def use_sidkit_attention(t5: Any) -> bool:
     """Switches a transformers T5 model to :func:`_t5_attention` (registered as
-    ``"sidkit_t5"`` with transformers' eager mask function, so it gets T5's additive masks).
-    Returns False and leaves the model as it is on transformers versions whose T5 does not go
-    through the attention interface (before 5.0)."""
+    ``"sidkit_t5"`` with SDPA's mask function). Returns whether it did: transformers versions
+    whose T5 does not go through the attention interface (it moved there during 5.x) keep
+    their own attention, and the model is left as it is."""
     try:
         from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
         from transformers.models.t5 import modeling_t5
     except ImportError:
         return False
     if not hasattr(modeling_t5, "eager_attention_forward") or not hasattr(t5, "set_attn_implementation"):
         return False
+    if t5.config._attn_implementation != "sdpa":  # e.g. eager asked for explicitly: keep it
+        return False
     AttentionInterface.register(ATTENTION, _t5_attention)
     # Without a registered mask function transformers builds no mask at all for a custom name.
-    AttentionMaskInterface.register(ATTENTION, eager_mask)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
     t5.set_attn_implementation(ATTENTION)
-    return t5.config._attn_implementation == ATTENTION
+    return bool(t5.config._attn_implementation == ATTENTION)
 
 
 class TIGER(nn.Module):
@@ -224,7 +243,9 @@ class TIGER(nn.Module):
             self.t5 = T5ForConditionalGeneration(config)
         use_fast_dropout(self.t5)  # dropout masks were 37% of a CPU training step
         _lean_feed_forward(self.t5)
-        use_sidkit_attention(self.t5)  # attention-probability dropout on the native kernel too
+        # attention-probability dropout on the native kernel too (False: this transformers' T5
+        # keeps its own attention, only slower on CPU)
+        self.sidkit_attention = use_sidkit_attention(self.t5)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the target SID tokens (B, L) given inputs (B, T)."""
