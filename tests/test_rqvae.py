@@ -144,8 +144,18 @@ def test_fit_and_encode_cli_with_an_rqvae(tmp_path, capsys):
     np.testing.assert_allclose(
         np.load(tmp_path / "err.npy")[:, -1], ((latents - recon) ** 2).sum(1), rtol=1e-3, atol=1e-4
     )
-    assert main([*args, *small, "--sample", "0.5"]) == 2
-    assert "--sample: expected only with --method rqkmeans or balanced" in capsys.readouterr().err
+    # a sampled fit: trained on exactly the rows RQKMeans would draw for the seed, every row coded
+    sampled = [*args[:-1], str(tmp_path / "s.pt"), *small, "--sample", "0.5", "--codes", str(tmp_path / "s.npy")]
+    assert main(sampled) == 0
+    assert "trained on 300 sampled rows" in capsys.readouterr().out
+    rows = np.sort(np.random.default_rng(2).choice(600, size=300, replace=False))
+    on_rows = sk.train_rqvae(x[rows], 2, 8, 4, epochs=3, seed=2)
+    vae_s = sk.RQVAE.load(tmp_path / "s.pt")
+    for key, value in on_rows.state_dict().items():
+        assert torch.equal(vae_s.state_dict()[key], value), key
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), vae_s.encode(x))
+    assert main([*args, *small, "--sample", "0"]) == 2
+    assert "--sample: expected a row count (>= 1) or a share in (0, 1), got 0.0" in capsys.readouterr().err
     assert main([*args, *small, "--iters", "5"]) == 2
     assert "--iters: expected only with --method rqkmeans or balanced, got --method rqvae" in capsys.readouterr().err
     np.save(tmp_path / "narrow.npy", x[:, :5])
@@ -162,3 +172,21 @@ def test_fit_and_encode_cli_with_an_rqvae(tmp_path, capsys):
     state = torch.get_rng_state()
     sk.RQVAE.load(tmp_path / "vae.pt")
     assert torch.equal(torch.get_rng_state(), state)  # loading leaves the global RNG alone
+
+
+def test_train_rqvae_sample():
+    x = synthetic_catalog(500, 12, (8, 4), seed=3)
+    rows = np.sort(np.random.default_rng(5).choice(500, size=200, replace=False))
+    ref = sk.train_rqvae(x[rows], 2, 8, 4, epochs=2, seed=5)
+    assert ref.sample_ == 200
+    for sample in (200, 0.4):  # a count or a share; numpy or torch input
+        for data in (x, torch.from_numpy(x)):
+            vae = sk.train_rqvae(data, 2, 8, 4, epochs=2, seed=5, sample=sample)
+            assert vae.sample_ == 200
+            for key, value in ref.state_dict().items():
+                assert torch.equal(vae.state_dict()[key], value), (sample, key)
+    full = sk.train_rqvae(x, 2, 8, 4, epochs=1, seed=5, sample=1.0)
+    assert full.sample_ == 500
+    for bad in (0, -3, 0.0, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="sample: expected None, an int >= 1 or a float in"):
+            sk.train_rqvae(x, 2, 8, 4, epochs=1, sample=bad)

@@ -238,7 +238,6 @@ def fit_cmd(args: argparse.Namespace) -> int:
     rqvae = args.method == "rqvae"
     for flag, value, applies in (
         ("--iters", args.iters, not rqvae),
-        ("--sample", args.sample, not rqvae),
         ("--epochs", args.epochs, rqvae),
         ("--latent-dim", args.latent_dim, rqvae),
     ):
@@ -258,6 +257,11 @@ def fit_cmd(args: argparse.Namespace) -> int:
     if args.threads:
         sk.set_num_threads(args.threads)
     emb = _load_embeddings(args.embeddings, "embeddings")
+    sample = None
+    if args.sample is not None:
+        if args.sample >= 1 and args.sample != int(args.sample) or args.sample <= 0:
+            raise ValueError(f"--sample: expected a row count (>= 1) or a share in (0, 1), got {args.sample}")
+        sample = int(args.sample) if args.sample >= 1 else float(args.sample)
     t0 = time.perf_counter()
     if rqvae:
         epochs, latent = args.epochs or 50, args.latent_dim or 32
@@ -270,18 +274,16 @@ def fit_cmd(args: argparse.Namespace) -> int:
             device=args.device or "cpu",
             seed=args.seed,
             verbose=args.verbose,
+            sample=sample,
         )
         seconds = time.perf_counter() - t0
         vae.save(args.out)
         codes = vae.encode(emb)
         recon = vae.decode(codes)
         what = f"RQVAE({args.levels} x {args.codebook_size}, latent {latent}, {epochs} epochs)"
+        if vae.sample_ != len(emb):
+            what += f" trained on {vae.sample_:,} sampled rows"
     else:
-        sample = None
-        if args.sample is not None:
-            if args.sample >= 1 and args.sample != int(args.sample):
-                raise ValueError(f"--sample: expected a row count (>= 1) or a share in (0, 1), got {args.sample}")
-            sample = int(args.sample) if args.sample >= 1 else float(args.sample)
         rq = sk.RQKMeans(
             args.levels,
             args.codebook_size,

@@ -263,6 +263,24 @@ def _take(x: Any, rows: np.ndarray) -> Any:
     return x[torch.as_tensor(rows, device=x.device)].clone()
 
 
+def check_sample(sample: Any) -> None:
+    """Raises unless ``sample`` is None, a row count (int >= 1) or a share (float in (0, 1])."""
+    ok = (isinstance(sample, int) and not isinstance(sample, bool) and sample >= 1) or (
+        isinstance(sample, float) and 0 < sample <= 1
+    )
+    if sample is not None and not ok:
+        raise ValueError(f"sample: expected None, an int >= 1 or a float in (0, 1], got {sample!r}")
+
+
+def sample_rows(n: int, sample: int | float | None, rng: np.random.Generator) -> np.ndarray | None:
+    """The sorted rows of a uniform subsample without replacement of ``sample`` rows (int) or
+    that share of ``n`` (float); None when it would keep every row."""
+    if sample is None:
+        return None
+    m = sample if isinstance(sample, int) else max(1, round(sample * n))
+    return np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
+
+
 class RQKMeans:
     """Residual k-means codebooks (as used by FORGE, GRID, OneRec).
 
@@ -307,10 +325,7 @@ class RQKMeans:
             raise ValueError(f"iters: expected >= 0, got {iters}")
         if init not in ("kmeans++", "random"):
             raise ValueError(f"init: expected 'kmeans++' or 'random', got {init!r}")
-        if sample is not None and not (
-            (isinstance(sample, int) and sample >= 1) or (isinstance(sample, float) and 0 < sample <= 1)
-        ):
-            raise ValueError(f"sample: expected None, an int >= 1 or a float in (0, 1], got {sample!r}")
+        check_sample(sample)
         if backend not in ("auto", "rust", "torch"):
             raise ValueError(f"backend: expected 'auto', 'rust' or 'torch', got {backend!r}")
         self.levels, self.codebook_size, self.iters = levels, codebook_size, iters
@@ -336,11 +351,7 @@ class RQKMeans:
         ops, xs = _ops(x, backend, self.balanced)
         n = len(xs)
         rng = np.random.default_rng(self.seed)
-        fit_rows = None
-        if self.sample is not None:
-            m = self.sample if isinstance(self.sample, int) else max(1, round(self.sample * n))
-            if m < n:
-                fit_rows = np.sort(rng.choice(n, size=m, replace=False))
+        fit_rows = sample_rows(n, self.sample, rng)
         x_fit = xs if fit_rows is None else _take(xs, fit_rows)
         if len(x_fit) < self.codebook_size:
             what = "rows" if fit_rows is None else "sampled rows"

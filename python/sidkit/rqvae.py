@@ -23,7 +23,7 @@ from torch import nn
 
 from ._arrays import atomic_path
 from .codebooks import Codebooks
-from .kmeans import RQKMeans
+from .kmeans import RQKMeans, check_sample, sample_rows
 
 FORMAT = "sidkit.rqvae/1"
 
@@ -77,6 +77,7 @@ class RQVAE(nn.Module):
             self.codebook = nn.Parameter(torch.randn(levels, codebook_size, latent_dim) * 0.01)  # (L, K, latent)
         self.register_buffer("initialised", torch.tensor(False))
         self.history_: list[dict[str, float]] = []  # the last fit's per-epoch history
+        self.sample_: int | None = None  # rows train_rqvae trained on
 
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (B, latent) -> (straight-through quantized z, codes (B, L) int64, VQ loss)."""
@@ -294,14 +295,24 @@ def train_rqvae(
     device: str | torch.device = "cpu",
     seed: int = 0,
     verbose: bool = False,
+    sample: int | float | None = None,
 ) -> RQVAE:
     """Builds an :class:`RQVAE` for (N, D) float32 embeddings ``x`` (numpy or torch), seeded
     with ``seed``, trains it with :meth:`RQVAE.fit` and returns it in eval mode on ``device``
     (``.codebooks()``, ``.encode(x)`` give the SIDs; ``.history_`` the per-epoch losses).
-    The same inputs and seed give the same model on CPU."""
+    The same inputs and seed give the same model on CPU.
+
+    ``sample``: train on a uniform random subset of this many rows (int) or this share of
+    them (float in (0, 1]), drawn as :class:`RQKMeans` draws it for the seed; encode every
+    row afterwards. ``.sample_`` holds the number of rows trained on."""
+    check_sample(sample)
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
         raise ValueError(f"x: expected shape (N, D) with N, D >= 1, got {shape}")
+    rows = sample_rows(shape[0], sample, np.random.default_rng(seed))
+    if rows is not None:
+        x = x[torch.from_numpy(rows)] if isinstance(x, torch.Tensor) else np.asarray(x)[rows]
     vae = RQVAE(shape[1], latent_dim, hidden, levels, codebook_size, beta, restart_threshold, seed=seed)
     vae.fit(x, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, verbose=verbose)
+    vae.sample_ = shape[0] if rows is None else len(rows)
     return vae
