@@ -5,6 +5,8 @@
 //! computation itself. Asking for huge pages (`madvise(MADV_HUGEPAGE)`, as numpy does for its
 //! large arrays) cuts the faults 512-fold. Elsewhere this is a plain allocation.
 
+use crate::error::{Error, Result};
+
 /// Buffers smaller than this are left alone.
 const HUGE: usize = 4 << 20;
 
@@ -14,6 +16,40 @@ pub fn filled<T: Copy>(len: usize, value: T) -> Vec<T> {
     advise_huge(v.as_mut_ptr() as *mut u8, len * std::mem::size_of::<T>());
     v.resize(len, value);
     v
+}
+
+/// The product of `dims` (an output's element count), or a `ValueError`-kind error naming
+/// `arg` when it overflows or the elements of `T` would exceed `isize::MAX` bytes.
+pub fn elements<T>(arg: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| {
+            n.checked_mul(std::mem::size_of::<T>().max(1))
+                .is_some_and(|b| b <= isize::MAX as usize)
+        })
+        .ok_or_else(|| {
+            let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+            Error::value(
+                arg,
+                "an output that fits in memory",
+                format!("shape ({})", shape.join(", ")),
+            )
+        })
+}
+
+/// [`filled`] for sizes that come from a caller: a failed allocation is an error naming `arg`
+/// (a Python `MemoryError`) instead of an abort of the process.
+pub fn try_filled<T: Copy>(arg: &'static str, len: usize, value: T) -> Result<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::memory(
+            arg,
+            format!("{len} elements of {} bytes", std::mem::size_of::<T>()),
+        )
+    })?;
+    advise_huge(v.as_mut_ptr() as *mut u8, len * std::mem::size_of::<T>());
+    v.resize(len, value);
+    Ok(v)
 }
 
 /// An empty vector with room for `len` items, huge pages requested when it is large.

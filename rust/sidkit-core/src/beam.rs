@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc;
 use crate::error::{Error, Result};
 use crate::trie::{Trie, NONE};
 
@@ -45,14 +46,30 @@ impl BeamSearch {
             return Err(Error::value("batch_size", "batch_size >= 1", 0));
         }
         let depth = trie.depth();
-        let mut node = vec![NONE; batch * beam];
-        let mut score = vec![f32::NEG_INFINITY; batch * beam];
+        // Beams are indexed by u32 (parents), NONE excluded.
+        let rows = batch
+            .checked_mul(beam)
+            .filter(|&r| r < NONE as usize)
+            .ok_or_else(|| {
+                Error::value(
+                    "beam_width",
+                    "batch_size * beam_width < 2^32 - 1 beams",
+                    format!("{batch} * {beam}"),
+                )
+            })?;
+        let codes_len = alloc::elements::<u16>("beam_width", &[batch, beam, depth])?;
+        let mut node = alloc::try_filled("beam_width", rows, NONE)?;
+        let mut score = alloc::try_filled("beam_width", rows, f32::NEG_INFINITY)?;
+        let mut parent = alloc::try_filled("beam_width", rows, 0u32)?;
+        let codes = alloc::try_filled("beam_width", codes_len, 0u16)?;
         // One live hypothesis per row at the start, so no duplicates ever arise.
         for b in 0..batch {
             node[b * beam] = 0;
             score[b * beam] = 0.0;
         }
-        let parent = (0..(batch * beam) as u32).collect();
+        for (i, p) in parent.iter_mut().enumerate() {
+            *p = i as u32;
+        }
         Ok(Self {
             batch,
             beam,
@@ -61,7 +78,7 @@ impl BeamSearch {
             node,
             score,
             parent,
-            codes: vec![0; batch * beam * depth],
+            codes,
         })
     }
 
@@ -195,11 +212,16 @@ impl BeamSearch {
                 format!("{} steps so far", self.step),
             ));
         }
+        if top_k == 0 {
+            return Err(Error::value("top_k", "top_k >= 1", 0));
+        }
         let depth = self.depth;
+        let slots = alloc::elements::<i64>("top_k", &[self.batch, top_k])?;
+        let codes = alloc::elements::<u16>("top_k", &[self.batch, top_k, depth])?;
         let mut out = Finished {
-            items: vec![-1; self.batch * top_k],
-            scores: vec![f32::NEG_INFINITY; self.batch * top_k],
-            sids: vec![0; self.batch * top_k * depth],
+            items: alloc::try_filled("top_k", slots, -1)?,
+            scores: alloc::try_filled("top_k", slots, f32::NEG_INFINITY)?,
+            sids: alloc::try_filled("top_k", codes, 0)?,
         };
         for b in 0..self.batch {
             let mut slot = 0;

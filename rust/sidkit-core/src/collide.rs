@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use voracious_radix_sort::RadixSort;
 
 use crate::error::{check_finite, Error, Result};
+use crate::MAX_CODEBOOK_SIZE;
 
 /// Items grouped by code tuple and numbered inside each group.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,17 @@ pub fn check_table(codes: &[u16], sizes: &[usize], item_ids: Option<&[i64]>) -> 
     let levels = sizes.len();
     if levels == 0 {
         return Err(Error::shape("sizes", "at least one level", "0 levels"));
+    }
+    if let Some((l, &k)) = sizes
+        .iter()
+        .enumerate()
+        .find(|(_, &k)| !(1..=MAX_CODEBOOK_SIZE).contains(&k))
+    {
+        return Err(Error::value(
+            "sizes",
+            format!("1 <= K <= {MAX_CODEBOOK_SIZE} per level (codes are uint16)"),
+            format!("{k} at level {l}"),
+        ));
     }
     if let Some(ids) = item_ids {
         if codes.len() != ids.len() * levels {

@@ -21,6 +21,9 @@ pub enum Error {
         expected: String,
         got: String,
     },
+    /// An allocation the call needs failed (maps to `MemoryError`).
+    #[error("{arg}: could not allocate {what}")]
+    Memory { arg: &'static str, what: String },
     /// A NaN or infinity in an input that must be finite (maps to `ValueError`).
     #[error("{arg}: expected finite values, got {what} at flat index {index}")]
     NonFinite {
@@ -40,6 +43,13 @@ impl Error {
             arg,
             expected: expected.into(),
             got: got.to_string(),
+        }
+    }
+
+    pub(crate) fn memory(arg: &'static str, what: impl Into<String>) -> Self {
+        Error::Memory {
+            arg,
+            what: what.into(),
         }
     }
 

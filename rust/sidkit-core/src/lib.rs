@@ -10,7 +10,7 @@
 //! Parallel functions run on the current rayon pool; call them inside
 //! `ThreadPool::install` to choose the thread count. Results never depend on it.
 
-pub(crate) mod alloc;
+pub mod alloc;
 pub mod beam;
 pub mod codebooks;
 pub mod collide;

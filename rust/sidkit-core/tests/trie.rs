@@ -205,3 +205,43 @@ fn beam_search_bad_calls_are_errors() {
     ));
     assert_eq!(s.finish(&trie, 2).unwrap().items, vec![-1; 4]);
 }
+
+#[test]
+fn sizes_from_the_caller_are_errors_not_aborts() {
+    let trie = Trie::new(&[0u16, 1, 1, 0], &[2, 2], &[1, 2], false).unwrap();
+    // batch * beam overflows, or leaves no u32 beam index: named errors before any allocation.
+    for (batch, beam) in [
+        (1usize << 32, 1usize << 32),
+        (usize::MAX, 2),
+        (1 << 16, 1 << 16),
+    ] {
+        assert!(matches!(
+            BeamSearch::new(&trie, batch, beam),
+            Err(Error::Value {
+                arg: "beam_width",
+                ..
+            })
+        ));
+    }
+    let mut s = BeamSearch::new(&trie, 2, 2).unwrap();
+    s.step(&trie, &[0.0; 8], 2, 0).unwrap();
+    s.step(&trie, &[0.0; 8], 2, 0).unwrap();
+    for top_k in [0, usize::MAX, 1 << 62] {
+        assert!(
+            matches!(
+                s.finish(&trie, top_k),
+                Err(Error::Value { arg: "top_k", .. })
+            ),
+            "{top_k}"
+        );
+    }
+    assert_eq!(s.finish(&trie, 3).unwrap().items.len(), 6);
+    // Level sizes: codes are u16, so 1 <= K <= 65,536.
+    for sizes in [[0usize, 2], [65_537, 2], [1 << 40, 2]] {
+        assert!(matches!(
+            Trie::new(&[0u16, 1], &sizes, &[1], false),
+            Err(Error::Value { arg: "sizes", .. })
+        ));
+    }
+    assert!(Trie::new(&[65_535u16, 1], &[65_536, 2], &[1], false).is_ok());
+}

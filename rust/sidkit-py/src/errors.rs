@@ -1,6 +1,6 @@
 //! The one place where core errors become Python exceptions.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::PyErr;
 use sidkit_core::Error;
 
@@ -19,6 +19,7 @@ impl From<CoreError> for PyErr {
             Error::Shape { .. } | Error::Value { .. } | Error::NonFinite { .. } => {
                 PyValueError::new_err(e.0.to_string())
             }
+            Error::Memory { .. } => PyMemoryError::new_err(e.0.to_string()),
         }
     }
 }

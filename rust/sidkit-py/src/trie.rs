@@ -9,6 +9,7 @@ use numpy::{
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use sidkit_core::alloc::{elements, try_filled};
 use sidkit_core::beam::BeamSearch;
 use sidkit_core::trie::{Trie, NONE};
 
@@ -235,12 +236,13 @@ impl PyTrie {
     ) -> PyResult<Bound<'py, PyArray2<bool>>> {
         let nodes = self.nodes("node_ids", slice1("node_ids", &node_ids)?)?;
         let trie = &self.inner;
-        let mut mask = Array2::<bool>::from_elem((nodes.len(), vocab), false);
-        for (row, &v) in mask.rows_mut().into_iter().zip(&nodes) {
+        let len = elements::<bool>("vocab", &[nodes.len(), vocab]).map_err(CoreError)?;
+        let mut flat = try_filled("vocab", len, false).map_err(CoreError)?;
+        for (i, &v) in nodes.iter().enumerate() {
             if v == NONE {
                 continue;
             }
-            let row = row.into_slice().unwrap_or_default();
+            let row = &mut flat[i * vocab..(i + 1) * vocab];
             for &c in trie.codes_of(trie.children(v)) {
                 let t = offset + c as usize;
                 if t >= vocab {
@@ -251,7 +253,9 @@ impl PyTrie {
                 row[t] = true;
             }
         }
-        Ok(mask.into_pyarray(py))
+        Ok(Array2::from_shape_vec((nodes.len(), vocab), flat)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+            .into_pyarray(py))
     }
 }
 
