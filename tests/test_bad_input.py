@@ -132,3 +132,194 @@ def test_any_array_gives_codes_or_a_clear_error(x, beam):
     assert codes.shape == (x.shape[0], 3) and codes.dtype == np.uint16 and (codes < 8).all()
     recon = cb.decode(codes)
     np.testing.assert_allclose(errors[:, -1], ((x.astype(np.float64) - recon) ** 2).sum(1), rtol=1e-3, atol=1e-3)
+
+
+# --- sizes from the caller: errors before any allocation, never an abort or a panic ----------
+
+
+@pytest.fixture
+def small_trie():
+    return sk.Trie(np.array([[0, 1], [0, 2], [1, 2], [2, 0]], np.uint16))
+
+
+def test_huge_sizes_are_errors_not_aborts(small_trie):
+    tr = small_trie
+    with pytest.raises(MemoryError, match="vocab: could not allocate"):
+        tr.mask([0], vocab=2 * 10**12)  # 2 TB: refused by the allocator, not an abort
+    with pytest.raises(ValueError, match="vocab: expected an output that fits in memory"):
+        tr.mask([0, 0], vocab=2**62)
+    for batch, beam in [(10**6, 10**6), (2**32, 2**32), (10**10, 10**10)]:
+        with pytest.raises(ValueError, match="beam_width: expected batch_size \\* beam_width < 2\\^32 - 1"):
+            sk.BeamSearch(tr, batch, beam)
+    with pytest.raises(ValueError, match="batch_size: expected an int < 2\\*\\*63"):
+        sk.BeamSearch(tr, 2**64, 1)
+    b = sk.BeamSearch(tr, 1, 2)
+    b.step(np.zeros((2, 3), np.float32))
+    b.step(np.zeros((2, 3), np.float32))
+    with pytest.raises(MemoryError, match="top_k: could not allocate"):
+        b.finish(10**12)
+    with pytest.raises(ValueError, match="top_k: expected an output that fits in memory"):
+        b.finish(2**62)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="top_k: expected an int >= 1"):
+            b.finish(bad)
+    items, scores = b.finish(3)  # more slots than beams: padded
+    assert items.shape == (1, 3) and items[0, 2] == -1 and scores[0, 2] == -np.inf
+
+
+@pytest.mark.parametrize("bad", [0, 65537, 2**40, -1])
+def test_level_sizes_fit_uint16_everywhere(bad):
+    codes = np.array([[0, 1], [1, 0]])
+    msg = "sizes: expected 1 <= K <= 65536 per level"
+    for make in (
+        lambda: sk.resolve(codes, sizes=[bad, 3]),
+        lambda: sk.SidTable([1, 2], codes, sizes=[bad, 3]),
+        lambda: sk.Trie(codes, sizes=[bad, 3]),
+        lambda: sk.TokenMap([bad, 3]),
+        lambda: sk.metrics.report(np.ones((2, 3), np.float32), codes, sizes=[bad, 3]),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            make()
+    with pytest.raises(TypeError, match="sizes: expected int level sizes, got 2.5"):
+        sk.TokenMap([2.5])
+    assert sk.TokenMap([65536]).to_tokens([[65535]]).tolist() == [[65535]]  # the largest level is fine
+
+
+def test_trie_mask_checks_its_token_map_and_out(small_trie):
+    torch = pytest.importorskip("torch")
+    tr = small_trie  # sizes (3, 3)
+    with pytest.raises(ValueError, match=r"token_map: expected sizes \(3, 3\) \(the trie's\), got \(2, 2\)"):
+        tr.mask([0], token_map=sk.TokenMap([2, 2]))
+    with pytest.raises(TypeError, match="out: expected a bool torch.Tensor, got ndarray"):
+        tr.mask([0], out=np.zeros((1, 3), bool))
+    with pytest.raises(ValueError, match=r"out: expected a bool tensor of shape \(1, 3\)"):
+        tr.mask([0], out=torch.zeros((1, 3)))
+    out = torch.zeros((2, 3), dtype=torch.bool)
+    tr.mask([0, 1], out=out)
+    assert out.tolist() == [[True, True, True], [False, True, True]]  # root: 0, 1, 2; node 1 (prefix 0): 1, 2
+    with pytest.raises(ValueError, match="vocab: expected more than offset \\+ code = 2 tokens, got 2"):
+        tr.mask_torch(torch.tensor([0]), 2)  # as mask(): a child code beyond the columns is an error
+    with pytest.raises(TypeError, match="node_ids: expected integer node ids"):
+        tr.mask_torch(torch.tensor([0.7]), 3)
+    with pytest.raises(ValueError, match="offset: expected >= 0, got -1"):
+        tr.mask_torch(torch.tensor([0]), 3, -1)
+    np.testing.assert_array_equal(tr.mask_torch(torch.tensor([0, -1, 1]), 3).numpy(), tr.mask([0, -1, 1], vocab=3))
+
+
+def test_sid_table_ids_beyond_int64_and_empty_lists():
+    t = sk.SidTable([10, 20, 30, -1], np.array([[0, 1], [0, 2], [1, 2], [2, 0]], np.uint16))
+    # 2**64 - 1 as uint64 is no item: not wrapped to the id -1
+    np.testing.assert_array_equal(t.rows(np.array([2**64 - 1, 10, 30], np.uint64)), [-1, 0, 2])
+    with pytest.raises(KeyError):
+        t.sid(np.array([2**64 - 1], np.uint64))
+    assert t.rows([]).shape == (0,) and t.sid([]).shape == (0, 2)
+    assert len(sk.SidTable([], np.zeros((0, 2), np.uint16), sizes=[2, 2])) == 0
+
+
+def test_resolve_scalar_arguments():
+    codes = np.array([[0, 1], [0, 1], [1, 0]])
+    emb = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    cb = sk.Codebooks(np.random.default_rng(1).standard_normal((2, 2, 4)).astype(np.float32))
+    with pytest.raises(ValueError, match="max_suffix: expected >= 1, got -1"):
+        sk.resolve(codes, max_suffix=-1)
+    with pytest.raises(TypeError, match="capacity: expected an int, got float 1.5"):
+        sk.resolve(codes, "reassign", embeddings=emb, codebooks=cb, capacity=1.5)
+    with pytest.raises(ValueError, match="candidates: expected >= 1, got 0"):
+        sk.resolve(codes, "reassign", embeddings=emb, codebooks=cb, candidates=0)
+    with pytest.raises(ValueError, match="seed: expected"):
+        sk.resolve(codes, "reassign", embeddings=emb, codebooks=cb, order="random", seed=-1)
+    with pytest.raises(TypeError, match="codebooks: expected a sidkit.Codebooks, got ndarray"):
+        sk.resolve(codes, embeddings=emb, codebooks=cb.data)
+    bad = emb.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="embeddings: expected finite values"):
+        sk.resolve(codes, embeddings=bad, codebooks=cb)
+
+
+def test_codebooks_beyond_1e15_and_damaged_files(tmp_path):
+    with pytest.raises(ValueError, match="codebooks: expected values within ±1e15"):
+        sk.Codebooks(np.full((1, 2, 3), 1e30, np.float32))
+    cb = sk.Codebooks(np.random.default_rng(0).standard_normal((3, 8, 4)).astype(np.float32))
+    cb.save(tmp_path / "cb.npz")
+    with np.load(tmp_path / "cb.npz") as z:
+        arrays = dict(z)
+    for sizes in ([8, 8, 4], [8, 16], [], [[8, 8, 8]], [8, 8, 8.5]):
+        np.savez(tmp_path / "bad.npz", **{**arrays, "sizes": np.array(sizes)})
+        with pytest.raises(ValueError, match="is a damaged 'sidkit.codebooks/1' file"):
+            sk.Codebooks.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **{**arrays, "meta": np.array("[1]")})
+    with pytest.raises(ValueError, match="path: expected format"):
+        sk.Codebooks.load(tmp_path / "bad.npz")
+    assert sk.Codebooks.load(tmp_path / "cb.npz") == cb
+
+
+def test_trie_load_wraps_every_failure(tmp_path, small_trie):
+    np.save(tmp_path / "arr.npy", np.zeros(3))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    for path in (tmp_path / "arr.npy", tmp_path / "junk.npz", tmp_path):
+        with pytest.raises(ValueError, match="is not a readable 'sidkit.trie/1' file"):
+            sk.Trie.load(path)
+    small_trie.save(tmp_path / "t.npz")
+    assert sk.Trie.load(tmp_path / "t.npz").sids()[0].tolist() == small_trie.sids()[0].tolist()
+
+
+def test_max_history_and_k_must_be_positive():
+    from sidkit.data import leave_one_out, most_popular
+
+    seqs = [np.arange(1, 8), np.arange(10, 13)]
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"max_history: expected >= 1, got {bad}"):
+            leave_one_out(seqs, bad)
+        with pytest.raises(ValueError, match=f"k: expected >= 1, got {bad}"):
+            most_popular(seqs, bad)
+    assert [h.tolist() for h in leave_one_out(seqs, 2).valid_history] == [[4, 5], [10]]
+
+
+def test_report_validates_its_inputs():
+    from sidkit.metrics import report
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 4)).astype(np.float32)
+    cb = sk.RQKMeans(2, 4, iters=3, seed=0, verbose=False).fit(x)
+    codes = cb.encode(x)
+    nan = x.copy()
+    nan[3, 1] = np.nan
+    cases = [
+        (lambda: report(nan, codes, cb), ValueError, "x: expected finite values"),
+        (lambda: report(x, codes.astype(float) + 0.7, cb), TypeError, "codes: expected an integer array"),
+        (lambda: report(x, codes.astype(np.int64) * 3, sizes=[4, 4]), ValueError, "codes: expected 0 <= code < 4"),
+        (lambda: report(x, codes, sizes=[4]), ValueError, "sizes: expected 2 level sizes to match codes, got 1"),
+        (lambda: report(x, codes, cb, k=0), ValueError, "k: expected >= 1, got 0"),
+        (lambda: report(x, codes, cb, k=50), ValueError, "k: expected at most N - 1 = 49 neighbours, got 50"),
+        (lambda: report(x, codes, cb, sample=0), ValueError, "sample: expected >= 1, got 0"),
+        (lambda: report(x[:, :3], codes, cb), ValueError, "codebooks: expected 2 levels of dimension 3"),
+        (lambda: report(x, codes[:, :1], cb), ValueError, "codebooks: expected 1 levels of dimension 4"),
+        (lambda: report(np.zeros((0, 4), np.float32), np.zeros((0, 2), np.uint16)), ValueError, "codes: expected at"),
+        (lambda: report(x, codes, sequences=[np.array([0, 1, 50])]), ValueError, "sequences: expected 0-based item"),
+        (lambda: report(x, codes, sequences=[np.array([-1, 2])]), ValueError, "got -1 in sequence 0"),
+    ]
+    for call, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            call()
+    assert report(x, codes, cb, k=49)["neighbour_recall@49"] <= 1.0
+
+
+def test_logits_processor_arguments(small_trie):
+    torch = pytest.importorskip("torch")
+    from sidkit.hf import SidLogitsProcessor
+
+    tm = sk.TokenMap(small_trie.sizes, offset=2)  # SID tokens 2..7
+    for bad in (2, 7):
+        with pytest.raises(ValueError, match="eos_token_id: expected a token outside the SID tokens \\[2, 8\\)"):
+            SidLogitsProcessor(small_trie, tm, eos_token_id=bad)
+    with pytest.raises(ValueError, match="eos_token_id: expected >= 0, got -1"):
+        SidLogitsProcessor(small_trie, tm, eos_token_id=-1)
+    p = SidLogitsProcessor(small_trie, tm, start=1, eos_token_id=9)
+    with pytest.raises(ValueError, match="eos_token_id: expected < the 8 score columns, got 9"):
+        p(torch.zeros((1, 3), dtype=torch.long), torch.zeros((1, 8)))
+    with pytest.raises(TypeError, match="input_ids, scores: expected torch tensors"):
+        p(np.zeros((1, 1), np.int64), torch.zeros((1, 10)))
+    with pytest.raises(ValueError, match="input_ids, scores: expected \\(B, T\\) and \\(B, V\\)"):
+        p(torch.zeros((2, 1), dtype=torch.long), torch.zeros((1, 10)))
+    done = p(torch.tensor([[0, 2, 6]]), torch.zeros((1, 10)))  # a full SID: only eos stays
+    assert torch.isfinite(done).nonzero().tolist() == [[0, 9]]

@@ -271,5 +271,5 @@ def test_trie_save_load_round_trip(rng, tmp_path):
     c, i = sk.Trie.load(tmp_path / "d.npz").sids()
     assert sorted(i.tolist()) == [1, 2, 3, 4] and len(c) == 4
     np.savez(tmp_path / "bad.npz", codes=codes)
-    with pytest.raises(ValueError, match="not a sidkit trie file"):
+    with pytest.raises(ValueError, match="is not a readable .sidkit.trie/1. file .missing"):
         sk.Trie.load(tmp_path / "bad.npz")

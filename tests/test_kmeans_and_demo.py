@@ -265,3 +265,47 @@ def test_metrics_cli_plot(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="sizes: expected 2 values"):
         plot_report(np.zeros((4, 2), np.int64), [8], tmp_path / "bad.png")
+
+
+def test_cli_bad_arguments_exit_2_with_the_argument_named(tmp_path, capsys):
+    x = synthetic_catalog(300, 8, (8, 4), seed=0)
+    np.save(tmp_path / "x.npy", x)
+    cb = sk.RQKMeans(2, 8, iters=3, seed=0, verbose=False).fit(x)
+    cb.save(tmp_path / "cb.npz")
+    np.save(tmp_path / "codes.npy", cb.encode(x))
+    np.save(tmp_path / "codes1d.npy", cb.encode(x)[:, 0])
+    np.save(tmp_path / "nan.npy", np.full((300, 8), np.nan, np.float32))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "d").mkdir()
+    x_, c_, cbf, d = (str(tmp_path / n) for n in ("x.npy", "codes.npy", "cb.npz", "d"))
+    cases = [
+        (["fit", x_, "--out", str(tmp_path / "o.npz"), "--threads", "-1"], "argument --threads: expected an int >= 0"),
+        (
+            ["fit", x_, "--out", str(tmp_path / "o.npz"), "--sample", "inf"],
+            "argument --sample: expected a finite number",
+        ),
+        (["fit", x_, "--out", d], f"--out: {d} is a directory, expected a file path"),
+        (["fit", x_, "--out", str(tmp_path / "o.npz"), "--codes", d], "--codes: "),
+        (["encode", cbf, x_, "--out", str(tmp_path / "e.npy"), "--errors", d], "--errors: "),
+        (["encode", cbf, x_, "--out", str(tmp_path / "e.npy"), "--beam", "0"], "argument --beam: expected an int >= 1"),
+        (["resolve", c_, "--out", d], "--out: "),
+        (["resolve", c_, "--out", str(tmp_path / "t.parquet"), "--max-suffix", "-1"], "argument --max-suffix"),
+        (["resolve", str(tmp_path / "empty.npy"), "--out", str(tmp_path / "t.parquet")], "codes: expected a .npy file"),
+        (
+            ["resolve", d, "--out", str(tmp_path / "t.parquet")],
+            f"codes: expected a .npy file of (N, L) integer codes, got the directory {d}",
+        ),
+        (["metrics", str(tmp_path / "empty.npy"), c_], "embeddings: expected a .npy file"),
+        (["metrics", d, c_], "embeddings: expected a .npy file"),
+        (["metrics", x_, c_, "--codebooks", cbf, "--k", "0"], "argument --k: expected an int >= 1, got 0"),
+        (["metrics", x_, str(tmp_path / "codes1d.npy"), "--codebooks", cbf], "codes: expected (N, L) integer codes"),
+        (["metrics", x_, str(tmp_path / "missing.parquet")], "codes: "),
+        (["metrics", str(tmp_path / "nan.npy"), c_], "x: expected finite values"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "o.npz").exists()  # outputs are checked before the fit, nothing half-written
+    assert main(["--help"]) == 0

@@ -155,7 +155,7 @@ def test_fit_and_encode_cli_with_an_rqvae(tmp_path, capsys):
         assert torch.equal(vae_s.state_dict()[key], value), key
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), vae_s.encode(x))
     assert main([*args, *small, "--sample", "0"]) == 2
-    assert "--sample: expected a row count (>= 1) or a share in (0, 1), got 0.0" in capsys.readouterr().err
+    assert "argument --sample: expected a finite number > 0, got 0" in capsys.readouterr().err
     assert main([*args, *small, "--iters", "5"]) == 2
     assert "--iters: expected only with --method rqkmeans or balanced, got --method rqvae" in capsys.readouterr().err
     np.save(tmp_path / "narrow.npy", x[:, :5])

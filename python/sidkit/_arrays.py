@@ -35,6 +35,41 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
 
 
+#: Largest level (codebook) size: codes are uint16.
+MAX_LEVEL_SIZE = 65536
+
+
+def as_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as a Python int: an int or numpy integer (not a bool, not a float), in [lo, hi]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        want = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"an int in [{lo}, {hi}]"
+        raise ValueError(f"{name}: expected {want}, got {v}")
+    return v
+
+
+def level_sizes(sizes: Any, name: str = "sizes", levels: int | None = None) -> tuple[int, ...]:
+    """Codebook sizes per level as ints, each in [1, 65536] (codes are uint16)."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of ints, got {type(sizes).__name__} {sizes!r}")
+    out = []
+    for l, k in enumerate(np.asarray(sizes).ravel().tolist() if isinstance(sizes, np.ndarray) else sizes):
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"{name}: expected int level sizes, got {k!r} at level {l}")
+        if not 1 <= int(k) <= MAX_LEVEL_SIZE:
+            raise ValueError(
+                f"{name}: expected 1 <= K <= {MAX_LEVEL_SIZE} per level (codes are uint16), got {int(k)} at level {l}"
+            )
+        out.append(int(k))
+    if not out:
+        raise ValueError(f"{name}: expected at least one level, got none")
+    if levels is not None and len(out) != levels:
+        raise ValueError(f"{name}: expected {levels} level sizes to match codes, got {len(out)}")
+    return tuple(out)
+
+
 def as_float_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     """A C-contiguous float32 (N, D) array; copies only when dtype or layout differ."""
     a = to_numpy(x, name)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -219,10 +221,83 @@ def _load_embeddings(path: str, arg: str) -> np.ndarray:
 
 
 def _writable(*pairs: tuple[str, str | None]) -> None:
-    """Checks, before any work, that each output path's folder exists (ValueError naming it)."""
+    """Checks, before any work, that each output path's folder exists and the path is no
+    directory (ValueError naming the argument)."""
     for arg, path in pairs:
-        if path is not None and not Path(path).resolve().parent.is_dir():
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise ValueError(f"{arg}: {path} is a directory, expected a file path")
+        if not Path(path).resolve().parent.is_dir():
             raise ValueError(f"{arg}: the folder of {path} does not exist")
+
+
+def _load_npy(path: str, arg: str, what: str) -> np.ndarray:
+    """An array from a .npy file, any failure to read it a ValueError naming ``arg``."""
+    if Path(path).is_dir():
+        raise ValueError(f"{arg}: expected a .npy file of {what}, got the directory {path}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{arg}: {path} not found")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:  # empty, truncated, pickled, not a .npy at all
+        raise ValueError(f"{arg}: expected a .npy file of {what}, could not read {path}: {e!r}") from None
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{arg}: expected a .npy file of {what}, got a {type(x).__name__} archive in {path}")
+    return x
+
+
+def _load_codes(path: str, arg: str = "codes") -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, L) integer codes and item ids (or None) from a .npy, or a Parquet SID table / one
+    column per level."""
+    if not path.endswith(".parquet"):
+        codes, ids = _load_npy(path, arg, "(N, L) integer codes"), None
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{arg}: {path} not found")
+        try:
+            t = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{arg}: could not read {path} as Parquet: {e}") from None
+        if "sid" in t.column_names:
+            col = t.column("sid").combine_chunks()
+            if col.null_count:
+                raise ValueError(f"{arg}: the 'sid' column of {path} has {col.null_count} missing value(s)")
+            codes = np.asarray(col.flatten()).reshape(len(t), -1)
+        else:
+            codes = np.stack([t.column(c).to_numpy() for c in t.column_names if c != "item_id"], 1)
+        ids = t.column("item_id").to_numpy() if "item_id" in t.column_names else None
+    if codes.ndim != 2 or codes.dtype.kind not in "iu":
+        raise ValueError(f"{arg}: expected (N, L) integer codes, got {codes.dtype} {codes.shape} in {path}")
+    return codes, ids
+
+
+def _at_least(lo: int) -> Any:
+    """An argparse type: an int >= lo (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an int >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -259,7 +334,7 @@ def fit_cmd(args: argparse.Namespace) -> int:
     emb = _load_embeddings(args.embeddings, "embeddings")
     sample = None
     if args.sample is not None:
-        if args.sample >= 1 and args.sample != int(args.sample) or args.sample <= 0:
+        if args.sample >= 1 and args.sample != int(args.sample):
             raise ValueError(f"--sample: expected a row count (>= 1) or a share in (0, 1), got {args.sample}")
         sample = int(args.sample) if args.sample >= 1 else float(args.sample)
     t0 = time.perf_counter()
@@ -370,9 +445,12 @@ def metrics_cmd(args: argparse.Namespace) -> int:
     import sidkit as sk
     from sidkit.metrics import report
 
-    emb = np.load(args.embeddings)
-    codes = np.load(args.codes) if args.codes.endswith(".npy") else sk.SidTable.from_parquet(args.codes).codes
+    _writable(("--plot", args.plot))
+    emb = _load_embeddings(args.embeddings, "embeddings")
+    codes, _ = _load_codes(args.codes)
     cb = sk.Codebooks.load(args.codebooks) if args.codebooks else None
+    if cb is not None and codes.shape[1] < cb.levels:
+        raise ValueError(f"codes: expected at least the codebooks' {cb.levels} levels, got {codes.shape[1]}")
     seqs = None
     if args.data:
         from sidkit.data import load_dataset
@@ -403,25 +481,20 @@ def metrics_cmd(args: argparse.Namespace) -> int:
 def resolve_cmd(args: argparse.Namespace) -> int:
     import sidkit as sk
 
-    path = Path(args.codes)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(path)
-        if "sid" in t.column_names:
-            codes = np.asarray(t.column("sid").combine_chunks().flatten()).reshape(len(t), -1)
-        else:
-            codes = np.stack([t.column(c).to_numpy() for c in t.column_names if c != "item_id"], 1)
-        item_ids = t.column("item_id").to_numpy() if "item_id" in t.column_names else None
-    else:
-        codes, item_ids = np.load(path), None
-        if args.item_ids:
-            item_ids = np.load(args.item_ids)
-    kwargs = {}
+    _writable(("--out", args.out))
+    codes, item_ids = _load_codes(args.codes)
+    if args.item_ids:
+        if item_ids is not None:
+            raise ValueError(f"--item-ids: expected none, {args.codes} has an 'item_id' column")
+        item_ids = _load_npy(args.item_ids, "--item-ids", "(N,) integer item ids")
+    kwargs: dict[str, Any] = {}
     if args.method == "reassign" or args.embeddings:
         if not (args.embeddings and args.codebooks):
             raise ValueError("--embeddings, --codebooks: expected both (reassign needs them)")
-        kwargs = {"embeddings": np.load(args.embeddings), "codebooks": sk.Codebooks.load(args.codebooks)}
+        kwargs = {
+            "embeddings": _load_embeddings(args.embeddings, "--embeddings"),
+            "codebooks": sk.Codebooks.load(args.codebooks),
+        }
     if args.method == "reassign":
         kwargs.update(capacity=args.capacity, order=args.order)
     elif args.max_suffix is not None:
@@ -568,23 +641,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="plain RQ-KMeans, OneRec's balanced RQ-KMeans (equal-size clusters), or TIGER's RQ-VAE "
         "(torch; --out then holds the model: .pt or .safetensors)",
     )
-    f.add_argument("--levels", type=int, default=3)
-    f.add_argument("--codebook-size", type=int, default=256)
-    f.add_argument("--iters", type=int, help="Lloyd iterations per level (RQ-KMeans; default 20)")
-    f.add_argument("--epochs", type=int, help="training epochs (RQ-VAE; default 50)")
-    f.add_argument("--latent-dim", type=int, help="latent dimension (RQ-VAE; default 32)")
-    f.add_argument("--sample", type=float, help="fit on this many rows (>= 1) or this share of them (< 1)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--levels", type=_at_least(1), default=3)
+    f.add_argument("--codebook-size", type=_at_least(1), default=256)
+    f.add_argument("--iters", type=_at_least(0), help="Lloyd iterations per level (RQ-KMeans; default 20)")
+    f.add_argument("--epochs", type=_at_least(1), help="training epochs (RQ-VAE; default 50)")
+    f.add_argument("--latent-dim", type=_at_least(1), help="latent dimension (RQ-VAE; default 32)")
+    f.add_argument("--sample", type=_positive_float, help="fit on this many rows (>= 1) or this share of them (< 1)")
+    f.add_argument("--seed", type=_at_least(0), default=0)
     f.add_argument("--device", help="torch device for the fit (e.g. cuda); default: the Rust backend on the CPU")
-    f.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
+    f.add_argument("--threads", type=_at_least(0), default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
     f.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
     e = sub.add_parser("encode", help="codes of embeddings under fitted codebooks (greedy or beam)")
     e.add_argument("codebooks", help="codebooks or RQ-VAE file (sidkit fit --out, Codebooks.save, RQVAE.save)")
     e.add_argument("embeddings", help=".npy of (N, D) float embeddings")
     e.add_argument("--out", required=True, help=".npy to write the (N, L) uint16 codes to")
-    e.add_argument("--beam", type=int, default=1, help="1: nearest codeword per level; B > 1: beam search")
+    e.add_argument("--beam", type=_at_least(1), default=1, help="1: nearest codeword per level; B > 1: beam search")
     e.add_argument("--errors", help="also write the (N, L) squared residual norms to this .npy")
-    e.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
+    e.add_argument("--threads", type=_at_least(0), default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
     r = sub.add_parser("resolve", help="make SIDs unique: codes (.npy/.parquet) in, a Parquet SID table out")
     r.add_argument("codes", help="(N, L) integer codes: .npy, or Parquet with 'sid' (list) or one column per level")
     r.add_argument("--out", required=True, help="output Parquet path")
@@ -592,17 +665,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--item-ids", help=".npy of (N,) item ids (default 0..N-1, or the 'item_id' column)")
     r.add_argument("--embeddings", help=".npy of (N, D) embeddings (orders groups; needed by reassign)")
     r.add_argument("--codebooks", help="codebooks file from Codebooks.save (needed by reassign)")
-    r.add_argument("--capacity", type=int, default=1, help="reassign: items allowed per SID")
+    r.add_argument("--capacity", type=_at_least(1), default=1, help="reassign: items allowed per SID")
     r.add_argument("--order", choices=["knn", "random"], default="knn", help="reassign: move order")
-    r.add_argument("--max-suffix", type=int, help="suffix: fail if a group needs more suffix values")
+    r.add_argument("--max-suffix", type=_at_least(1), help="suffix: fail if a group needs more suffix values")
     m = sub.add_parser("metrics", help="SID quality report: embeddings + codes (+ codebooks, + sequences)")
     m.add_argument("embeddings", help=".npy of (N, D) item embeddings")
     m.add_argument("codes", help=".npy of (N, L) codes, or a SID table .parquet")
     m.add_argument("--codebooks", help="codebooks file (adds reconstruction, neighbour recall, quantised hit rate)")
     m.add_argument("--data", help="S3-Rec layout directory: its user sequences add the embedding hit rate")
     m.add_argument("--dataset", default="Beauty")
-    m.add_argument("--k", type=int, default=10, help="neighbours for neighbour recall@k")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--k", type=_at_least(1), default=10, help="neighbours for neighbour recall@k")
+    m.add_argument("--seed", type=_at_least(0), default=0)
     m.add_argument("--plot", help="also write a PNG: code usage per level and items per SID")
     b = sub.add_parser(
         "bench", help="end to end on real data: embed, codebooks, resolve, metrics, train TIGER, evaluate, baselines"
@@ -620,14 +693,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument(
         "--sids", help="your own SIDs instead of learning them: a SID table (.npz/.parquet) or raw codes (.npy)"
     )
-    b.add_argument("--epochs", type=int)
+    b.add_argument("--epochs", type=_at_least(1))
     b.add_argument("--test-users", type=int, help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")
-    b.add_argument("--threads", type=int)
+    b.add_argument("--threads", type=_at_least(0))
     b.add_argument(
         "--amp", choices=["auto", "on", "off"], help="bfloat16 autocast in training (auto: CUDA only; on: CPU too)"
     )
-    b.add_argument("--seed", type=int)
+    b.add_argument("--seed", type=_at_least(0))
     b.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline")
     b.add_argument(
         "--no-tiger", action="store_true", help="skip TIGER: the SID report and the baselines only (model.enabled)"
@@ -653,11 +726,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = sub.add_parser("recommend", help="next items for a history, from a trained bench run")
     rc.add_argument("run", help="bench run directory (sidkit bench --out)")
     rc.add_argument("--history", type=int, nargs="+", required=True, help="item ids, oldest first")
-    rc.add_argument("--top-k", type=int, default=10)
-    rc.add_argument("--beam", type=int, help="beam width (default: the run's)")
+    rc.add_argument("--top-k", type=_at_least(1), default=10)
+    rc.add_argument("--beam", type=_at_least(1), help="beam width (default: the run's)")
     rc.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     rc.add_argument("--user", type=int, help="user index (runs trained with user tokens, model.user_buckets)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error argparse has printed (2)
+        return int(e.code or 0)
     commands = {
         "demo": demo,
         "fit": fit_cmd,
@@ -670,6 +746,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError, MemoryError) as e:  # OSError: FileNotFoundError, permissions, ...
         print(f"sidkit {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -64,12 +64,12 @@ class Codebooks:
                     f"(codes are uint16), got K = {len(c)} at level {l}"
                 )
         data = np.ascontiguousarray(np.concatenate(levels), dtype=np.float32)
-        bad = ~np.isfinite(data)
+        # As the core: beyond ±1e15, squared distances over many dimensions overflow float32.
+        bad = ~(np.abs(data) <= 1e15)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise ValueError(
-                f"codebooks: expected finite values, got {data[row, col]} at codeword row {row}, column {col}"
-            )
+            what = "finite values" if not np.isfinite(data[row, col]) else "values within ±1e15"
+            raise ValueError(f"codebooks: expected {what}, got {data[row, col]} at codeword row {row}, column {col}")
         data.setflags(write=False)
         self.data: np.ndarray = data
         self.sizes: tuple[int, ...] = tuple(len(c) for c in levels)
@@ -173,8 +173,28 @@ class Codebooks:
             raise
         except Exception as e:  # KeyError, OSError, zip or safetensors errors: a file of another kind
             raise ValueError(f"path: expected a sidkit codebooks file ({FORMAT}), could not read {path}: {e!r}") from e
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"path: expected format {FORMAT!r}, got {meta.get('format')!r} in {path}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
+        # The arrays must agree with each other and with the metadata: a damaged file is an error.
+        sizes = np.asarray(sizes)
+        data = np.asarray(data)
+        ok = (
+            sizes.ndim == 1
+            and sizes.dtype.kind in "iu"
+            and data.ndim == 2
+            and len(sizes) >= 1
+            and (sizes >= 1).all()
+            and int(sizes.sum()) == len(data)
+            and list(sizes.tolist()) == meta.get("sizes", sizes.tolist())
+            and meta.get("dim", data.shape[1]) == data.shape[1]
+            and isinstance(meta.get("meta") or {}, dict)
+        )
+        if not ok:
+            raise ValueError(
+                f"path: {path} is a damaged {FORMAT!r} file: codebooks {data.dtype} {data.shape}, "
+                f"sizes {sizes.tolist()}, metadata sizes {meta.get('sizes')} and dim {meta.get('dim')} disagree"
+            )
         bounds = np.cumsum(sizes)[:-1]
         return cls(np.split(data, bounds), method=meta.get("method"), meta=meta.get("meta"))
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, atomic_path, to_numpy
+from ._arrays import as_code_matrix, as_float_matrix, as_int, atomic_path, level_sizes, to_numpy
 from .codebooks import Codebooks
 
 FORMAT = "sidkit.sidtable/1"
@@ -31,6 +31,8 @@ def _item_ids(item_ids: Any, n: int, name: str = "item_ids") -> np.ndarray:
     if item_ids is None:
         return np.arange(n, dtype=np.int64)
     ids = to_numpy(item_ids, name)
+    if ids.size == 0 and isinstance(item_ids, (list, tuple)):
+        ids = ids.astype(np.int64)  # np.asarray([]) is float64
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an integer array, got dtype {ids.dtype}")
     if ids.shape != (n,):
@@ -60,10 +62,7 @@ def _sizes(codes: np.ndarray, sizes: Any, codebooks: Codebooks | None) -> tuple[
         sizes = codebooks.sizes
     if sizes is None:
         return tuple(int(m) + 1 for m in codes.max(0)) if len(codes) else (1,) * codes.shape[1]
-    sizes = tuple(int(k) for k in sizes)
-    if len(sizes) != codes.shape[1]:
-        raise ValueError(f"sizes: expected {codes.shape[1]} level sizes to match codes, got {len(sizes)}")
-    return sizes
+    return level_sizes(sizes, "sizes", codes.shape[1])
 
 
 def _quantization_cost(embeddings: Any, codebooks: Codebooks, codes: np.ndarray) -> np.ndarray:
@@ -71,6 +70,8 @@ def _quantization_cost(embeddings: Any, codebooks: Codebooks, codes: np.ndarray)
     x = as_float_matrix(embeddings, "embeddings", codebooks.dim)
     if len(x) != len(codes):
         raise ValueError(f"embeddings: expected {len(codes)} rows to match codes, got {len(x)}")
+    if not (np.abs(x) <= 1e15).all():
+        raise ValueError("embeddings: expected finite values within ±1e15, got NaN, inf or a larger value")
     diff = x - codebooks.decode(codes)
     return np.einsum("ij,ij->i", diff, diff, dtype=np.float64).astype(np.float32)
 
@@ -113,6 +114,13 @@ def resolve(
     """
     c = _codes_u16(codes)
     ids = None if item_ids is None else _item_ids(item_ids, len(c))
+    if max_suffix is not None:
+        max_suffix = as_int(max_suffix, "max_suffix", 1)
+    capacity = as_int(capacity, "capacity", 1)
+    candidates = as_int(candidates, "candidates", 1)
+    seed = as_int(seed, "seed", 0, 2**64 - 1)
+    if codebooks is not None and not isinstance(codebooks, Codebooks):
+        raise TypeError(f"codebooks: expected a sidkit.Codebooks, got {type(codebooks).__name__}")
     k = _sizes(c, sizes, codebooks)
     if codebooks is not None and k != codebooks.sizes:
         raise ValueError(f"sizes: expected codebooks.sizes = {codebooks.sizes}, got {k}")
@@ -204,8 +212,7 @@ class SidTable:
         c = _codes_u16(codes)
         ids = _item_ids(item_ids, len(c))
         k = _sizes(c, sizes, None)
-        if capacity < 1:
-            raise ValueError(f"capacity: expected >= 1, got {capacity}")
+        capacity = as_int(capacity, "capacity", 1)
         # Validates ranges and id uniqueness in Rust, and measures the largest SID group.
         _, _, max_group, _ = _native.group_ranks(c, list(k), ids, None)
         if max_group > capacity:
@@ -273,16 +280,24 @@ class SidTable:
     def rows(self, item_ids: Any) -> np.ndarray:
         """Row index of each item id (B,) int64; -1 for unknown ids."""
         q = to_numpy(item_ids, "item_ids")
+        if q.size == 0 and isinstance(item_ids, (list, tuple)):
+            q = q.astype(np.int64)  # np.asarray([]) is float64
         if q.dtype.kind not in "iu":
             raise TypeError(f"item_ids: expected an integer array, got dtype {q.dtype}")
-        q = q.astype(np.int64, copy=False).ravel()
+        shape = q.shape
+        q = q.ravel()
+        # uint64 ids >= 2**63 are no int64 id: unknown, not wrapped to a negative one.
+        beyond = q > np.iinfo(np.int64).max if q.dtype == np.uint64 else None
+        q = q.astype(np.int64, copy=False)
         order = self._id_index()
         if not len(order):
-            return np.full(np.shape(item_ids), -1, dtype=np.int64)
+            return np.full(shape, -1, dtype=np.int64)
         sorted_ids = self.item_ids[order]
         pos = np.minimum(np.searchsorted(sorted_ids, q), len(order) - 1)
         rows = np.where(sorted_ids[pos] == q, order[pos], -1)
-        return rows.reshape(np.shape(item_ids))
+        if beyond is not None:
+            rows[beyond] = -1
+        return rows.reshape(shape)
 
     def sid(self, item_ids: Any) -> np.ndarray:
         """The (B, L) uint16 SIDs of (B,) item ids; raises KeyError for unknown ids."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import as_int
+
 
 @dataclass
 class Dataset:
@@ -175,31 +177,57 @@ def load_interactions(
 ) -> Dataset:
     """Reads an interaction table (Parquet, or CSV/TSV by extension) with pyarrow and groups it
     into per-user sequences sorted by ``time`` (ties keep file order). Item ids become 1..M in
-    increasing order of the source ids (``item_tokens`` keeps them); no item features.
+    increasing order of the source ids (numeric order for integer ids, else string order;
+    ``item_tokens`` keeps them); no item features. ``time``: numbers, dates or timestamps.
+    A missing user, item or time value is an error (nothing is silently dropped or merged).
     """
+    import pyarrow as pa
+
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path: expected an interaction file, got the directory {path}")
     if not path.is_file():
         raise FileNotFoundError(f"path: {path} not found")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-    else:
-        import pyarrow.csv as pacsv
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
 
-        delimiter = "\t" if path.suffix in (".tsv", ".inter") else ","
-        table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+            delimiter = "\t" if path.suffix in (".tsv", ".inter") else ","
+            table = pacsv.read_csv(
+                path,
+                parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                # Ids as text, converted below without a detour through float64.
+                convert_options=pacsv.ConvertOptions(
+                    column_types={user: pa.string(), item: pa.string()}, strings_can_be_null=True
+                ),
+            )
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"path: could not read {path} as {path.suffix.lstrip('.') or 'CSV'}: {e}") from None
     for arg, col in (("user", user), ("item", item), ("time", time)):
         if col not in table.column_names:
             raise ValueError(f"{arg}: column {col!r} not in {path.name} (columns: {table.column_names})")
-    users = table.column(user).to_numpy(zero_copy_only=False)
-    items = table.column(item).to_numpy(zero_copy_only=False)
+        nulls = table.column(col).null_count
+        if nulls:
+            first = int(np.flatnonzero(table.column(col).is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(
+                f"{arg}: column {col!r} has {nulls} missing value(s) in {path.name} (first at row {first})"
+            )
+    users = _ids_column(table.column(user), "user", user)
+    items = _ids_column(table.column(item), "item", item)
     times_col = table.column(time)
-    import pyarrow as pa
-
-    if pa.types.is_timestamp(times_col.type) or pa.types.is_date(times_col.type):
+    if pa.types.is_date32(times_col.type):
+        times_col = times_col.cast(pa.int32())
+    elif pa.types.is_timestamp(times_col.type) or pa.types.is_date64(times_col.type):
         times_col = times_col.cast(pa.int64())
-    times = times_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    elif not (pa.types.is_integer(times_col.type) or pa.types.is_floating(times_col.type)):
+        raise ValueError(f"time: column {time!r} expected numbers, dates or timestamps, got {times_col.type}")
+    times = times_col.to_numpy(zero_copy_only=False)
+    if times.dtype.kind == "f" and not np.isfinite(times).all():
+        raise ValueError(f"time: column {time!r} expected finite values, got NaN or inf")
     sequences, uniq_users, uniq_items, _ = _sequences_by_time(users, items, times)
     num_items = len(uniq_items)
     return Dataset(
@@ -211,6 +239,34 @@ def load_interactions(
         [""] + [str(v) for v in uniq_items],
         [str(u) for u in uniq_users],
     )
+
+
+def _ids_column(col: Any, arg: str, name: str) -> np.ndarray:
+    """An id column as int64 or uint64 when every value is an integer (sorted numerically),
+    else as strings; never through float64, which merges ids beyond 2**53."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(col.type):
+        return col.to_numpy(zero_copy_only=False)
+    if pa.types.is_floating(col.type):
+        v = col.to_numpy(zero_copy_only=False)
+        if not np.isfinite(v).all() or (v != np.round(v)).any():
+            raise ValueError(f"{arg}: column {name!r} expected integer or string ids, got non-integral floats")
+        return v.astype(np.int64)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise ValueError(f"{arg}: column {name!r} expected integer or string ids, got {col.type}")
+    import pyarrow.compute as pc
+
+    for typ in (pa.int64(), pa.uint64()):
+        try:
+            ints = pc.cast(col, typ)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        # Integers only if they read back as the same text ("007" and "7" are two ids).
+        if pc.all(pc.equal(pc.cast(ints, pa.string()), col.cast(pa.string()))).as_py():
+            return ints.to_numpy(zero_copy_only=False)
+        break
+    return col.to_numpy(zero_copy_only=False).astype(str)
 
 
 def load_dataset(root: str | Path, name: str, loader: str = "auto") -> Dataset:
@@ -452,6 +508,7 @@ def leave_one_out(sequences: list[np.ndarray], max_history: int = 20) -> Split:
     """TIGER/GRID protocol: the last item of each sequence is the test target, the second-last
     the validation target, the rest the training sequence; histories are truncated to the
     last ``max_history`` items. Users with fewer than 3 items are dropped."""
+    max_history = as_int(max_history, "max_history", 1)
     keep = [s for s in sequences if len(s) >= 3]
     return Split(
         train=[s[:-2] for s in keep],
@@ -465,6 +522,7 @@ def leave_one_out(sequences: list[np.ndarray], max_history: int = 20) -> Split:
 def most_popular(train: list[np.ndarray], k: int = 10) -> np.ndarray:
     """The ``k`` most frequent items of the training sequences (ties → lower id): the
     most-popular baseline every generative recommender must clearly beat."""
+    k = as_int(k, "k", 1)
     items = np.concatenate(train) if train else np.zeros(0, np.int64)
     ids, counts = np.unique(items, return_counts=True)
     order = np.lexsort((ids, -counts))

@@ -12,6 +12,15 @@ from ._arrays import to_numpy
 from .trie import TokenMap, Trie
 
 
+def _count(v: Any, name: str) -> int:
+    """A size argument: an int >= 1 (sizes too large for memory are refused by the core)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    if v >= 2**63:
+        raise ValueError(f"{name}: expected an int < 2**63, got {v}")
+    return int(v)
+
+
 class BeamSearch:
     """Constrained beam search over SIDs, one level per :meth:`step`, driven by any model.
 
@@ -39,12 +48,11 @@ class BeamSearch:
         top_k: int | None = None,
         token_map: TokenMap | None = None,
     ) -> None:
-        for name, v in (("batch_size", batch_size), ("beam_width", beam_width)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-        top_k = beam_width if top_k is None else top_k
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+        if not isinstance(trie, Trie):
+            raise TypeError(f"trie: expected a sidkit.Trie, got {type(trie).__name__}")
+        batch_size = _count(batch_size, "batch_size")
+        beam_width = _count(beam_width, "beam_width")
+        top_k = beam_width if top_k is None else _count(top_k, "top_k")
         if token_map is not None and token_map.sizes != trie.sizes:
             raise ValueError(f"token_map: expected sizes {trie.sizes} (the trie's), got {token_map.sizes}")
         self.trie, self.token_map = trie, token_map
@@ -113,7 +121,7 @@ class BeamSearch:
     def finish(self, top_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The best items: (items (B, top_k) int64, scores (B, top_k) float32), best first,
         padded with -1 / -inf. The SIDs are in ``self.sids`` (B, top_k, L) afterwards."""
-        items, scores, self.sids = self._state.finish(self.top_k if top_k is None else int(top_k))
+        items, scores, self.sids = self._state.finish(self.top_k if top_k is None else _count(top_k, "top_k"))
         return items, scores
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_float_matrix
+from ._arrays import as_float_matrix, as_int
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 
 #: k-means++ seeds from at most this many points per cluster (a uniform subsample): greedy D²
@@ -240,8 +240,10 @@ def kmeans(
     """
     ops, xs = _ops(x, backend, balanced)
     n = len(xs)
+    k = as_int(k, "k")
     if not 1 <= k <= n:
         raise ValueError(f"k: expected 1..N = {n}, got {k}")
+    iters = as_int(iters, "iters", 0)
     rng = np.random.default_rng(seed)
     if isinstance(init, str):
         rows = _seed_rows(ops.host_rows(xs), n, k, init, rng)
@@ -250,6 +252,8 @@ def kmeans(
         c = as_float_matrix(init, "init")
         if c.shape != (k, xs.shape[1]):
             raise ValueError(f"init: expected shape ({k}, {xs.shape[1]}), got {c.shape}")
+        if not (np.abs(c) <= 1e15).all():
+            raise ValueError("init: expected finite centres within ±1e15, got NaN, inf or a larger value")
         centres = c.copy() if isinstance(ops, _RustOps) else ops.torch.from_numpy(c.copy()).to(xs.device)
     centres, labels, _, history = _lloyd(ops, xs, centres, iters, desc, verbose)
     return ops.to_host(centres), ops.to_host(labels).astype(np.int64), history
@@ -317,12 +321,12 @@ class RQKMeans:
         sample: int | float | None = None,
         backend: str = "auto",
     ) -> None:
-        if levels < 1:
-            raise ValueError(f"levels: expected >= 1, got {levels}")
+        levels = as_int(levels, "levels", 1)
+        codebook_size = as_int(codebook_size, "codebook_size")
         if not 1 <= codebook_size <= MAX_CODEBOOK_SIZE:
             raise ValueError(f"codebook_size: expected 1..{MAX_CODEBOOK_SIZE}, got {codebook_size}")
-        if iters < 0:
-            raise ValueError(f"iters: expected >= 0, got {iters}")
+        iters = as_int(iters, "iters", 0)
+        seed = as_int(seed, "seed", 0)
         if init not in ("kmeans++", "random"):
             raise ValueError(f"init: expected 'kmeans++' or 'random', got {init!r}")
         check_sample(sample)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import to_numpy
+from ._arrays import as_float_matrix, as_int, level_sizes, to_numpy
 
 
 def collisions(codes: Any) -> dict[str, float | int]:
@@ -160,12 +160,41 @@ def report(
         ``neighbour_recall@k``; with sequences ``hit_rate@hit_k`` (raw embeddings) and, with
         codebooks, ``hit_rate_quantised@hit_k``.
     """
-    x = np.asarray(to_numpy(x, "x"), dtype=np.float32)
+    x = as_float_matrix(x, "x")
     c = np.asarray(to_numpy(codes, "codes"))
-    if x.ndim != 2 or c.ndim != 2 or len(x) != len(c):
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"codes: expected an integer array, got dtype {c.dtype}")
+    if c.ndim != 2 or len(x) != len(c):
         raise ValueError(f"x, codes: expected (N, D) and (N, L) with the same N, got {x.shape} and {c.shape}")
+    if not len(c) or not c.shape[1]:
+        raise ValueError(f"codes: expected at least one item and one level, got shape {c.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("x: expected finite values, got NaN or inf")
+    if codebooks is not None:
+        from .codebooks import Codebooks
+
+        if not isinstance(codebooks, Codebooks):
+            raise TypeError(f"codebooks: expected a sidkit.Codebooks, got {type(codebooks).__name__}")
+        if codebooks.levels != c.shape[1] or codebooks.dim != x.shape[1]:
+            raise ValueError(
+                f"codebooks: expected {c.shape[1]} levels of dimension {x.shape[1]} (codes, x), "
+                f"got {codebooks.levels} of {codebooks.dim}"
+            )
     if sizes is None:
         sizes = codebooks.sizes if codebooks is not None else tuple(int(m) + 1 for m in c.max(0))
+    sizes = level_sizes(sizes, "sizes", c.shape[1])
+    if c.min() < 0 or (c >= np.array(sizes)).any():
+        level = int(np.flatnonzero(((c < 0) | (c >= np.array(sizes))).any(0))[0])
+        raise ValueError(
+            f"codes: expected 0 <= code < {sizes[level]} at level {level} (sizes), got an out-of-range code"
+        )
+    k, hit_k, sample = as_int(k, "k", 1), as_int(hit_k, "hit_k", 1), as_int(sample, "sample", 1)
+    if codebooks is not None and k > len(c) - 1:
+        raise ValueError(f"k: expected at most N - 1 = {len(c) - 1} neighbours, got {k}")
+    if sequences is not None:
+        sequences = [_item_rows(s, len(c), i) for i, s in enumerate(sequences)]
+        if hit_k > len(c) - 1:
+            raise ValueError(f"hit_k: expected at most N - 1 = {len(c) - 1} neighbours, got {hit_k}")
     rng = np.random.default_rng(seed)
     _, sid_counts = np.unique(c, axis=0, return_counts=True)
     out: dict[str, Any] = {
@@ -206,6 +235,21 @@ def report(
         if codebooks is not None:
             out[f"hit_rate_quantised@{hit_k}"] = embedding_hit_rate(recon, sequences, hit_k)
     return out
+
+
+def _item_rows(seq: Any, n: int, i: int) -> np.ndarray:
+    """One user sequence of 0-based item rows, checked to lie in [0, n)."""
+    s = np.asarray(to_numpy(seq, "sequences"))
+    if s.size and s.dtype.kind not in "iu":
+        raise TypeError(f"sequences: expected integer item rows, got dtype {s.dtype} in sequence {i}")
+    s = s.astype(np.int64).ravel()
+    if s.size and (s.min() < 0 or s.max() >= n):
+        bad = int(s.min() if s.min() < 0 else s.max())
+        raise ValueError(
+            f"sequences: expected 0-based item rows in [0, {n}) (Dataset.sequences are 1-based: pass s - 1), "
+            f"got {bad} in sequence {i}"
+        )
+    return s
 
 
 def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> dict[str, float]:

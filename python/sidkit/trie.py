@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import atomic_path, to_numpy
+from ._arrays import as_int, atomic_path, level_sizes, to_numpy
 from .collisions import SidTable, _codes_u16, _item_ids, _sizes
 
 TRIE_FORMAT = "sidkit.trie/1"
@@ -28,12 +29,8 @@ class TokenMap:
     """
 
     def __init__(self, sizes: Sequence[int], offset: int = 0) -> None:
-        self.sizes = tuple(int(k) for k in sizes)
-        if not self.sizes or min(self.sizes) < 1:
-            raise ValueError(f"sizes: expected at least one level of size >= 1, got {self.sizes}")
-        if offset < 0:
-            raise ValueError(f"offset: expected >= 0, got {offset}")
-        self.offset = int(offset)
+        self.sizes = level_sizes(sizes)
+        self.offset = as_int(offset, "offset", 0)
         self.starts = tuple(self.offset + int(s) for s in np.concatenate(([0], np.cumsum(self.sizes)[:-1])))
 
     @property
@@ -158,14 +155,22 @@ class Trie:
     @classmethod
     def load(cls, path: str | Path) -> Trie:
         """A trie written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"codes", "item_ids", "meta"} - set(z.files)
-            if missing:
-                raise ValueError(f"path: {path} is not a sidkit trie file (missing {sorted(missing)})")
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != TRIE_FORMAT:
-                raise ValueError(f"path: expected format {TRIE_FORMAT!r}, got {meta.get('format')!r}")
-            return cls(z["codes"], z["item_ids"], meta["sizes"], allow_duplicates=bool(meta["allow_duplicates"]))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = {"codes", "item_ids", "meta"} - set(z.files)
+                if missing:
+                    raise ValueError(f"missing {sorted(missing)}")
+                meta = json.loads(str(z["meta"]))
+                codes, item_ids = z["codes"], z["item_ids"]
+        except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as e:
+            # A .npy is no archive (TypeError/AttributeError), pickled or damaged data (ValueError).
+            raise ValueError(f"path: {path} is not a readable {TRIE_FORMAT!r} file ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != TRIE_FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"path: expected format {TRIE_FORMAT!r}, got {got!r}")
+        if "sizes" not in meta or "allow_duplicates" not in meta:
+            raise ValueError(f"path: {path} is a damaged {TRIE_FORMAT!r} file (no sizes or allow_duplicates)")
+        return cls(codes, item_ids, meta["sizes"], allow_duplicates=bool(meta["allow_duplicates"]))
 
     def lookup(self, codes: Any) -> np.ndarray:
         """Item id of each full SID (B, L): (B,) int64, -1 where the SID is not in the trie."""
@@ -209,25 +214,26 @@ class Trie:
         nodes = self._nodes(node_ids)
         offset = 0
         if token_map is not None:
+            if not isinstance(token_map, TokenMap):
+                raise TypeError(f"token_map: expected a sidkit.TokenMap, got {type(token_map).__name__}")
+            if token_map.sizes != self.sizes:
+                raise ValueError(f"token_map: expected sizes {self.sizes} (the trie's), got {token_map.sizes}")
             depths = {self._depth_of(v) for v in nodes.tolist() if v >= 0}
             if len(depths) > 1:
                 raise ValueError(f"node_ids: expected nodes of one depth with a token_map, got depths {sorted(depths)}")
             level = depths.pop() if depths else 0
             offset = token_map.starts[min(level, token_map.levels - 1)]
             vocab = token_map.vocab_size
-        if vocab is None:
-            vocab = max(self.sizes)
-        if out is not None and out.device.type != "cpu":
-            import torch
-
-            out.copy_(self.mask_torch(torch.from_numpy(nodes).to(out.device), int(vocab), offset))
-            return out
-        m = self._native.mask(nodes, int(vocab), offset)
+        vocab = max(self.sizes) if vocab is None else as_int(vocab, "vocab", 1)
+        if out is not None:
+            torch = _torch_out(out, (len(nodes), vocab))
+            if out.device.type != "cpu":
+                out.copy_(self.mask_torch(torch.from_numpy(nodes).to(out.device), vocab, offset))
+                return out
+        m = self._native.mask(nodes, vocab, offset)
         if out is None:
             return m
-        import torch
-
-        out.copy_(torch.from_numpy(m).to(out.device))
+        out.copy_(torch.from_numpy(m))
         return out
 
     def mask_torch(self, node_ids: Any, vocab: int, offset: int = 0) -> Any:
@@ -237,7 +243,11 @@ class Trie:
         cross the bus)."""
         import torch
 
-        nodes = torch.as_tensor(node_ids).long()
+        nodes = torch.as_tensor(node_ids)
+        if nodes.dtype.is_floating_point or nodes.dtype.is_complex or nodes.dtype == torch.bool:
+            raise TypeError(f"node_ids: expected integer node ids, got dtype {nodes.dtype}")
+        nodes = nodes.long().ravel()
+        vocab, offset = as_int(vocab, "vocab", 1), as_int(offset, "offset", 0)
         device = nodes.device
         offsets, codes = self._device_csr(device)
         valid = (nodes >= 0) & (nodes < len(offsets) - 1)
@@ -249,8 +259,9 @@ class Trie:
         pos = start[rows] + torch.arange(len(rows), device=device) - first[rows]
         allowed = torch.zeros((len(nodes), vocab), dtype=torch.bool, device=device)
         cols = codes[pos] + offset
-        keep = cols < vocab
-        allowed[rows[keep], cols[keep]] = True
+        if len(cols) and int(cols.max()) >= vocab:  # as mask(): a child beyond the columns is an error
+            raise ValueError(f"vocab: expected more than offset + code = {int(cols.max())} tokens, got {vocab}")
+        allowed[rows, cols] = True
         return allowed
 
     def _device_csr(self, device: Any) -> tuple[Any, Any]:
@@ -305,3 +316,13 @@ class Trie:
 
 
 __all__ = ["TokenMap", "Trie"]
+
+
+def _torch_out(out: Any, shape: tuple[int, int]) -> Any:
+    """Checks ``out`` is a (B, V) bool torch tensor; returns the torch module."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a bool torch.Tensor, got {type(out).__name__} (without out: a numpy mask)")
+    if out.dtype != torch.bool or tuple(out.shape) != shape:
+        raise ValueError(f"out: expected a bool tensor of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    return torch

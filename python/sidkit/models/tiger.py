@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._arrays import as_int
 from ..collisions import SidTable
 from ..decode import generate
 from ..trie import TokenMap, Trie
@@ -46,6 +47,9 @@ def make_examples(
 ) -> Examples:
     """Tokenises histories of item ids (each item -> its SID tokens, oldest first, the last
     ``max_history`` items), left-padded, with an optional hashed user token first."""
+    max_history = as_int(max_history, "max_history", 1)
+    if len(targets) != len(histories):
+        raise ValueError(f"targets: expected {len(histories)} targets (one per history), got {len(targets)}")
     if user_buckets and users is None:
         raise ValueError(f"users: expected one user per history with user_buckets = {user_buckets}, got None")
     if user_buckets and len(users) != len(histories):  # type: ignore[arg-type]
