@@ -101,13 +101,6 @@ def test_bad_codes(cb, codes, exc, msg):
         cb.decode(codes)
 
 
-def test_set_num_threads_rejects_zero():
-    with pytest.raises(ValueError, match="n: expected a positive"):
-        sk.set_num_threads(0)
-    with pytest.raises((OverflowError, TypeError)):
-        sk.set_num_threads(-2)
-
-
 PROPERTY_CB = sk.Codebooks(np.random.default_rng(1).standard_normal((3, 8, 4)).astype(np.float32))
 
 
@@ -323,3 +316,53 @@ def test_logits_processor_arguments(small_trie):
         p(torch.zeros((2, 1), dtype=torch.long), torch.zeros((1, 10)))
     done = p(torch.tensor([[0, 2, 6]]), torch.zeros((1, 10)))  # a full SID: only eos stays
     assert torch.isfinite(done).nonzero().tolist() == [[0, 9]]
+
+
+def test_set_num_threads_range():
+    before = sk.get_num_threads()
+    for bad, exc in ((0, ValueError), (-1, ValueError), (2**64, ValueError), (4097, ValueError), (2.0, TypeError)):
+        with pytest.raises(exc, match="n: expected"):
+            sk.set_num_threads(bad)
+    assert sk.get_num_threads() == before
+
+
+def test_sid_table_add_checks_embeddings_and_codebooks():
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((40, 4)).astype(np.float32)
+    cb = sk.RQKMeans(2, 4, iters=3, seed=0, verbose=False).fit(emb)
+    table = sk.resolve(cb.encode(emb[:30]), item_ids=np.arange(30))
+    new_codes = cb.encode(emb[30:])
+    with pytest.raises(ValueError, match="embeddings, codebooks: expected both or neither"):
+        table.add(np.arange(30, 40), new_codes, embeddings=emb[30:])  # was silently ignored
+    small = sk.Codebooks(cb.data[:6].reshape(2, 3, 4))
+    with pytest.raises(ValueError, match=r"codebooks: expected sizes \(4, 4\) \(the table's levels\), got \(3, 3\)"):
+        table.add(np.arange(30, 40), new_codes, embeddings=emb[30:], codebooks=small)
+    grown = table.add(np.arange(30, 40), new_codes, embeddings=emb[30:], codebooks=cb)
+    np.testing.assert_array_equal(grown.codes[:30], table.codes)  # existing SIDs unchanged
+
+
+def test_tiger_recommend_and_rqvae_fit_arguments():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from sidkit.models.tiger import TIGER
+
+    table = sk.SidTable([1, 2, 3], [[0, 1], [1, 0], [1, 1]], (2, 2))
+    model = TIGER(table, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=16)
+    vocab = model.t5.config.vocab_size
+    good = np.array([[0, 2, 5], [0, 0, 3]])
+    for bad, exc, msg in (
+        (np.array([[0, vocab]]), ValueError, f"inputs: expected token ids in \\[0, {vocab}\\), got {vocab}"),
+        (np.array([[0, -1]]), ValueError, "got -1"),
+        (good.astype(float), TypeError, "inputs: expected integer token ids"),
+        (good[0], ValueError, "inputs: expected shape \\(B, T\\)"),
+    ):
+        with pytest.raises(exc, match=msg):
+            model.recommend(bad, beam_width=2, top_k=2)
+    with pytest.raises(ValueError, match="batch_size: expected >= 1, got 0"):
+        model.recommend(good, beam_width=2, top_k=2, batch_size=0)
+    assert model.recommend(torch.as_tensor(good), beam_width=4, top_k=3).shape == (2, 3)
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    vae = sk.RQVAE(8, 4, (16,), 2, 4)
+    for kwargs, msg in (({"batch_size": 0}, "batch_size: expected >= 1, got 0"), ({"epochs": -1}, "epochs: expected")):
+        with pytest.raises(ValueError, match=msg):
+            vae.fit(x, verbose=False, **kwargs)

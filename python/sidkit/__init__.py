@@ -8,13 +8,22 @@ Quick start::
     recon = cb.decode(codes)                                  # (N, D) float32
 """
 
-from . import metrics
-from ._native import __version__, get_num_threads, set_num_threads
+from . import _native, metrics
+from ._arrays import as_int
+from ._native import __version__, get_num_threads
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 from .collisions import SidTable, resolve
 from .decode import BeamSearch, generate
 from .kmeans import RQKMeans, kmeans
 from .trie import TokenMap, Trie
+
+#: Most threads set_num_threads accepts.
+MAX_THREADS = 4096
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the threads sidkit's Rust core uses (1..4096; results never depend on it)."""
+    _native.set_num_threads(as_int(n, "n", 1, MAX_THREADS))
 
 
 def __getattr__(name: str):  # torch stays optional: RQVAE is imported on first use

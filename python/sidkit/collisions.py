@@ -345,6 +345,15 @@ class SidTable:
         base_levels = self.levels - 1 if self.method == "suffix" else self.levels
         c = _codes_u16(codes, base_levels)
         ids = _item_ids(item_ids, len(c))
+        if (embeddings is None) != (codebooks is None):
+            raise ValueError("embeddings, codebooks: expected both or neither")
+        if codebooks is not None:
+            if not isinstance(codebooks, Codebooks):
+                raise TypeError(f"codebooks: expected a sidkit.Codebooks, got {type(codebooks).__name__}")
+            if codebooks.sizes != self.sizes[:base_levels]:
+                raise ValueError(
+                    f"codebooks: expected sizes {self.sizes[:base_levels]} (the table's levels), got {codebooks.sizes}"
+                )
         clash = np.intersect1d(ids, self.item_ids)
         if len(clash):
             raise ValueError(f"item_ids: expected new ids, got ids already in the table: {clash[:5].tolist()}")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import atomic_path
+from ._arrays import as_int, atomic_path
 from .codebooks import Codebooks
 from .kmeans import RQKMeans, check_sample, sample_rows
 
@@ -149,6 +149,9 @@ class RQVAE(nn.Module):
         code utilisation. Warns when a level's final utilisation is below ``min_utilisation``."""
         from tqdm.auto import tqdm
 
+        epochs, batch_size = as_int(epochs, "epochs", 0), as_int(batch_size, "batch_size", 1)
+        if not lr > 0:
+            raise ValueError(f"lr: expected > 0, got {lr}")
         torch.manual_seed(seed)
         data = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x.float())
         if data.ndim != 2 or data.shape[1] != self.in_dim:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._arrays import as_int
+from .._arrays import as_int, to_numpy
 from ..collisions import SidTable
 from ..decode import generate
 from ..trie import TokenMap, Trie
@@ -270,7 +270,17 @@ class TIGER(nn.Module):
 
         self.eval()
         device = next(self.parameters()).device
-        arr = np.asarray(inputs)
+        arr = np.asarray(to_numpy(inputs, "inputs"))
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"inputs: expected integer token ids, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"inputs: expected shape (B, T), got {arr.shape}")
+        vocab = self.t5.config.vocab_size
+        if arr.size and (arr.min() < 0 or arr.max() >= vocab):
+            bad = int(arr.min() if arr.min() < 0 else arr.max())
+            raise ValueError(f"inputs: expected token ids in [0, {vocab}), got {bad}")
+        beam_width, top_k = as_int(beam_width, "beam_width", 1), as_int(top_k, "top_k", 1)
+        batch_size = as_int(batch_size, "batch_size", 1)
         # Similar lengths batch together and each batch drops its all-padding columns.
         order = np.argsort((arr != PAD).sum(1), kind="stable")
         out = np.full((len(arr), top_k), -1, dtype=np.int64)
