@@ -366,3 +366,12 @@ def test_tiger_recommend_and_rqvae_fit_arguments():
     for kwargs, msg in (({"batch_size": 0}, "batch_size: expected >= 1, got 0"), ({"epochs": -1}, "epochs: expected")):
         with pytest.raises(ValueError, match=msg):
             vae.fit(x, verbose=False, **kwargs)
+
+
+def test_sid_table_from_arrow_names_a_missing_sid():
+    pa = pytest.importorskip("pyarrow")
+    t = sk.SidTable([1, 2, 3], [[0, 1], [1, 0], [1, 1]], (2, 2)).to_arrow()
+    sid = t.column("sid").combine_chunks()
+    holed = pa.FixedSizeListArray.from_arrays(sid.values, 2, mask=pa.array([False, True, False]))
+    with pytest.raises(ValueError, match="sid: expected a SID in every row, got 1 missing"):
+        sk.SidTable.from_arrow(t.set_column(t.column_names.index("sid"), "sid", holed))

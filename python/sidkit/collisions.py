@@ -454,6 +454,8 @@ class SidTable:
         sid = table.column("sid").combine_chunks()
         if not pa.types.is_fixed_size_list(sid.type) or sid.type.list_size != meta["levels"]:
             raise ValueError(f"sid: expected fixed_size_list<uint16>[{meta['levels']}], got {sid.type}")
+        if sid.null_count or sid.flatten().null_count:
+            raise ValueError(f"sid: expected a SID in every row, got {sid.null_count or 'some'} missing")
         codes = sid.flatten().to_numpy(zero_copy_only=False).reshape(-1, meta["levels"])
         ids = table.column("item_id").to_numpy()
         return cls._from_metadata(ids, codes, meta)
