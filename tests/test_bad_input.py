@@ -375,3 +375,33 @@ def test_sid_table_from_arrow_names_a_missing_sid():
     holed = pa.FixedSizeListArray.from_arrays(sid.values, 2, mask=pa.array([False, True, False]))
     with pytest.raises(ValueError, match="sid: expected a SID in every row, got 1 missing"):
         sk.SidTable.from_arrow(t.set_column(t.column_names.index("sid"), "sid", holed))
+
+
+def test_no_columns_and_float64_beyond_float32_are_named(cb):
+    with pytest.raises(ValueError, match=r"x: expected at least one column \(D >= 1\), got shape \(10, 0\)"):
+        sk.RQKMeans(levels=2, codebook_size=4).fit(np.zeros((10, 0), np.float32))
+    x = np.zeros((5, 4))
+    x[2, 3] = -1e300  # finite in float64, inf after the float32 cast: the message shows the input
+    with pytest.raises(ValueError, match=r"x: expected finite values within ±1e15, got -1e\+300 at \(2, 3\)"):
+        cb.encode(x)
+    with pytest.raises(ValueError, match="x: expected finite values within ±1e15, got -1e"):
+        sk.RQKMeans(levels=2, codebook_size=4).fit(x)
+    x[2, 3] = 1e14  # in range: cast as before
+    assert cb.encode(x).shape == (5, 3)
+
+
+def test_bad_devices_are_named_before_any_work():
+    torch = pytest.importorskip("torch")
+    from sidkit.train import fit
+
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
+    bad = ["bogus", "cuda:x", 1.5]
+    if not torch.cuda.is_available():
+        bad.append("cuda")
+    for device in bad:
+        with pytest.raises(ValueError, match=r"device: (expected a torch device|.* requested but torch sees)"):
+            sk.RQKMeans(levels=2, codebook_size=4).fit(x, device=device)
+        with pytest.raises(ValueError, match="device: "):
+            sk.train_rqvae(x, levels=2, codebook_size=4, epochs=1, device=device, verbose=False)
+        with pytest.raises(ValueError, match="device: "):
+            fit(torch.nn.Linear(2, 2), None, epochs=1, device=device, verbose=False)

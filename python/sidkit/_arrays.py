@@ -35,6 +35,25 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
 
 
+def device_arg(device: Any, name: str = "device") -> Any:
+    """``device`` as a ``torch.device`` torch can use, else a ValueError naming ``name``.
+
+    Checked before any work is done: a misspelt device or a CUDA device on a machine without
+    one is named up front, not as torch's RuntimeError half-way through a fit."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{name}: expected a torch device (cpu, cuda, cuda:1), got {device!r}: {e}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {device!r} requested but torch sees no CUDA device")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {device!r} requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 #: Largest level (codebook) size: codes are uint16.
 MAX_LEVEL_SIZE = 65536
 
@@ -80,8 +99,18 @@ def as_float_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
         raise ValueError(f"{name}: expected a 2-D array {want}, got shape {a.shape}")
     if dim is not None and a.shape[1] != dim:
         raise ValueError(f"{name}: expected shape (N, {dim}), got {a.shape}")
-    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, which the core rejects by name
-        return np.ascontiguousarray(a, dtype=np.float32)
+    if a.shape[1] == 0:
+        raise ValueError(f"{name}: expected at least one column (D >= 1), got shape {a.shape}")
+    if a.dtype.itemsize > 4 and a.size:
+        # Beyond float32 a value would become inf in the cast and be reported as such: name it
+        # as given. (The core rejects |x| > 1e15 and NaN/inf itself, with the flat index.)
+        big = np.abs(a) > np.finfo(np.float32).max
+        if big.any():
+            at = np.unravel_index(int(np.argmax(big)), a.shape)
+            raise ValueError(
+                f"{name}: expected finite values within ±1e15, got {float(a[at])!r} at {tuple(map(int, at))}"
+            )
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def as_code_matrix(codes: Any, levels: int, name: str = "codes") -> np.ndarray:

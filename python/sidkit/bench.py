@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import device_arg
+
 #: Every setting of a run, by section. A TOML config overrides any subset of it.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {
@@ -374,14 +376,7 @@ def _invalid_share(model: Any, inputs: np.ndarray, beam: int, top_k: int, batch_
 
 def check_device(device: str, name: str = "device") -> str:
     """``device`` if torch can use it, else a ValueError naming ``name`` (before any work is done)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"{name}: expected a torch device (cpu, cuda, cuda:1), got {device!r}: {e}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}: {device!r} requested but torch sees no CUDA device")
+    device_arg(device, name)
     return device
 
 

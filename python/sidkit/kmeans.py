@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_float_matrix, as_int
+from ._arrays import as_float_matrix, as_int, device_arg
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 
 #: k-means++ seeds from at most this many points per cluster (a uniform subsample): greedy D²
@@ -348,7 +348,7 @@ class RQKMeans:
         if device is not None:
             import torch
 
-            device = torch.device(device)
+            device = device_arg(device)
             x = torch.as_tensor(x).to(device)
             if device.type != "cpu" and backend == "auto":
                 backend = "torch"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import as_int, atomic_path
+from ._arrays import as_int, atomic_path, device_arg
 from .codebooks import Codebooks
 from .kmeans import RQKMeans, check_sample, sample_rows
 
@@ -152,6 +152,7 @@ class RQVAE(nn.Module):
         epochs, batch_size = as_int(epochs, "epochs", 0), as_int(batch_size, "batch_size", 1)
         if not lr > 0:
             raise ValueError(f"lr: expected > 0, got {lr}")
+        device = device_arg(device)
         torch.manual_seed(seed)
         data = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x.float())
         if data.ndim != 2 or data.shape[1] != self.in_dim:
@@ -256,6 +257,7 @@ class RQVAE(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> RQVAE:
         """Reads a file written by :meth:`save`; the model comes back in eval mode on ``device``."""
+        device = device_arg(device)
         path = Path(path)
         if path.suffix == ".safetensors":
             from safetensors import safe_open

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._arrays import device_arg
 from .metrics import ranking_metrics
 
 
@@ -80,8 +81,9 @@ def fit(
     if time_limit is not None and not time_limit >= 0:
         raise ValueError(f"time_limit: expected seconds >= 0, got {time_limit}")
     started = time.perf_counter()
-    use_amp = torch.device(device).type == "cuda" if amp is None else bool(amp)
-    amp_device = torch.device(device).type
+    dev = device_arg(device)
+    use_amp = dev.type == "cuda" if amp is None else bool(amp)
+    amp_device = dev.type
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
