@@ -183,6 +183,41 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
         run.recommend([1, 2, 3])
     with pytest.raises(ValueError, match=r"users: this run was trained without user tokens"):
         run.recommend([[1]], users=[0])
+    # evaluate() reproduces the run's own test metrics, and re-evaluates on other settings.
+    from sidkit.data import leave_one_out, load_recbole
+    from sidkit.metrics import ranking_metrics
+
+    reported = bench.load_results(tmp_path / "run")["tiger"]
+    again = run.evaluate()
+    assert again["users"] == 200 and again["split"] == "test" and again["beam_width"] == 10
+    assert {k: again[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")} == {
+        k: reported[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+    }
+    split = leave_one_out(load_recbole(tmp_path, "chains").sequences, 20)
+    rows = np.sort(np.random.default_rng(0).choice(200, size=50, replace=False))  # seed 0: validation's draw
+    valid = run.evaluate("valid", beam_width=12, ks=(1, 3, 12), users=50)
+    ranked = run.recommend([split.valid_history[i] for i in rows], top_k=12, beam_width=12)
+    assert valid["users"] == 50 and valid["beam_width"] == 12
+    assert {k: v for k, v in valid.items() if "@" in k} == ranking_metrics(ranked, split.valid_target[rows], (1, 3, 12))
+    for kwargs, exc, msg in (
+        ({"split": "train"}, ValueError, "split: expected 'test' or 'valid', got 'train'"),
+        ({"ks": (5, 11)}, ValueError, r"ks: expected cut-offs <= beam_width \(10\), got 11"),
+        ({"ks": 5}, TypeError, "ks: expected a sequence of ints"),
+        ({"ks": ()}, ValueError, "ks: expected at least one cut-off"),
+        ({"users": -1}, ValueError, "users: expected >= 0, got -1"),
+        ({"beam_width": 2.0}, TypeError, "beam_width: expected an int"),
+    ):
+        with pytest.raises(exc, match=msg):
+            run.evaluate(**kwargs)
+    assert main(["evaluate", str(tmp_path / "run"), "--k", "1", "10", "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "200 test users, beam 10" in out and "| Recall@1 | NDCG@1 | Recall@10 | NDCG@10 |" in out
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["recall@10"] == again["recall@10"] and "recall@1" in saved
+    assert main(["evaluate", str(tmp_path / "run"), "--k", "20"]) == 2
+    assert "ks: expected cut-offs <= beam_width (10), got 20" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "run"), "--json", str(tmp_path)]) == 2
+    assert "--json: " in (err := capsys.readouterr().err) and "is a directory" in err
     # A SID table that is not the one the weights were trained on is refused (checksum).
     shutil.copytree(tmp_path / "run", tmp_path / "swapped")
     other = run.table.codes.copy()
@@ -630,7 +665,9 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
     calls = 1
     while True:
         calls += 1
-        if (code := main(["bench", "--out", out, "--resume", "--time-limit", "0.001", "--quiet"])) != 3:
+        # A resume may change the patience (when early stopping gives up), not what is computed.
+        more = ["--patience", "7"] if calls == 2 else []
+        if (code := main(["bench", "--out", out, "--resume", "--time-limit", "0.001", "--quiet", *more])) != 3:
             break
     assert code == 0
     # TIGER epochs 2, 3 and its evaluation; then SASRec one epoch per call.
@@ -649,3 +686,4 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
     assert main(["bench", "--out", out, "--resume", "--quiet"]) == 2
     assert "is complete (results.json); nothing to resume" in capsys.readouterr().err
     assert parts["config"]["run"]["time_limit"] == 0.001  # the last invocation's (a run setting)
+    assert parts["config"]["train"]["patience"] == 7 and whole["config"]["train"]["patience"] == 3

@@ -158,3 +158,25 @@ def test_a_state_from_another_run_is_refused(setup, tmp_path):
         fit(new_model(table), train, valid, time_limit=10, **KW)
     with pytest.raises(ValueError, match="time_limit: expected seconds >= 0"):
         fit(new_model(table), train, valid, state=tmp_path / "n.pt", time_limit=-1, **KW)
+
+
+def test_a_resume_may_raise_the_patience(setup, tmp_path):
+    """Patience is when to give up, not what an epoch computes: a resume may change it, and the
+    run then trains the epochs early stopping would have cut, each identical to an uninterrupted
+    run with the larger patience."""
+    table, train, valid = setup
+    kw = {**KW, "epochs": 12, "patience": 1, "lr": 3e-2}
+    short = fit(new_model(table), train, valid, **kw)
+    assert len(short) < 12  # patience 1 stops early
+    long = fit(new_model(table), train, valid, **{**kw, "patience": 100})
+    assert len(long) == 12
+    state = tmp_path / "s.pt"
+    with pytest.raises(Paused):  # one epoch under patience 1, then the rest under patience 100
+        fit(new_model(table), train, valid, state=state, time_limit=0, **kw)
+    resumed = fit(new_model(table), train, valid, state=state, **{**kw, "patience": 100})
+    assert without_seconds(resumed) == without_seconds(long)
+    # A state written when patience was still fingerprinted resumes too.
+    saved = torch.load(state, weights_only=True)
+    saved["fingerprint"]["patience"] = 1
+    torch.save(saved, state)
+    assert without_seconds(fit(new_model(table), train, valid, state=state, **kw)) == without_seconds(long)

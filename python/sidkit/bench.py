@@ -20,14 +20,14 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._arrays import device_arg
+from ._arrays import as_int, device_arg
 
 #: Every setting of a run, by section. A TOML config overrides any subset of it.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -101,8 +101,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: Settings a resumed run may change: where and how fast it runs, not what it computes.
-RESUMABLE = ("run.device", "run.threads", "run.time_limit")
+#: Settings a resumed run may change: where and how fast it runs and when early stopping
+#: gives up, not what an epoch computes.
+RESUMABLE = ("run.device", "run.threads", "run.time_limit", "train.patience", "sasrec.patience")
 
 #: The settings that take one of a few names.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -693,6 +694,57 @@ class Run:
         mh = self.config["data"]["max_history"]
         ex = make_examples(hists, targets, self.table, self.model.token_map, mh, users=users, user_buckets=ub)
         return self.model.recommend(ex.inputs, beam_width=beam, top_k=top_k)
+
+    def evaluate(
+        self,
+        split: str = "test",
+        beam_width: int | None = None,
+        ks: Sequence[int] = (5, 10),
+        users: int | None = None,
+        data: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Re-evaluates the trained TIGER on the run's leave-one-out ``split`` (``"test"`` or
+        ``"valid"``) with constrained beam search: Recall@k and NDCG@k for every k in ``ks``
+        (each <= ``beam_width``), e.g. to see what a wider beam or a deeper cut-off gives
+        without retraining.
+
+        ``users``: None = the users the run itself evaluated on (``train.test_users`` /
+        ``train.valid_users``, the same seeded draw), so the run's defaults reproduce its
+        reported metrics exactly; 0 = all users; n = a seeded sample of n. ``data``: the data
+        directory when it has moved since the run (default: the run's ``data.path``).
+        Returns the metrics plus ``users``, ``beam_width``, ``split`` and ``users_per_s``."""
+        from .data import leave_one_out, load_dataset
+        from .metrics import ranking_metrics
+
+        if split not in ("test", "valid"):
+            raise ValueError(f"split: expected 'test' or 'valid', got {split!r}")
+        if isinstance(ks, (int, str, bytes)) or not hasattr(ks, "__iter__"):
+            raise TypeError(f"ks: expected a sequence of ints, got {type(ks).__name__} {ks!r}")
+        ks = tuple(as_int(k, "ks", 1) for k in ks)
+        if not ks:
+            raise ValueError("ks: expected at least one cut-off, got none")
+        tr, seed = self.config["train"], self.config["run"]["seed"]
+        beam = tr["beam_width"] if beam_width is None else as_int(beam_width, "beam_width", 1)
+        if max(ks) > beam:
+            raise ValueError(f"ks: expected cut-offs <= beam_width ({beam}), got {max(ks)}")
+        if users is not None:
+            users = as_int(users, "users", 0)
+        d = self.config["data"]
+        root = d["path"] if data is None else data
+        ds = load_dataset(root, d["dataset"], d["loader"])
+        sp = leave_one_out(ds.sequences, d["max_history"])
+        if split == "test":
+            hist, target, limit, offset = sp.test_history, sp.test_target, tr["test_users"], 1
+        else:
+            hist, target, limit, offset = sp.valid_history, sp.valid_target, tr["valid_users"], 0
+        rows = _subset(len(target), limit if users is None else users, seed + offset)
+        ub = self.model.user_buckets
+        t = time.perf_counter()
+        ranked = self.recommend([hist[i] for i in rows], top_k=max(ks), beam_width=beam, users=rows if ub else None)
+        seconds = time.perf_counter() - t
+        out: dict[str, Any] = ranking_metrics(ranked, target[rows], ks=ks)
+        out.update(split=split, users=len(rows), beam_width=beam, users_per_s=len(rows) / max(seconds, 1e-9))
+        return out
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:

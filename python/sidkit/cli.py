@@ -1,8 +1,10 @@
-"""Command line: ``sidkit demo|fit|encode|resolve|metrics|bench|compare|recommend`` (or ``python -m sidkit``)."""
+"""Command line: ``sidkit demo|fit|encode|resolve|metrics|bench|compare|recommend|evaluate``
+(or ``python -m sidkit``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -535,6 +537,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("sid", "path", args.sids)
     put("train", "amp", args.amp)
     put("train", "epochs", args.epochs)
+    put("train", "patience", args.patience)
     put("train", "test_users", args.test_users)
     put("run", "device", args.device)
     put("run", "threads", args.threads)
@@ -603,6 +606,26 @@ def recommend_cmd(args: argparse.Namespace) -> int:
         sid = ",".join(str(int(c)) for c in run.table.sid([item])[0])
         text = f"  {texts[item][:80]}" if texts is not None and texts[item] else ""
         print(f"{rank:>3}. item {item:>6}  sid ({sid}){text}")
+    return 0
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    from sidkit import bench
+
+    bench.check_device(args.device, "--device")
+    _writable(("--json", args.json))
+    run = bench.load_run(args.run, device=args.device)
+    m = run.evaluate(args.split, beam_width=args.beam, ks=args.k, users=args.users, data=args.data)
+    ks = sorted(set(args.k))
+    print(
+        f"{run.path.name}: TIGER on {m['users']:,} {m['split']} users, beam {m['beam_width']}, "
+        f"{m['users_per_s']:.0f} users/s"
+    )
+    print("| " + " | ".join(f"Recall@{k} | NDCG@{k}" for k in ks) + " |")
+    print("|" + "---:|" * (2 * len(ks)))
+    print("| " + " | ".join(f"{m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f}" for k in ks) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(m, indent=2) + "\n")
     return 0
 
 
@@ -694,6 +717,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sids", help="your own SIDs instead of learning them: a SID table (.npz/.parquet) or raw codes (.npy)"
     )
     b.add_argument("--epochs", type=_at_least(1))
+    b.add_argument(
+        "--patience",
+        type=_at_least(1),
+        help="TIGER epochs without a better validation Recall@10 before stopping (a resume may change it)",
+    )
     b.add_argument("--test-users", type=int, help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")
     b.add_argument("--threads", type=_at_least(0))
@@ -730,6 +758,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc.add_argument("--beam", type=_at_least(1), help="beam width (default: the run's)")
     rc.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     rc.add_argument("--user", type=int, help="user index (runs trained with user tokens, model.user_buckets)")
+    ev = sub.add_parser(
+        "evaluate", help="re-evaluate a trained bench run: another beam width, more cut-offs, all users, valid or test"
+    )
+    ev.add_argument("run", help="bench run directory (sidkit bench --out)")
+    ev.add_argument("--split", choices=["test", "valid"], default="test")
+    ev.add_argument("--beam", type=_at_least(1), help="beam width (default: the run's)")
+    ev.add_argument("--k", type=_at_least(1), nargs="+", default=[5, 10], help="cut-offs (each <= the beam width)")
+    ev.add_argument(
+        "--users", type=_at_least(0), help="0 = all users, n = a seeded sample (default: the run's own users)"
+    )
+    ev.add_argument("--data", help="the data directory, if it moved since the run (default: the run's data.path)")
+    ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    ev.add_argument("--json", help="also write the metrics to this JSON file")
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error argparse has printed (2)
@@ -743,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": bench_cmd,
         "compare": compare_cmd,
         "recommend": recommend_cmd,
+        "evaluate": evaluate_cmd,
     }
     try:
         return commands[args.command](args)

@@ -69,7 +69,9 @@ def fit(
     states, history, best weights so far) is written after every epoch. If the file exists
     when ``fit`` starts, training resumes after its last epoch (a finished run just restores
     its best weights); the state must come from a call with the same arguments, model and
-    data (else ``ValueError``). Resuming on the same device gives bit-identical weights.
+    data (else ``ValueError``), except ``patience``, which a resume may change (e.g. raise, so
+    that a noisy validation curve does not stop a run before its learning rate has decayed).
+    Resuming on the same device gives bit-identical weights.
     ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
     not fit in what is left (judged by the mean epoch so far), the state is saved and
     :class:`Paused` is raised; every call trains at least one epoch.
@@ -109,7 +111,6 @@ def fit(
             weight_decay,
             warmup,
             schedule,
-            patience,
             beam_width,
             seed,
             use_amp,
@@ -198,7 +199,6 @@ def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str
         "weight_decay",
         "warmup",
         "schedule",
-        "patience",
         "beam_width",
         "seed",
         "amp",
@@ -242,7 +242,9 @@ def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str
     if not isinstance(saved, dict) or saved.get("format") != 1:
         raise ValueError(f"state: {path} is not a sidkit training state (format 1)")
     old = saved["fingerprint"]
-    diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    # States written before patience became resumable still hold it: it is no longer compared.
+    keys = (set(old) | set(fingerprint)) - {"patience"}
+    diff = sorted(k for k in keys if old.get(k) != fingerprint.get(k))
     if diff:
         shown = ", ".join(
             f"{k} ({old.get(k)!r} there, {fingerprint.get(k)!r} here)"
