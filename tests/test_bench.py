@@ -389,6 +389,16 @@ def test_kv_cached_decoding_matches_full_recompute():
     full = m.recommend(te.inputs, beam_width=8, top_k=8, kv_cache=False)
     cached = m.recommend(te.inputs, beam_width=8, top_k=8, kv_cache=True)
     np.testing.assert_array_equal(full, cached)
+    # How users are batched does not change what each gets (batches trim padding separately).
+    for bs in (1, 5, 64):
+        np.testing.assert_array_equal(m.recommend(te.inputs, beam_width=8, top_k=8, batch_size=bs), full)
+    # More beams than SIDs: dead beams (their own parents) decode alike with and without the cache.
+    small = sk.SidTable(np.arange(1, 6), table.codes[:5], table.sizes)
+    m5 = TIGER(small, d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=0.0, seed=2)
+    te5 = make_examples([h % 5 + 1 for h in split.test_history], split.test_target % 5 + 1, small, m5.token_map)
+    few = m5.recommend(te5.inputs, beam_width=8, top_k=8, kv_cache=True)
+    np.testing.assert_array_equal(few, m5.recommend(te5.inputs, beam_width=8, top_k=8, kv_cache=False))
+    assert (np.sort(few[:, :5], 1) == np.arange(1, 6)).all() and (few[:, 5:] == -1).all()
 
 
 def test_demo_runs_the_whole_pipeline_on_recbole_files(tmp_path, capsys):
