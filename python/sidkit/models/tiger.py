@@ -306,11 +306,10 @@ class TIGER(nn.Module):
             rows = order[s : s + batch_size]
             chunk = torch.as_tensor(trim_left_padding(arr[rows]), device=device)
             enc = self.t5.get_encoder()(input_ids=chunk, attention_mask=chunk != PAD).last_hidden_state
-            mask = _per_beam(chunk != PAD, beam_width)
             if kv_cache:
-                step = self._cached_step(enc, mask, beam_width)
+                step = self._cached_step(enc, chunk != PAD, beam_width)
             else:
-                step = self._full_step(_per_beam(enc, beam_width), mask)
+                step = self._full_step(_per_beam(enc, beam_width), _per_beam(chunk != PAD, beam_width))
             items, _, _ = generate(step, self.trie, len(chunk), beam_width, top_k, token_map=self.token_map)
             out[rows] = items
         return out
@@ -326,46 +325,44 @@ class TIGER(nn.Module):
         return step
 
     def _cached_step(self, enc: torch.Tensor, mask: torch.Tensor, beam_width: int) -> Any:
+        """The step function of a KV-cached decode. ``enc`` (B, T, D) is one encoder output per
+        user, ``mask`` (B, T) its padding mask.
+
+        A user's beams share everything at the first step (one live beam) and their
+        cross-attention keys/values always. So the first step runs the decoder once per user,
+        B rows instead of B·beam: it projects the cross-attention keys/values once per user
+        (beam_width times less work than projecting each beam's copy). Its cache is then
+        expanded to the beams with ``reorder_cache`` (an index that repeats each user's row).
+        Later steps reorder only the decoder's self-attention keys/values along the beams'
+        parents. A parent is always a beam of the same user (:class:`~sidkit.BeamSearch`; a
+        dead beam is its own parent), so the cross-attention rows never need to move."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-        device = enc.device
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        # The cross-attention keys/values of a user's beams all come from the user's encoder
-        # output: project it once per user and repeat the result, instead of projecting every
-        # beam's copy (beam_width times the work; ~30% of decoding). T5's attention reuses a
-        # cross-attention cache that is marked updated.
-        for i, block in enumerate(self.t5.decoder.block):
-            att: Any = block.layer[1].EncDecAttention  # type: ignore[index,union-attr]
-            shape = (*enc.shape[:2], -1, att.key_value_proj_dim)
-            k = _per_beam(att.k(enc).view(shape).transpose(1, 2), beam_width)
-            v = _per_beam(att.v(enc).view(shape).transpose(1, 2), beam_width)
-            cache.cross_attention_cache.update(k, v, i)
-            cache.is_updated[i] = True
-        enc = _per_beam(enc, beam_width)
-        state: dict[str, Any] = {"cache": cache}
+        device, users = enc.device, len(enc)
         # transformers renamed the argument and output `past_key_values` to `cache` (5.2x;
         # the old name goes in 5.40): use whichever this version's T5 takes.
         key = "cache" if "cache" in inspect.signature(self.t5.forward).parameters else "past_key_values"
+        state: dict[str, Any] = {}
 
-        def step(tokens: np.ndarray, parents: np.ndarray) -> torch.Tensor:
-            cache = state["cache"]
-            if tokens.shape[1] == 0:
-                last = torch.zeros((len(tokens), 1), dtype=torch.long, device=device)
-            else:
-                # Only the decoder's own keys/values follow the beams: a beam's parent is always
-                # a beam of the same user (BeamSearch), whose cross-attention keys/values (from
-                # the same encoder output) are identical, so reordering those would copy them
-                # for nothing (it was ~25% of decoding time).
-                getattr(cache, "self_attention_cache", cache).reorder_cache(torch.as_tensor(parents, device=device))
-                last = torch.as_tensor(np.ascontiguousarray(tokens[:, -1:]), device=device)
+        def run(enc: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, cache: Any) -> torch.Tensor:
             o = self.t5(
-                encoder_outputs=(enc,),
-                attention_mask=mask,
-                decoder_input_ids=last,
-                use_cache=True,
-                **{key: cache},
+                encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=last, use_cache=True, **{key: cache}
             )
             state["cache"] = getattr(o, key)
-            return torch.log_softmax(o.logits[:, -1].float(), -1).cpu()
+            return torch.log_softmax(o.logits[:, -1].float(), -1)
+
+        def step(tokens: np.ndarray, parents: np.ndarray) -> torch.Tensor:
+            if tokens.shape[1] == 0:
+                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+                start = torch.zeros((users, 1), dtype=torch.long, device=device)
+                logp = run(enc, mask, start, cache)
+                per_beam = torch.arange(users, device=device).repeat_interleave(beam_width)
+                state["cache"].reorder_cache(per_beam)  # self- and cross-attention, B -> B·beam rows
+                state["enc"], state["mask"] = _per_beam(enc, beam_width), _per_beam(mask, beam_width)
+                return _per_beam(logp, beam_width).cpu()
+            cache = state["cache"]
+            getattr(cache, "self_attention_cache", cache).reorder_cache(torch.as_tensor(parents, device=device))
+            last = torch.as_tensor(np.ascontiguousarray(tokens[:, -1:]), device=device)
+            return run(state["enc"], state["mask"], last, cache).cpu()
 
         return step
