@@ -11,8 +11,8 @@ SIDs, beam 20, top 10) five ways, measured side by side in one process:
 - ``generate`` + :class:`sidkit.hf.SidLogitsProcessor`: the drop-in for Hugging Face users;
 - ``sidkit.generate`` around the model with a plain Hugging Face KV cache (all caches reordered
   every step, encoder output repeated per beam): sidkit's decoding before session 10;
-- ``TIGER.recommend(batch_size=256)``: cross-attention keys/values projected once per user and
-  never reordered, beams repeated by a strided copy;
+- ``TIGER.recommend(batch_size=256)``: the first step (one live beam per user) run once per
+  user, its cache expanded to the beams, cross-attention keys/values never reordered;
 - ``TIGER.recommend()``: the same with its default CPU batch of ~1,024 beams.
 
 Reports users/s, the ratio to each peer, and how often the peers' top-1 item agrees with
