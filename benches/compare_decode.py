@@ -22,7 +22,7 @@ import tracemalloc
 
 import numpy as np
 import sidkit as sk
-from _timing import best_time
+from _timing import best_time, plain_cache_step
 
 
 def random_sids(n: int, sizes, seed=0) -> np.ndarray:
@@ -174,23 +174,9 @@ def t5_section(args, torch) -> list[str]:
     def sk_generate(inputs, beams):
         """sidkit.generate around the same model: encoder once, KV-cached decoder steps
         reordered along the beams' parents, trie-constrained top-k in Rust."""
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
         with torch.no_grad():
             enc = model.get_encoder()(input_ids=inputs).last_hidden_state.repeat_interleave(beams, 0)
-            state = {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
-
-            def step(tokens, parents):
-                cache = state["cache"]
-                if tokens.shape[1] == 0:
-                    last = torch.zeros((len(tokens), 1), dtype=torch.long)
-                else:
-                    cache.reorder_cache(torch.as_tensor(parents))
-                    last = torch.as_tensor(np.ascontiguousarray(tokens[:, -1:]))
-                o = model(encoder_outputs=(enc,), decoder_input_ids=last, past_key_values=cache, use_cache=True)
-                state["cache"] = o.past_key_values
-                return torch.log_softmax(o.logits[:, -1].float(), -1)
-
+            step = plain_cache_step(model, enc)
             return sk.generate(step, trie, len(inputs), beams, top_k=1, token_map=tm)
 
     rows = []

@@ -23,12 +23,12 @@ differ slightly; both only return valid items).
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 
 import numpy as np
 import sidkit as sk
+from _timing import plain_cache_step
 
 
 def main() -> int:
@@ -46,7 +46,6 @@ def main() -> int:
     from sidkit.hf import SidLogitsProcessor
     from sidkit.models.tiger import TIGER, make_examples
     from transformers import LogitsProcessorList
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     torch.set_num_threads(args.threads)
     sk.set_num_threads(args.threads)
@@ -103,9 +102,6 @@ def main() -> int:
             node = node.get(tok, {})
         return list(node.keys()) or [0]
 
-    # transformers renamed `past_key_values` to `cache` (5.2x): use whichever this version takes.
-    key = "cache" if "cache" in inspect.signature(t5.forward).parameters else "past_key_values"
-
     def plain_cache(batch: int = 256) -> np.ndarray:
         """sidkit.generate with a plain Hugging Face cache (the pre-session-10 TIGER.recommend)."""
         out = []
@@ -113,26 +109,7 @@ def main() -> int:
             for s in range(0, len(inputs), batch):
                 x = torch.as_tensor(inputs[s : s + batch])
                 enc = t5.get_encoder()(input_ids=x, attention_mask=x != 0).last_hidden_state
-                enc, mask = enc.repeat_interleave(beam, 0), (x != 0).repeat_interleave(beam, 0)
-                state = {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
-
-                def step(tokens, parents, enc=enc, mask=mask, state=state):
-                    cache = state["cache"]
-                    if tokens.shape[1] == 0:
-                        last = torch.zeros((len(tokens), 1), dtype=torch.long)
-                    else:
-                        cache.reorder_cache(torch.as_tensor(parents))
-                        last = torch.as_tensor(np.ascontiguousarray(tokens[:, -1:]))
-                    o = t5(
-                        encoder_outputs=(enc,),
-                        attention_mask=mask,
-                        decoder_input_ids=last,
-                        use_cache=True,
-                        **{key: cache},
-                    )
-                    state["cache"] = getattr(o, key)
-                    return torch.log_softmax(o.logits[:, -1].float(), -1)
-
+                step = plain_cache_step(t5, enc.repeat_interleave(beam, 0), (x != 0).repeat_interleave(beam, 0))
                 items, _, _ = sk.generate(step, trie, len(x), beam, top_k=1, token_map=tm)
                 out.append(items[:, 0])
         return np.concatenate(out)
