@@ -355,9 +355,14 @@ def test_tiger_recommend_and_rqvae_fit_arguments():
         (np.array([[0, -1]]), ValueError, "got -1"),
         (good.astype(float), TypeError, "inputs: expected integer token ids"),
         (good[0], ValueError, "inputs: expected shape \\(B, T\\)"),
+        (np.zeros((2, 0), np.int64), ValueError, "inputs: expected shape \\(B, T\\) with T >= 1, got \\(2, 0\\)"),
     ):
         with pytest.raises(exc, match=msg):
             model.recommend(bad, beam_width=2, top_k=2)
+    # Any integer dtype decodes as int64 does (torch's embedding takes int64/int32 only).
+    want = model.recommend(good, beam_width=4, top_k=3)
+    for dtype in (np.int16, np.uint8, np.uint16, np.uint32, np.uint64, np.int32):
+        np.testing.assert_array_equal(model.recommend(good.astype(dtype), beam_width=4, top_k=3), want)
     with pytest.raises(ValueError, match="batch_size: expected >= 1, got 0"):
         model.recommend(good, beam_width=2, top_k=2, batch_size=0)
     assert model.recommend(torch.as_tensor(good), beam_width=4, top_k=3).shape == (2, 3)
@@ -405,3 +410,27 @@ def test_bad_devices_are_named_before_any_work():
             sk.train_rqvae(x, levels=2, codebook_size=4, epochs=1, device=device, verbose=False)
         with pytest.raises(ValueError, match="device: "):
             fit(torch.nn.Linear(2, 2), None, epochs=1, device=device, verbose=False)
+
+
+def test_sasrec_recommend_names_bad_inputs():
+    torch = pytest.importorskip("torch")
+    from sidkit.models import SASRec
+
+    m = SASRec(5, max_len=4, d_model=8, num_layers=1, num_heads=2, dropout=0.0, seed=0)
+    good = np.array([[0, 1, 2], [3, 4, 5]])
+    for bad, exc, msg in (
+        (np.array([[0, 6]]), ValueError, r"inputs: expected item ids in \[0, 5\] \(0 = padding\), got 6"),
+        (np.array([[-1, 2]]), ValueError, "got -1"),
+        (good.astype(float), TypeError, "inputs: expected integer item ids, got dtype float64"),
+        (good[0], ValueError, r"inputs: expected shape \(B, T\) with T >= 1"),
+        ("1 2", TypeError, "inputs: expected a numpy array or torch tensor"),
+    ):
+        for call in (m.recommend, m.scores):
+            with pytest.raises(exc, match=msg):
+                call(bad)
+    with pytest.raises(ValueError, match="top_k: expected >= 1, got 0"):
+        m.recommend(good, top_k=0)
+    # A list longer than the catalog is padded with -1; any integer dtype ranks as int64 does.
+    top = m.recommend(torch.as_tensor(good), top_k=7)
+    assert top.shape == (2, 7) and (top[:, 5:] == -1).all() and sorted(top[0, :5]) == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(m.recommend(good.astype(np.uint8), top_k=7), top)

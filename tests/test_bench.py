@@ -109,6 +109,26 @@ def test_bench_cli_and_config_errors(tmp_path, capsys):
         assert main(["bench", "--config", str(cfg), "--device", "cuda", "--out", str(tmp_path / "x")]) == 2
         assert "run.device: 'cuda' requested but torch sees no CUDA device" in capsys.readouterr().err
         assert not (tmp_path / "x" / "sids.npz").exists()
+    # A new run into a finished run's directory that fails on its device or its data leaves the
+    # earlier run whole; one that starts removes everything the earlier run wrote.
+    done = tmp_path / "r"
+    kept = sorted(p.name for p in done.iterdir())
+    assert {"results.json", "tiger.pt", "sids.npz", "codebooks.npz"} <= set(kept)
+    with pytest.raises(ValueError, match="run.device"):
+        bench.run(bench.merge(tiny, {"run": {"device": "cdua"}}), done, verbose=False)
+    with pytest.raises(FileNotFoundError):
+        bench.run(bench.merge(tiny, {"data": {"path": str(tmp_path / "nowhere")}}), done, verbose=False)
+    assert sorted(p.name for p in done.iterdir()) == kept
+    assert (
+        main(["bench", "--config", str(cfg), "--data", str(tmp_path), "--out", str(done), "--no-tiger", "--quiet"]) == 0
+    )
+    capsys.readouterr()
+    assert not (done / "tiger.pt").exists()
+    with pytest.raises(FileNotFoundError, match="baselines-only"):
+        bench.load_run(done)
+    for flag, value in (("--test-users", "-5"), ("--time-limit", "nan"), ("--time-limit", "-1")):
+        assert main(["bench", "--config", str(cfg), flag, value, "--out", str(tmp_path / "x")]) == 2
+        assert f"argument {flag}: expected" in capsys.readouterr().err
 
 
 def test_baselines_only_run(tmp_path, capsys):
@@ -201,7 +221,7 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
     assert {k: v for k, v in valid.items() if "@" in k} == ranking_metrics(ranked, split.valid_target[rows], (1, 3, 12))
     for kwargs, exc, msg in (
         ({"split": "train"}, ValueError, "split: expected 'test' or 'valid', got 'train'"),
-        ({"ks": (5, 11)}, ValueError, r"ks: expected cut-offs <= beam_width \(10\), got 11"),
+        ({"ks": (5, 0)}, ValueError, "ks: expected >= 1, got 0"),
         ({"ks": 5}, TypeError, "ks: expected a sequence of ints"),
         ({"ks": ()}, ValueError, "ks: expected at least one cut-off"),
         ({"users": -1}, ValueError, "users: expected >= 0, got -1"),
@@ -214,8 +234,14 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
     assert "200 test users, beam 10" in out and "| Recall@1 | NDCG@1 | Recall@10 | NDCG@10 |" in out
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["recall@10"] == again["recall@10"] and "recall@1" in saved
-    assert main(["evaluate", str(tmp_path / "run"), "--k", "20"]) == 2
-    assert "ks: expected cut-offs <= beam_width (10), got 20" in capsys.readouterr().err
+    # A cut-off past the beam counts the slots the beam cannot fill as misses (as the run's own
+    # evaluation of the top 10 does at a beam below 10): beam 4 gives the same @10 as @4.
+    narrow = run.evaluate(beam_width=4, ks=(4, 10))
+    assert narrow["recall@10"] == narrow["recall@4"] and narrow["ndcg@10"] == narrow["ndcg@4"]
+    assert main(["evaluate", str(tmp_path / "run"), "--k", "0"]) == 2
+    assert "argument --k: expected an int >= 1, got 0" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "run"), "--device", "cdua"]) == 2
+    assert "device: expected a torch device (cpu, cuda, cuda:1), got 'cdua'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "run"), "--json", str(tmp_path)]) == 2
     assert "--json: " in (err := capsys.readouterr().err) and "is a directory" in err
     # A SID table that is not the one the weights were trained on is refused (checksum).
@@ -648,6 +674,24 @@ def test_config_values_must_have_the_defaults_types():
         bench.load_config(None, {"sid": {"method": "rq-kmeans"}})
     with pytest.raises(ValueError, match=r"config: train.warmup expected a share of the steps in \[0, 1\), got 1.5"):
         bench.load_config(None, {"train": {"warmup": 1.5}})
+    # Numbers out of range are named up front, not found half-way through a run.
+    for section, key, value, msg in (
+        ("train", "test_users", -5, "config: train.test_users expected >= 0, got -5"),
+        ("train", "batch_size", 0, "config: train.batch_size expected >= 1, got 0"),
+        ("data", "max_history", 0, "config: data.max_history expected >= 1, got 0"),
+        ("run", "time_limit", float("nan"), "config: run.time_limit expected a finite number, got nan"),
+        ("run", "time_limit", -1.0, "config: run.time_limit expected >= 0, got -1.0"),
+        ("train", "lr", 0.0, "config: train.lr expected a learning rate > 0, got 0.0"),
+        ("model", "dropout", 1.0, r"config: model.dropout expected a probability in \[0, 1\), got 1.0"),
+        ("sid", "codebook_size", 70000, "config: sid.codebook_size expected at most 65536 codes"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            bench.load_config(None, {section: {key: value}})
+    bad = bench.load_config(None)
+    bad["train"]["epochs"] = 0  # a dict built by hand is checked by run() too, before it writes anything
+    with pytest.raises(ValueError, match="config: train.epochs expected >= 1, got 0"):
+        bench.run(bad, "/nonexistent/never-created", verbose=False)
+    assert not Path("/nonexistent/never-created").exists()
 
 
 def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path, capsys):

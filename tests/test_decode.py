@@ -178,13 +178,20 @@ def test_device_side_mask_matches_the_rust_mask(rng):
     CPU tensors here, and on CUDA when one is present."""
     torch = pytest.importorskip("torch")
     trie = sk.Trie(random_sids(rng, 40), sizes=SIZES)
-    nodes = np.concatenate([np.arange(trie.num_nodes), [-1, trie.num_nodes + 5]])
-    want = trie._native.mask(np.where(nodes >= trie.num_nodes, -1, nodes), 9, 2)
+    nodes = np.concatenate([np.arange(trie.num_nodes), [-1]])
+    want = trie._native.mask(nodes, 9, 2)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         got = trie.mask_torch(torch.from_numpy(nodes).to(device), 9, 2)
         assert got.device.type == device
         np.testing.assert_array_equal(got.cpu().numpy(), want)
+        for bad in (trie.num_nodes, -2):  # as the Rust mask: an id that is no node is an error
+            with pytest.raises(
+                ValueError, match=rf"node_ids: expected node ids in \[-1, {trie.num_nodes}\).*got {bad}"
+            ):
+                trie.mask_torch(torch.tensor([0, bad], device=device), 9, 2)
+            with pytest.raises(ValueError, match="node_ids"):
+                trie.mask([0, bad], vocab=9)
     # `out` on a non-CPU device takes the device path; a CPU tensor the Rust one.
     out = torch.zeros((3, 9), dtype=torch.bool)
     trie.mask(nodes[:3], vocab=9, out=out)

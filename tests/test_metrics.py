@@ -96,6 +96,18 @@ def test_ranking_metrics_hand_worked():
     assert m["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 4)  # rank 2 scores 1/log2(3)
     with pytest.raises(ValueError, match="ranked, target"):
         ranking_metrics(ranked, target[:2])
+    # A cut-off the lists cannot measure is an error, not the shorter list's value.
+    with pytest.raises(ValueError, match=r"ks: expected cut-offs <= K = 3 .*got 5"):
+        ranking_metrics(ranked, target, ks=(1, 5))
+    with pytest.raises(ValueError, match="ks: expected >= 1, got 0"):
+        ranking_metrics(ranked, target, ks=(0,))
+    with pytest.raises(TypeError, match="ks: expected a sequence"):
+        ranking_metrics(ranked, target, ks=3)
+    with pytest.raises(TypeError, match="ranked: expected integer item ids, got dtype float64"):
+        ranking_metrics(ranked.astype(float), target, ks=(1,))
+    # -1 padding measures a deeper cut-off honestly: the empty slots are misses.
+    padded = np.pad(ranked, ((0, 0), (0, 2)), constant_values=-1)
+    assert ranking_metrics(padded, target, ks=(5,)) == {"recall@5": 0.5, "ndcg@5": m["ndcg@3"]}
 
 
 def test_leave_one_out_and_most_popular():

@@ -58,7 +58,7 @@ def test_tiger_learns_planted_chains_and_beats_most_popular():
 
 
 def test_make_examples_layout_with_user_tokens():
-    from sidkit.models.tiger import make_examples, sliding_window
+    from sidkit.models.tiger import TIGER, make_examples, sliding_window
 
     table = sk.SidTable([1, 2, 3], [[0, 1], [1, 0], [1, 1]], (2, 2))
     tm = sk.TokenMap(table.sizes, offset=2 + 8)  # pad, eos, 8 user buckets, then SID tokens
@@ -77,6 +77,15 @@ def test_make_examples_layout_with_user_tokens():
         make_examples([np.array([1])], [2], table, tm, 3, user_buckets=8)
     with pytest.raises(ValueError, match="users: expected 2 users"):
         make_examples([np.array([1]), np.array([2])], [2, 3], table, tm, 3, users=[1], user_buckets=8)
+    # Not truncated, not overlapping: float targets, negative buckets, user tokens over SID tokens.
+    with pytest.raises(TypeError, match="targets: expected integer item ids, got dtype float64"):
+        make_examples([np.array([1])], [3.9], table, tm, 3)
+    with pytest.raises(ValueError, match="user_buckets: expected >= 0, got -3"):
+        make_examples([np.array([1])], [2], table, tm, 3, users=[1], user_buckets=-3)
+    with pytest.raises(ValueError, match=r"token_map: expected offset >= 2 \+ user_buckets = 10 .*got 2"):
+        make_examples([np.array([1])], [2], table, sk.TokenMap(table.sizes, offset=2), 3, users=[1], user_buckets=8)
+    with pytest.raises(ValueError, match="user_buckets: expected >= 0, got -5"):
+        TIGER(table, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32, user_buckets=-5)
 
 
 def test_sliding_window_users_line_up_with_the_examples():

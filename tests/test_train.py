@@ -175,8 +175,38 @@ def test_a_resume_may_raise_the_patience(setup, tmp_path):
         fit(new_model(table), train, valid, state=state, time_limit=0, **kw)
     resumed = fit(new_model(table), train, valid, state=state, **{**kw, "patience": 100})
     assert without_seconds(resumed) == without_seconds(long)
+    # A run that early stopping already ended (its state says so) goes on too.
+    stopped = tmp_path / "stopped.pt"
+    assert without_seconds(fit(new_model(table), train, valid, state=stopped, **kw)) == without_seconds(short)
+    assert without_seconds(fit(new_model(table), train, valid, state=stopped, **kw)) == without_seconds(short)
+    again = fit(new_model(table), train, valid, state=stopped, **{**kw, "patience": 100})
+    assert without_seconds(again) == without_seconds(long)
     # A state written when patience was still fingerprinted resumes too.
     saved = torch.load(state, weights_only=True)
     saved["fingerprint"]["patience"] = 1
     torch.save(saved, state)
     assert without_seconds(fit(new_model(table), train, valid, state=state, **kw)) == without_seconds(long)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        ({"epochs": 0}, ValueError, "epochs: expected >= 1, got 0"),
+        ({"epochs": 2.0}, TypeError, "epochs: expected an int"),
+        ({"batch_size": 0}, ValueError, "batch_size: expected >= 1, got 0"),
+        ({"patience": 0}, ValueError, "patience: expected >= 1, got 0"),
+        ({"beam_width": 0}, ValueError, "beam_width: expected >= 1, got 0"),
+        ({"lr": 0.0}, ValueError, "lr: expected a finite number > 0, got 0.0"),
+        ({"lr": float("nan")}, ValueError, "lr: expected a finite number > 0, got nan"),
+        ({"lr": "1e-3"}, TypeError, "lr: expected a number, got str"),
+        ({"weight_decay": -0.1}, ValueError, "weight_decay: expected a finite number >= 0, got -0.1"),
+    ],
+)
+def test_fit_names_bad_arguments_before_training(setup, kwargs, exc, msg):
+    table, train, valid = setup
+    model = new_model(table)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(exc, match=msg):
+        fit(model, train, valid, **{**KW, **kwargs})
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing trained

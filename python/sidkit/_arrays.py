@@ -46,11 +46,18 @@ def device_arg(device: Any, name: str = "device") -> Any:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"{name}: expected a torch device (cpu, cuda, cuda:1), got {device!r}: {e}") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{name}: {device!r} requested but torch sees no CUDA device")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{name}: {device!r} requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "meta":
+        raise ValueError(f"{name}: expected a device that holds data (cpu, cuda, ...), got {device!r}")
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    available = getattr(backend, "is_available", None)
+    label = dev.type.upper() if dev.type in ("cuda", "mps", "xpu") else dev.type
+    if available is None or not available():
+        raise ValueError(f"{name}: {device!r} requested but torch sees no {label} device")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ValueError(f"{name}: {device!r} requested but torch sees {count()} {label} device(s)")
     return dev
 
 

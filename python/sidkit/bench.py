@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 import re
 import sys
@@ -147,6 +148,38 @@ def _check_type(name: str, value: Any, default: Any) -> None:
         raise TypeError(f"config: {name} expects {type(default).__name__}, got {type(value).__name__} {value!r}")
 
 
+#: The least value of each numeric setting (floats must also be finite; see ``_check_range``).
+MINIMUM: dict[str, int] = {
+    **dict.fromkeys(["data.max_history", "data.dim", "sid.levels", "sid.codebook_size", "sid.rqvae_epochs"], 1),
+    **dict.fromkeys(["model.d_model", "model.num_layers", "model.num_heads", "model.d_kv", "model.d_ff"], 1),
+    **dict.fromkeys(["train.epochs", "train.batch_size", "train.patience", "train.beam_width"], 1),
+    **dict.fromkeys(["sasrec.epochs", "sasrec.max_len", "sasrec.d_model", "sasrec.num_layers"], 1),
+    **dict.fromkeys(["sasrec.batch_size", "sasrec.patience"], 1),
+    **dict.fromkeys(["sid.iters", "model.user_buckets", "train.max_examples", "train.weight_decay"], 0),
+    **dict.fromkeys(["train.valid_users", "train.test_users", "train.invalid_users"], 0),
+    **dict.fromkeys(["run.seed", "run.threads", "run.time_limit"], 0),
+}
+
+
+def _check_range(name: str, value: Any) -> None:
+    """A ValueError naming the setting when a number is out of its range (or not finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config: {name} expected a finite number, got {value}")
+    if name in ("train.warmup",) and not 0.0 <= value < 1.0:
+        raise ValueError(f"config: {name} expected a share of the steps in [0, 1), got {value}")
+    if name in ("model.dropout", "sasrec.dropout") and not 0.0 <= value < 1.0:
+        raise ValueError(f"config: {name} expected a probability in [0, 1), got {value}")
+    if name in ("train.lr", "sasrec.lr") and value <= 0:
+        raise ValueError(f"config: {name} expected a learning rate > 0, got {value}")
+    if name == "sid.codebook_size" and value > 65536:
+        raise ValueError(f"config: {name} expected at most 65536 codes (uint16), got {value}")
+    lo = MINIMUM.get(name)
+    if lo is not None and value < lo:
+        raise ValueError(f"config: {name} expected >= {lo}, got {value}")
+
+
 def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``base`` with ``over``'s sections merged in; unknown sections or keys are ValueErrors, a
     value of the wrong type (``epochs = "3"``) a TypeError."""
@@ -161,10 +194,7 @@ def merge(base: dict[str, dict[str, Any]], over: dict[str, Any]) -> dict[str, di
                 raise ValueError(f"config: unknown key {section}.{key} (expected one of {sorted(out[section])})")
             # Typed by DEFAULTS (not the value being replaced: `lr = 1` then `lr = 0.5` is fine).
             _check_type(f"{section}.{key}", value, DEFAULTS.get(section, {}).get(key, out[section][key]))
-            if f"{section}.{key}" == "data.max_history" and value < 1:
-                raise ValueError(f"config: data.max_history expected >= 1 item, got {value}")
-            if f"{section}.{key}" == "train.warmup" and not 0.0 <= value < 1.0:
-                raise ValueError(f"config: train.warmup expected a share of the steps in [0, 1), got {value}")
+            _check_range(f"{section}.{key}", value)
             choices = CHOICES.get(f"{section}.{key}")
             if choices is not None and value not in choices:
                 raise ValueError(f"config: {section}.{key} expected one of {list(choices)}, got {value!r}")
@@ -471,6 +501,20 @@ def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, A
         )
 
 
+#: Everything :func:`run` writes to its directory (a new run removes what an earlier one left).
+RUN_FILES = (
+    "tiger_state.pt",
+    "sasrec_state.pt",
+    "results.json",
+    "results.md",
+    "tiger.pt",
+    "sasrec.pt",
+    "sids.npz",
+    "codebooks.npz",
+    "curve.png",
+)
+
+
 def _tiger_args(cfg: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The ``model`` settings as TIGER arguments."""
     return {k: v for k, v in cfg["model"].items() if k != "enabled"}
@@ -481,10 +525,11 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
 
     Training writes its full state to ``out`` after every epoch (``tiger_state.pt``,
     ``sasrec_state.pt``; removed when the run ends). ``resume``: continue from those states
-    (``out/config.toml`` must hold the same config, apart from ``run.device``,
-    ``run.threads`` and ``run.time_limit``; a complete run is not resumed); without it, an
-    earlier run's states and results in ``out`` are discarded. With ``run.time_limit`` > 0,
-    raises :class:`sidkit.train.Paused` when the time ran out during training; the run
+    (``out/config.toml`` must hold the same config, apart from the settings in
+    :data:`RESUMABLE`: ``run.device``, ``run.threads``, ``run.time_limit``, ``train.patience``
+    and ``sasrec.patience``; a complete run is not resumed); without it, what an earlier run
+    left in ``out`` (:data:`RUN_FILES`) is removed once the device and the data have loaded.
+    With ``run.time_limit`` > 0, raises :class:`sidkit.train.Paused` when the time ran out during training; the run
     directory then holds what a resume needs."""
     import torch
 
@@ -495,6 +540,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     from .models import SASRec, sasrec_examples, sasrec_train_examples
     from .train import fit
 
+    cfg = merge(DEFAULTS, cfg)  # every setting's type and range checked, whoever built the dict
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -504,8 +550,6 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
 
     t0 = time.perf_counter()
     limit = float(cfg["run"]["time_limit"])
-    if limit < 0:
-        raise ValueError(f"config: run.time_limit expected seconds >= 0 (0 = none), got {limit}")
 
     def time_left() -> float | None:
         return None if limit == 0 else max(0.0, limit - (time.perf_counter() - t0))
@@ -515,11 +559,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         raise ValueError(f"resume: the run in {out} is complete (results.json); nothing to resume")
     if resume and (out / "config.toml").is_file():
         check_resumable(merge(DEFAULTS, read_toml(out / "config.toml")), cfg, out)
-    elif not resume:  # a new run: nothing of an earlier one in `out` may mix with it
-        for p in [*states.values(), out / "results.json", out / "results.md"]:
-            p.unlink(missing_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg))
-
+    # The device and the data are checked before anything in `out` changes: a typo must not
+    # cost an earlier run in `out` its files.
     seed, device = cfg["run"]["seed"], check_device(cfg["run"]["device"], "run.device")
     if cfg["run"]["threads"]:
         sk.set_num_threads(cfg["run"]["threads"])
@@ -528,6 +569,10 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     with timer("load"):
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
+    if not resume:  # a new run: nothing of an earlier one in `out` may mix with it
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    (out / "config.toml").write_text(to_toml(cfg))
     with timer("embed"):
         emb = _embed(ds, cfg["data"], seed, out.parent / ".cache", cfg["run"]["device"])
     item_ids = np.arange(1, ds.num_items + 1)
@@ -559,6 +604,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     vi = _subset(len(split.valid_target), tr["valid_users"], seed)
     ti = _subset(len(split.test_target), tr["test_users"], seed + 1)
     popular = most_popular(split.train, 10)
+    popular = np.pad(popular, (0, 10 - len(popular)), constant_values=-1)  # a catalog under 10 items
     results: dict[str, Any] = {
         "dataset": {
             "name": ds.name,
@@ -704,9 +750,10 @@ class Run:
         data: str | Path | None = None,
     ) -> dict[str, Any]:
         """Re-evaluates the trained TIGER on the run's leave-one-out ``split`` (``"test"`` or
-        ``"valid"``) with constrained beam search: Recall@k and NDCG@k for every k in ``ks``
-        (each <= ``beam_width``), e.g. to see what a wider beam or a deeper cut-off gives
-        without retraining.
+        ``"valid"``) with constrained beam search: Recall@k and NDCG@k for every k in ``ks``,
+        e.g. to see what a wider beam or a deeper cut-off gives without retraining (a beam
+        returns at most ``beam_width`` items: slots past it count as misses, as in the run's
+        own evaluation of the top 10 at any beam).
 
         ``users``: None = the users the run itself evaluated on (``train.test_users`` /
         ``train.valid_users``, the same seeded draw), so the run's defaults reproduce its
@@ -725,8 +772,6 @@ class Run:
             raise ValueError("ks: expected at least one cut-off, got none")
         tr, seed = self.config["train"], self.config["run"]["seed"]
         beam = tr["beam_width"] if beam_width is None else as_int(beam_width, "beam_width", 1)
-        if max(ks) > beam:
-            raise ValueError(f"ks: expected cut-offs <= beam_width ({beam}), got {max(ks)}")
         if users is not None:
             users = as_int(users, "users", 0)
         d = self.config["data"]
@@ -740,8 +785,11 @@ class Run:
         rows = _subset(len(target), limit if users is None else users, seed + offset)
         ub = self.model.user_buckets
         t = time.perf_counter()
-        ranked = self.recommend([hist[i] for i in rows], top_k=max(ks), beam_width=beam, users=rows if ub else None)
+        top = min(max(ks), beam)
+        ranked = self.recommend([hist[i] for i in rows], top_k=top, beam_width=beam, users=rows if ub else None)
         seconds = time.perf_counter() - t
+        # A cut-off past the beam sees empty slots, as in the run's own evaluation (top 10 at any beam).
+        ranked = np.pad(ranked, ((0, 0), (0, max(ks) - top)), constant_values=-1)
         out: dict[str, Any] = ranking_metrics(ranked, target[rows], ks=ks)
         out.update(split=split, users=len(rows), beam_width=beam, users_per_s=len(rows) / max(seconds, 1e-9))
         return out
@@ -761,11 +809,14 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     from .models.tiger import TIGER
 
     path = Path(path)
+    device = check_device(device, "device")
     if not (path / "results.json").is_file():
         raise FileNotFoundError(f"path: expected a bench run directory with results.json, got {path}")
-    if not (path / "tiger.pt").is_file():
-        raise FileNotFoundError(f"path: no trained TIGER weights (tiger.pt) in {path} (a baselines-only run?)")
     results = load_results(path)
+    if "tiger" not in results or not (path / "tiger.pt").is_file():
+        raise FileNotFoundError(
+            f"path: no trained TIGER in {path} (tiger.pt and results.json's 'tiger'; a baselines-only run?)"
+        )
     cfg = merge(DEFAULTS, results["config"])
     codebooks = None
     if (path / "sids.npz").is_file():

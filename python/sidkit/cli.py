@@ -195,7 +195,8 @@ def _decode_demo(sk, ds, emb, table, args, t) -> str:  # type: ignore[no-untyped
     from sidkit.data import leave_one_out, most_popular
     from sidkit.metrics import ranking_metrics
 
-    popular = np.tile(most_popular(leave_one_out(ds.sequences).train, 10) - 1, (len(users), 1))
+    popular = most_popular(leave_one_out(ds.sequences).train, 10) - 1
+    popular = np.tile(np.pad(popular, (0, 10 - len(popular)), constant_values=-1), (len(users), 1))
     dec, ex, pop = (ranking_metrics(r, target, ks=(10,)) for r in (items, exact, popular))
     return (
         f"  decode: {len(users):,} users, trie {len(trie):,} SIDs / {trie.num_nodes:,} nodes; valid SIDs "
@@ -299,6 +300,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return v
 
 
@@ -722,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_at_least(1),
         help="TIGER epochs without a better validation Recall@10 before stopping (a resume may change it)",
     )
-    b.add_argument("--test-users", type=int, help="evaluate on this many sampled test users (0 = all)")
+    b.add_argument("--test-users", type=_at_least(0), help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")
     b.add_argument("--threads", type=_at_least(0))
     b.add_argument(
@@ -740,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument(
         "--time-limit",
-        type=float,
+        type=_nonnegative_float,
         help="seconds this invocation may run: training pauses at an epoch boundary (exit status 3); --resume goes on",
     )
     b.add_argument("--quiet", dest="verbose", action="store_false", help="no progress output")

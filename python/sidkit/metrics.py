@@ -256,8 +256,9 @@ def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> 
     """Recall@k and NDCG@k of ranked item lists against one held-out target per row.
 
     Args:
-        ranked: (B, K) item ids, best first (-1 = empty slot, never a hit).
-        target: (B,) the held-out item of each row.
+        ranked: (B, K) integer item ids, best first (-1 = empty slot, never a hit).
+        target: (B,) the held-out integer item of each row.
+        ks: cut-offs, each in [1, K] (a list shorter than k cannot measure @k: pad it with -1).
 
     With a single relevant item, Recall@k is the hit rate and NDCG@k is ``1 / log2(rank + 1)``
     for a hit at 1-based ``rank <= k`` (1 at rank 1, ``1/log2(3)`` at rank 2), else 0.
@@ -266,6 +267,16 @@ def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> 
     t = np.asarray(to_numpy(target, "target")).ravel()
     if r.ndim != 2 or len(r) != len(t):
         raise ValueError(f"ranked, target: expected (B, K) and (B,), got {r.shape} and {t.shape}")
+    for name, a in (("ranked", r), ("target", t)):
+        if a.size and a.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integer item ids, got dtype {a.dtype}")
+    if isinstance(ks, (int, str, bytes)) or not hasattr(ks, "__iter__"):
+        raise TypeError(f"ks: expected a sequence of ints, got {type(ks).__name__} {ks!r}")
+    ks = tuple(as_int(k, "ks", 1) for k in ks)
+    if ks and max(ks) > max(1, r.shape[1]):
+        raise ValueError(
+            f"ks: expected cut-offs <= K = {r.shape[1]} (the ranked lists' length; pad them with -1), got {max(ks)}"
+        )
     hit = (r == t[:, None]) & (r >= 0)
     found = hit.any(1)
     rank = np.where(found, hit.argmax(1) + 1, np.iinfo(np.int64).max)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._arrays import device_arg
+from ._arrays import as_int, device_arg
 from .metrics import ranking_metrics
 
 
@@ -78,6 +78,13 @@ def fit(
     Each history row also holds ``seconds``, that epoch's wall time (training + validation)."""
     from tqdm.auto import tqdm
 
+    epochs, batch_size = as_int(epochs, "epochs", 1), as_int(batch_size, "batch_size", 1)
+    patience, beam_width = as_int(patience, "patience", 1), as_int(beam_width, "beam_width", 1)
+    for name, v, lo in (("lr", lr, "> 0"), ("weight_decay", weight_decay, ">= 0")):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+        if not np.isfinite(v) or (v <= 0 if lo == "> 0" else v < 0):
+            raise ValueError(f"{name}: expected a finite number {lo}, got {v}")
     if time_limit is not None and state is None:
         raise ValueError("time_limit: needs a state path to pause to (state=None)")
     if time_limit is not None and not time_limit >= 0:
@@ -125,7 +132,9 @@ def fit(
             if saved["cuda_rng"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
             history, best, best_state, bad = saved["history"], saved["best"], saved["best_state"], saved["bad"]
-            first, done = len(history), saved["done"]
+            # Not the saved flag: a resume with a larger patience continues a run that stopped early.
+            first = len(history)
+            done = first >= epochs or (valid is not None and bad >= patience)
             if verbose:
                 tqdm.write(f"resuming from {state}: {first} epoch(s) done" + (" (finished)" if done else ""))
     for epoch in range(first, epochs):

@@ -250,7 +250,14 @@ class Trie:
         vocab, offset = as_int(vocab, "vocab", 1), as_int(offset, "offset", 0)
         device = nodes.device
         offsets, codes = self._device_csr(device)
-        valid = (nodes >= 0) & (nodes < len(offsets) - 1)
+        if len(nodes):  # as mask(): an id that is no node is an error, not an empty row
+            lo, hi = (int(v) for v in torch.aminmax(nodes))
+            if lo < -1 or hi >= len(offsets) - 1:
+                bad = lo if lo < -1 else hi
+                raise ValueError(
+                    f"node_ids: expected node ids in [-1, {len(offsets) - 1}) (-1 = none allowed), got {bad}"
+                )
+        valid = nodes >= 0
         safe = torch.where(valid, nodes, torch.zeros_like(nodes))
         start = offsets[safe]
         count = torch.where(valid, offsets[safe + 1] - start, torch.zeros_like(start))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._arrays import as_int, to_numpy
 from ._dropout import use_fast_dropout
 
 
@@ -135,24 +136,40 @@ class SASRec(nn.Module):
         logits = h[keep] @ self.items.weight[1:].T
         return nn.functional.cross_entropy(logits, targets[keep] - 1)
 
+    def _inputs(self, inputs: Any) -> np.ndarray:
+        """``inputs`` checked: (B, T) integer item ids in [0, num_items] (0 = padding), as int64."""
+        arr = np.asarray(to_numpy(inputs, "inputs"))
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"inputs: expected integer item ids, got dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] == 0:
+            raise ValueError(f"inputs: expected shape (B, T) with T >= 1, got {arr.shape}")
+        if arr.size and (arr.min() < 0 or arr.max() > self.num_items):
+            bad = int(arr.min() if arr.min() < 0 else arr.max())
+            raise ValueError(f"inputs: expected item ids in [0, {self.num_items}] (0 = padding), got {bad}")
+        return arr.astype(np.int64, copy=False)
+
     @torch.no_grad()
     def scores(self, inputs: Any) -> torch.Tensor:
-        """(B, num_items) scores of items 1..num_items after each history (column j = item j+1)."""
-        inputs = torch.as_tensor(np.asarray(inputs), device=self.items.weight.device)
-        return self.hidden(inputs)[:, -1] @ self.items.weight[1:].T
+        """(B, num_items) scores of items 1..num_items after each history (B, T) of item ids
+        (column j = item j+1)."""
+        arr = self._inputs(inputs)
+        return self.hidden(torch.as_tensor(arr, device=self.items.weight.device))[:, -1] @ self.items.weight[1:].T
 
     @torch.no_grad()
     def recommend(self, inputs: Any, beam_width: int = 0, top_k: int = 10, batch_size: int = 1024) -> np.ndarray:
-        """Top-k item ids (B, min(top_k, num_items)) over the full catalog (``beam_width`` is ignored: there is
-        no decoding, it is accepted so ``sidkit.train.fit`` can evaluate either model)."""
+        """Top-k item ids (B, top_k) over the full catalog of histories (B, T) of item ids, -1
+        past the catalog's size (``beam_width`` is ignored: there is no decoding, it is accepted
+        so ``sidkit.train.fit`` can evaluate either model)."""
         self.eval()
         from ..train import trim_left_padding
 
-        arr = np.asarray(inputs)
+        arr = self._inputs(inputs)
+        top_k, batch_size = as_int(top_k, "top_k", 1), as_int(batch_size, "batch_size", 1)
         order = np.argsort((arr != 0).sum(1), kind="stable")  # similar lengths batch together
-        out = np.zeros((len(arr), min(top_k, self.num_items)), dtype=np.int64)
+        out = np.full((len(arr), top_k), -1, dtype=np.int64)
+        k = min(top_k, self.num_items)
         for s in range(0, len(arr), batch_size):
             rows = order[s : s + batch_size]
             sc = self.scores(trim_left_padding(arr[rows]))
-            out[rows] = (sc.topk(min(top_k, self.num_items), dim=1).indices + 1).cpu().numpy()
+            out[rows, :k] = (sc.topk(k, dim=1).indices + 1).cpu().numpy()
         return out

@@ -48,6 +48,17 @@ def make_examples(
     """Tokenises histories of item ids (each item -> its SID tokens, oldest first, the last
     ``max_history`` items), left-padded, with an optional hashed user token first."""
     max_history = as_int(max_history, "max_history", 1)
+    user_buckets = as_int(user_buckets, "user_buckets", 0)
+    if token_map.offset < 2 + user_buckets:  # PAD, EOS, then the user tokens: SID tokens start after
+        raise ValueError(
+            f"token_map: expected offset >= 2 + user_buckets = {2 + user_buckets} "
+            f"(PAD, EOS and the user tokens before the SID tokens), got {token_map.offset}"
+        )
+    items = np.asarray(to_numpy(targets, "targets") if not isinstance(targets, Sequence) else targets)
+    if items.size and items.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected integer item ids, got dtype {items.dtype}")
+    if items.ndim != 1:
+        raise ValueError(f"targets: expected shape (B,), got {items.shape}")
     if len(targets) != len(histories):
         raise ValueError(f"targets: expected {len(histories)} targets (one per history), got {len(targets)}")
     if user_buckets and users is None:
@@ -63,7 +74,7 @@ def make_examples(
         inputs[r, width - len(toks) :] = toks
         if user_buckets and users is not None:
             inputs[r, width - len(toks) - 1] = 2 + (hash(int(users[r])) % user_buckets)
-    items = np.asarray(targets, dtype=np.int64)
+    items = items.astype(np.int64)
     return Examples(inputs, token_map.to_tokens(table.sid(items)), items)
 
 
@@ -232,7 +243,7 @@ class TIGER(nn.Module):
         from transformers import T5Config, T5ForConditionalGeneration
 
         self.table = table
-        self.user_buckets = user_buckets
+        self.user_buckets = user_buckets = as_int(user_buckets, "user_buckets", 0)
         self.token_map = TokenMap(table.sizes, offset=2 + user_buckets)
         self.trie = Trie.from_table(table)
         config = T5Config(  # type: ignore[call-arg]
@@ -289,12 +300,13 @@ class TIGER(nn.Module):
         arr = np.asarray(to_numpy(inputs, "inputs"))
         if arr.dtype.kind not in "iu":
             raise TypeError(f"inputs: expected integer token ids, got dtype {arr.dtype}")
-        if arr.ndim != 2:
-            raise ValueError(f"inputs: expected shape (B, T), got {arr.shape}")
+        if arr.ndim != 2 or arr.shape[1] == 0:
+            raise ValueError(f"inputs: expected shape (B, T) with T >= 1, got {arr.shape}")
         vocab = self.t5.config.vocab_size
         if arr.size and (arr.min() < 0 or arr.max() >= vocab):
             bad = int(arr.min() if arr.min() < 0 else arr.max())
             raise ValueError(f"inputs: expected token ids in [0, {vocab}), got {bad}")
+        arr = arr.astype(np.int64, copy=False)  # torch's embedding takes int64 (or int32) only
         beam_width, top_k = as_int(beam_width, "beam_width", 1), as_int(top_k, "top_k", 1)
         if batch_size is None:
             batch_size = 256 if device.type == "cuda" else max(1, 1024 // beam_width)
