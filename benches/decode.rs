@@ -36,8 +36,8 @@ fn bench_decode(c: &mut Criterion) {
         b.iter(|| {
             codes[..400_000]
                 .chunks(4)
-                .map(|r| trie.walk(r))
-                .sum::<u32>()
+                .map(|r| u64::from(trie.walk(r)))
+                .sum::<u64>()
         })
     });
     g.finish();

@@ -434,3 +434,16 @@ def test_sasrec_recommend_names_bad_inputs():
     top = m.recommend(torch.as_tensor(good), top_k=7)
     assert top.shape == (2, 7) and (top[:, 5:] == -1).all() and sorted(top[0, :5]) == [1, 2, 3, 4, 5]
     np.testing.assert_array_equal(m.recommend(good.astype(np.uint8), top_k=7), top)
+
+
+def test_outputs_too_large_are_errors_not_aborts():
+    """A caller-sized output that cannot fit is a MemoryError naming the argument (the process
+    used to abort); beam search over codebooks whose product tables would not fit is refused."""
+    cb = sk.Codebooks([np.full((1, 10_000_000), 0.5, np.float32)])
+    with pytest.raises(MemoryError, match="codes: could not allocate"):
+        cb.decode(np.zeros((100_000, 1), np.uint16))  # 4 TB of output
+    k = 65536
+    big = sk.Codebooks([(np.arange(k) % 97).astype(np.float32).reshape(-1, 1)] * 2)
+    with pytest.raises(ValueError, match=r"beam: expected 1 \(greedy\) for these codebooks"):
+        big.encode(np.ones((2, 1), np.float32), beam=2)
+    assert big.encode(np.ones((2, 1), np.float32)).shape == (2, 2)

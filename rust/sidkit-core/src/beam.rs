@@ -126,19 +126,19 @@ impl BeamSearch {
         }
         let rows = self.batch * self.beam;
         let k = trie.sizes()[self.step];
-        if logp.len() != rows * width {
+        if rows.checked_mul(width) != Some(logp.len()) {
             return Err(Error::shape(
                 "logp",
                 format!("({rows}, {width}) = batch_size * beam_width rows"),
                 format!("{} values", logp.len()),
             ));
         }
-        if offset + k > width {
+        if offset.checked_add(k).is_none_or(|end| end > width) {
             return Err(Error::shape(
                 "logp",
                 format!(
                     "at least offset + K = {} columns at level {}",
-                    offset + k,
+                    offset as u128 + k as u128,
                     self.step
                 ),
                 format!("{width} columns"),
@@ -150,24 +150,37 @@ impl BeamSearch {
         let chosen: Vec<Vec<(u32, f32, u32, u16)>> = (0..self.batch)
             .into_par_iter()
             .map(|b| {
-                let mut cand: Vec<(f32, u32, u16, u32)> = Vec::new();
+                // Best first; ties → lower parent beam, then lower code (deterministic).
+                let by = |a: &(f32, u32, u16, u32), b: &(f32, u32, u16, u32)| {
+                    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+                };
+                // A bounded buffer: when it fills, only its best `beam` stay and their worst
+                // score becomes the bar a candidate must reach, so most of the beam x K
+                // candidates cost one comparison. Only candidates with at least `beam` better
+                // ones are dropped: the result is the full sort's top `beam`.
+                let cap = 4 * beam;
+                let mut cand: Vec<(f32, u32, u16, u32)> = Vec::with_capacity(cap);
+                let mut bar = f32::NEG_INFINITY;
                 for p in b * beam..(b + 1) * beam {
                     if node[p] == NONE {
                         continue;
                     }
                     let kids = trie.children(node[p]);
                     let row = &logp[p * width + offset..p * width + offset + k];
+                    let base = score[p];
                     for (v, &c) in kids.clone().zip(trie.codes_of(kids)) {
-                        let s = score[p] + row[c as usize];
-                        if s > f32::NEG_INFINITY {
+                        let s = base + row[c as usize];
+                        // NaN fails both tests: it counts as -inf, never chosen.
+                        if s > f32::NEG_INFINITY && s >= bar {
                             cand.push((s, p as u32, c, v));
+                            if cand.len() == cap {
+                                cand.select_nth_unstable_by(beam - 1, by);
+                                cand.truncate(beam);
+                                bar = cand[beam - 1].0;
+                            }
                         }
                     }
                 }
-                // Best first; ties → lower parent beam, then lower code (deterministic).
-                let by = |a: &(f32, u32, u16, u32), b: &(f32, u32, u16, u32)| {
-                    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
-                };
                 if cand.len() > beam {
                     cand.select_nth_unstable_by(beam - 1, by);
                     cand.truncate(beam);

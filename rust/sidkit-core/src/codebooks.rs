@@ -47,10 +47,10 @@ impl<'a> Codebooks<'a> {
             }
         }
         let rows: usize = sizes.iter().sum();
-        if data.len() != rows * dim {
+        if rows.checked_mul(dim) != Some(data.len()) {
             return Err(Error::shape(
                 "codebooks",
-                format!("{rows} x {dim} = {} values", rows * dim),
+                format!("{rows} x {dim} = {} values", rows as u128 * dim as u128),
                 data.len(),
             ));
         }

@@ -146,7 +146,7 @@ pub fn group_ranks(
     cost: Option<&[f32]>,
 ) -> Result<GroupRanks> {
     let n = codes.len() / sizes.len().max(1);
-    let mut rank = crate::alloc::filled(n, 0u32);
+    let mut rank = crate::alloc::try_filled("codes", n, 0u32)?;
     let out = SharedSlice(rank.as_mut_ptr());
     // SAFETY: `rank_groups` calls `write` once per row < n (rows form a permutation).
     let (groups, max_group, colliding_groups) =
@@ -402,7 +402,8 @@ pub fn suffix(
     let n = codes.len() / levels;
     // The codes, each row followed by its rank, written straight into the output.
     const ROWS: usize = 1 << 14;
-    let mut out: Vec<u16> = crate::alloc::filled(n * (levels + 1), 0);
+    let len = crate::alloc::elements::<u16>("codes", &[n, levels + 1])?;
+    let mut out: Vec<u16> = crate::alloc::try_filled("codes", len, 0)?;
     out.par_chunks_mut(ROWS * (levels + 1))
         .zip(codes.par_chunks(ROWS * levels))
         .for_each(|(o, c)| {

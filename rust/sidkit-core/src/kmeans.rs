@@ -48,6 +48,7 @@ pub fn balanced_assign(
             if take < k {
                 row.select_nth_unstable_by(take - 1, by);
                 row.truncate(take);
+                row.shrink_to_fit(); // n rows of K pairs would be 2 GB at 1M x 256
             }
             row.sort_unstable_by(by);
             row
@@ -59,13 +60,24 @@ pub fn balanced_assign(
     let mut dist = vec![0.0f32; n];
     // Lazy global greedy: each point offers its next-nearest centroid; the smallest distance
     // is served first, as a sort of all n·K pairs would.
-    let key = |i: usize, p: usize| Reverse((crate::collide::ordered_bits(ranked[i][p].0), i, p));
-    let mut heap: BinaryHeap<_> = (0..n).map(|i| key(i, 0)).collect();
+    // A point whose candidates are all full offers the nearest centroid that still has room,
+    // as slot `take + j` (after its candidates, in centroid order), with its real distance: it
+    // waits its turn in the heap like any pair. Centroids only fill up, so when it is served
+    // and its centroid has filled meanwhile, the next offer is no nearer than this one.
+    let key = |dd: f32, i: usize, p: usize| Reverse((crate::collide::ordered_bits(dd), i, p));
+    let has_room = |load: &[usize], big_left: usize, j: usize| {
+        load[j] < floor || (load[j] == floor && big_left > 0)
+    };
+    let mut heap: BinaryHeap<_> = (0..n).map(|i| key(ranked[i][0].0, i, 0)).collect();
     while let Some(Reverse((_, i, p))) = heap.pop() {
-        let (dd, j) = ranked[i][p];
-        let j = j as usize;
-        let room = load[j] < floor || (load[j] == floor && big_left > 0);
-        if room {
+        let (dd, j) = match ranked[i].get(p) {
+            Some(&(dd, j)) => (dd, j as usize),
+            None => {
+                let j = p - ranked[i].len();
+                (dist_to(&x[i * d..(i + 1) * d], j), j)
+            }
+        };
+        if has_room(&load, big_left, j) {
             if load[j] == floor {
                 big_left -= 1;
             }
@@ -73,23 +85,17 @@ pub fn balanced_assign(
             label[i] = j as u32;
             dist[i] = dd;
         } else if p + 1 < ranked[i].len() {
-            heap.push(key(i, p + 1));
+            heap.push(key(ranked[i][p + 1].0, i, p + 1));
         } else {
-            // All its candidates are full: the nearest centroid that still has room.
             let point = &x[i * d..(i + 1) * d];
             let (dd, j) = (0..k)
-                .filter(|&j| load[j] < floor || (load[j] == floor && big_left > 0))
+                .filter(|&j| has_room(&load, big_left, j))
                 .map(|j| (dist_to(point, j), j))
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
                 .ok_or_else(|| {
                     Error::value("x", "a centroid with room", "none (internal error)")
                 })?;
-            if load[j] == floor {
-                big_left -= 1;
-            }
-            load[j] += 1;
-            label[i] = j as u32;
-            dist[i] = dd;
+            heap.push(key(dd, i, ranked[i].len() + j));
         }
     }
     // Total capacity is exactly n and every point can try every centroid, so all are placed.
@@ -129,11 +135,13 @@ pub fn centroid_means(
         return Err(Error::value("labels", format!("values in 0..{k}"), bad));
     }
     check_finite("x", x)?;
-    let mut counts = vec![0u64; k];
+    let len = crate::alloc::elements::<f32>("k", &[k, d])?;
+    let mut means = crate::alloc::try_filled("k", len, 0.0f32)?;
+    let mut counts = crate::alloc::try_filled("k", k, 0u64)?;
     for &l in labels {
         counts[l as usize] += 1;
     }
-    let mut start = vec![0usize; k + 1];
+    let mut start = crate::alloc::try_filled("k", k + 1, 0usize)?;
     for j in 0..k {
         start[j + 1] = start[j] + counts[j] as usize;
     }
@@ -143,7 +151,6 @@ pub fn centroid_means(
         members[fill[l as usize]] = i as u32;
         fill[l as usize] += 1;
     }
-    let mut means = vec![0.0f32; k * d];
     means.par_chunks_mut(d).enumerate().for_each(|(j, out)| {
         let rows = &members[start[j]..start[j + 1]];
         if rows.is_empty() {
@@ -202,14 +209,17 @@ pub fn kmeans_pp(
     if trials == 0 {
         return Err(Error::value("trials", ">= 1", trials));
     }
-    let draws = 1 + (k - 1) * trials;
-    if uniform.len() < draws {
+    let draws = (k - 1).checked_mul(trials).and_then(|t| t.checked_add(1));
+    let Some(draws) = draws.filter(|&dr| uniform.len() >= dr) else {
         return Err(Error::shape(
             "uniform",
-            format!("at least 1 + (k - 1) * trials = {draws} values"),
+            format!(
+                "at least 1 + (k - 1) * trials = {} values",
+                1 + (k as u128 - 1) * trials as u128
+            ),
             uniform.len(),
         ));
-    }
+    };
     if let Some(u) = uniform.iter().find(|u| !(0.0..1.0).contains(*u)) {
         return Err(Error::value("uniform", "values in [0, 1)", u));
     }
@@ -224,8 +234,10 @@ pub fn kmeans_pp(
         .collect();
     let mut sums: Vec<f64> = d2.par_chunks(CHUNK).map(|c| c.iter().sum()).collect();
     // Candidate distances, candidate-major: cand_d2[t * n + i].
-    let mut cand_d2 = vec![0.0f64; trials * n];
-    let mut cand_sums = vec![0.0f64; trials * sums.len()];
+    let trials = trials.min(draws - 1).max(1); // k = 1 draws no candidates
+    let len = crate::alloc::elements::<f64>("trials", &[trials, n])?;
+    let mut cand_d2 = crate::alloc::try_filled("trials", len, 0.0f64)?;
+    let mut cand_sums = crate::alloc::try_filled("trials", trials * sums.len(), 0.0f64)?;
     for draw in uniform[1..draws].chunks_exact(trials) {
         let total: f64 = sums.iter().sum();
         let cands: Vec<usize> = draw

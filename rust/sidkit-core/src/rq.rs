@@ -60,9 +60,10 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
     check_finite("x", x)?;
     let n = x.len() / d;
     let levels = cb.levels();
+    let len = crate::alloc::elements::<f32>("x", &[n, levels])?;
     let mut enc = Encoding {
-        codes: crate::alloc::filled(n * levels, 0),
-        errors: crate::alloc::filled(n * levels, 0.0),
+        codes: crate::alloc::try_filled("x", len, 0)?,
+        errors: crate::alloc::try_filled("x", len, 0.0)?,
     };
     // More beams than partial encodings at the second-to-last level change nothing.
     let beam = beam.min(
@@ -82,7 +83,7 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
             |s, x, c, e| greedy_tile(s, cb, x, c, e),
         );
     } else {
-        let cross = cross_tables(cb);
+        let cross = cross_tables(cb)?;
         tiles(
             &mut enc,
             x,
@@ -215,13 +216,32 @@ pub(crate) fn distances(cb: &Codebooks, l: usize, r: &[f32], rows: usize, out: &
 /// `2·c^m_i·c^l_j` for every pair of levels `m < l`: `tables[l][m]` is (K_m, K_l) row-major.
 /// With them, beam search gets every beam's distances from one GEMM of the *input* per level
 /// (faiss's "beam LUT"): `||r_b - c||² = ||r_b||² + ||c||² - 2 x·c + Σ_{m<l} 2 c^m_{b_m}·c`.
-fn cross_tables(cb: &Codebooks) -> Vec<Vec<Vec<f32>>> {
+/// Their total size is bounded by [`MAX_CROSS_BYTES`]: past it, beam search is an error
+/// naming `beam` (greedy needs no tables).
+fn cross_tables(cb: &Codebooks) -> Result<Vec<Vec<Vec<f32>>>> {
     let (d, sizes) = (cb.dim(), cb.sizes());
+    let pairs: usize = (0..sizes.len())
+        .flat_map(|l| (0..l).map(move |m| sizes[m] * sizes[l]))
+        .sum();
+    if pairs.saturating_mul(4) > MAX_CROSS_BYTES {
+        return Err(Error::value(
+            "beam",
+            format!(
+                "1 (greedy) for these codebooks: beam search keeps Σ K_m·K_l codeword products, \
+                 at most {} MiB",
+                MAX_CROSS_BYTES >> 20
+            ),
+            format!(
+                "a beam over level sizes {sizes:?} ({} MiB)",
+                (pairs * 4) >> 20
+            ),
+        ));
+    }
     (0..cb.levels())
         .map(|l| {
             (0..l)
                 .map(|m| {
-                    let mut t = vec![0.0; sizes[m] * sizes[l]];
+                    let mut t = crate::alloc::try_filled("beam", sizes[m] * sizes[l], 0.0)?;
                     gemm_nt(
                         cb.level(m),
                         sizes[m],
@@ -232,12 +252,15 @@ fn cross_tables(cb: &Codebooks) -> Vec<Vec<Vec<f32>>> {
                         2.0,
                         false,
                     );
-                    t
+                    Ok(t)
                 })
                 .collect()
         })
         .collect()
 }
+
+/// Bound on the beam search's codeword-product tables (1 GiB: three levels of 8,192 codes).
+pub const MAX_CROSS_BYTES: usize = 1 << 30;
 
 /// Half-width of the window in which GEMM-form values `||c||² - 2 r·c` at level `l` may be
 /// misordered by rounding, for a residual of squared norm `rn`: the dot product's error grows
@@ -588,7 +611,8 @@ pub fn decode<C: Code>(cb: &Codebooks, codes: &[C]) -> Result<Vec<f32>> {
     check_codes(cb, codes)?;
     let (d, levels) = (cb.dim(), cb.levels());
     let n = codes.len() / levels;
-    let mut out = crate::alloc::filled(n * d, 0.0f32);
+    let len = crate::alloc::elements::<f32>("codes", &[n, d])?;
+    let mut out = crate::alloc::try_filled("codes", len, 0.0f32)?;
     out.par_chunks_mut(TILE_ROWS * d)
         .zip(codes.par_chunks(TILE_ROWS * levels))
         .for_each(|(out, codes)| {

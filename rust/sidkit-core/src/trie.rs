@@ -107,13 +107,23 @@ impl Trie {
             }
         }
         // Count nodes per depth: a row opens a new node at every depth below its divergence.
-        let mut depth_count = vec![0u32; levels + 1];
+        let mut depth_count = vec![0u64; levels + 1];
         depth_count[0] = 1;
         for &dv in &diverge {
             for c in depth_count.iter_mut().take(levels + 1).skip(dv + 1) {
                 *c += 1;
             }
         }
+        // Node ids are u32 (and u32::MAX marks "none"): n SIDs of L levels may need up to n·L.
+        let nodes: u64 = depth_count.iter().sum();
+        if nodes >= u32::MAX as u64 {
+            return Err(Error::value(
+                "codes",
+                format!("a trie of fewer than {} nodes", u32::MAX),
+                format!("{nodes} nodes for {n} SIDs of {levels} levels"),
+            ));
+        }
+        let depth_count: Vec<u32> = depth_count.iter().map(|&c| c as u32).collect();
         let mut depth_start = vec![0u32; levels + 2];
         for t in 0..=levels {
             depth_start[t + 1] = depth_start[t] + depth_count[t];

@@ -109,3 +109,65 @@ fn balanced_assignment_respects_capacity_and_prefers_near_centroids() {
     let (empty, _) = balanced_assign(&cb, 0, &[]).unwrap();
     assert!(empty.is_empty());
 }
+
+/// The greedy it implements, by brute force: every (point, centroid) pair sorted by
+/// (distance, point, centroid), each served when the point is free and the centroid has room.
+fn balanced_by_sorting_all_pairs(x: &[f32], c: &[f32], d: usize) -> Vec<u32> {
+    let (n, k) = (x.len() / d, c.len() / d);
+    let dist =
+        |i: usize, j: usize| -> f32 { (0..d).map(|t| (x[i * d + t] - c[j * d + t]).powi(2)).sum() };
+    let mut pairs: Vec<(f32, usize, usize)> = (0..n)
+        .flat_map(|i| (0..k).map(move |j| (i, j)))
+        .map(|(i, j)| (dist(i, j), i, j))
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let (floor, mut big_left) = (n / k, n % k);
+    let (mut load, mut label) = (vec![0usize; k], vec![u32::MAX; n]);
+    for (_, i, j) in pairs {
+        if label[i] != u32::MAX || !(load[j] < floor || (load[j] == floor && big_left > 0)) {
+            continue;
+        }
+        if load[j] == floor {
+            big_left -= 1;
+        }
+        load[j] += 1;
+        label[i] = j as u32;
+    }
+    label
+}
+
+#[test]
+fn balanced_assignment_equals_the_sorted_pairs_greedy_past_its_candidate_lists() {
+    use rand::{Rng, SeedableRng};
+    use sidkit_core::kmeans::balanced_assign;
+    // More centroids than the 64 candidates a point keeps, so points run out of candidates
+    // and fall back. Small integer coordinates make every distance exact (and ties common).
+    for (seed, n, k) in [
+        (0u64, 300usize, 70usize),
+        (1, 500, 100),
+        (2, 450, 200),
+        (3, 64, 64),
+    ] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let d = 3;
+        let mut draw = |m: usize| -> Vec<f32> {
+            (0..m * d)
+                .map(|_| rng.random_range(-6i32..=6) as f32)
+                .collect()
+        };
+        let (x, c) = (draw(n), draw(k));
+        let cb = Codebooks::new(c.clone(), &[k], d).unwrap();
+        let (label, dist) = balanced_assign(&cb, 0, &x).unwrap();
+        assert_eq!(
+            label,
+            balanced_by_sorting_all_pairs(&x, &c, d),
+            "seed {seed}, n {n}, K {k}"
+        );
+        for (i, (&l, &dd)) in label.iter().zip(&dist).enumerate() {
+            let want: f32 = (0..d)
+                .map(|t| (x[i * d + t] - c[l as usize * d + t]).powi(2))
+                .sum();
+            assert_eq!(dd, want);
+        }
+    }
+}

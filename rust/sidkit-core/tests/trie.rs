@@ -245,3 +245,88 @@ fn sizes_from_the_caller_are_errors_not_aborts() {
     }
     assert!(Trie::new(&[65_535u16, 1], &[65_536, 2], &[1], false).is_ok());
 }
+
+/// One step's new beams by the definition: every (live beam, child) pair scored, sorted by
+/// score (best first), then parent beam, then code; the first `beam` per batch row.
+fn step_by_full_sort(
+    trie: &Trie,
+    search: &BeamSearch,
+    logp: &[f32],
+    width: usize,
+    batch: usize,
+    beam: usize,
+) -> Vec<Vec<(f32, u32, u16)>> {
+    (0..batch)
+        .map(|b| {
+            let mut all = Vec::new();
+            for p in b * beam..(b + 1) * beam {
+                let v = search.nodes()[p];
+                if v == NONE {
+                    continue;
+                }
+                let kids = trie.children(v);
+                for &c in trie.codes_of(kids) {
+                    let s = search.scores()[p] + logp[p * width + c as usize];
+                    if s > f32::NEG_INFINITY {
+                        all.push((s, p as u32, c));
+                    }
+                }
+            }
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            all.truncate(beam);
+            all
+        })
+        .collect()
+}
+
+#[test]
+fn each_step_keeps_exactly_the_full_sorts_best_beams_ties_and_nans_included() {
+    // Wide levels (many more candidates than the step's bounded buffer of 4 x beam) and
+    // log-probs drawn from a few values, so ties decide many places; some NaN and -inf.
+    let mut rng = StdRng::seed_from_u64(9);
+    let sizes = [40usize, 30, 20];
+    for trial in 0..12 {
+        let n = rng.random_range(50..600);
+        let (codes, ids) = random_table(&mut rng, n, &sizes);
+        let trie = Trie::new(&codes, &sizes, &ids, false).unwrap();
+        let batch = 3;
+        for beam in [1usize, 2, 5, 20] {
+            let mut search = BeamSearch::new(&trie, batch, beam).unwrap();
+            for &k in &sizes {
+                let width = k;
+                let logp: Vec<f32> = (0..batch * beam * width)
+                    .map(|_| match rng.random_range(0..20) {
+                        0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        v => -((v % 4) as f32) * 0.5,
+                    })
+                    .collect();
+                let want = step_by_full_sort(&trie, &search, &logp, width, batch, beam);
+                let before_codes = search.codes().to_vec();
+                let depth = sizes.len();
+                search.step(&trie, &logp, width, 0).unwrap();
+                let t = search.step_index();
+                for (b, picks) in want.iter().enumerate() {
+                    for slot in 0..beam {
+                        let q = b * beam + slot;
+                        match picks.get(slot) {
+                            Some(&(s, p, c)) => {
+                                let ctx =
+                                    format!("trial {trial} beam {beam} level {t} slot {slot}");
+                                assert_eq!(search.parents()[q], p, "{ctx}");
+                                assert_eq!(search.codes()[q * depth + t - 1], c, "{ctx}");
+                                assert_eq!(search.scores()[q].to_bits(), s.to_bits(), "{ctx}");
+                                let p = p as usize;
+                                assert_eq!(
+                                    search.codes()[q * depth..q * depth + t - 1],
+                                    before_codes[p * depth..p * depth + t - 1]
+                                );
+                            }
+                            None => assert_eq!(search.nodes()[q], NONE),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

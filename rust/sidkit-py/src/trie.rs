@@ -244,13 +244,13 @@ impl PyTrie {
             }
             let row = &mut flat[i * vocab..(i + 1) * vocab];
             for &c in trie.codes_of(trie.children(v)) {
-                let t = offset + c as usize;
-                if t >= vocab {
+                let t = offset as u128 + c as u128; // no wrap-around for any offset
+                if t >= vocab as u128 {
                     return Err(PyValueError::new_err(format!(
                         "vocab: expected more than offset + code = {t} tokens, got {vocab}"
                     )));
                 }
-                row[t] = true;
+                row[t as usize] = true;
             }
         }
         Ok(Array2::from_shape_vec((nodes.len(), vocab), flat)
