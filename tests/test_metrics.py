@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sidkit as sk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sidkit.metrics import (
     code_usage,
     embedding_hit_rate,
@@ -108,6 +110,28 @@ def test_ranking_metrics_hand_worked():
     # -1 padding measures a deeper cut-off honestly: the empty slots are misses.
     padded = np.pad(ranked, ((0, 0), (0, 2)), constant_values=-1)
     assert ranking_metrics(padded, target, ks=(5,)) == {"recall@5": 0.5, "ndcg@5": m["ndcg@3"]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 30), st.integers(1, 12), st.integers(0, 2**31), st.data())
+def test_ranking_metrics_equal_a_per_row_loop(rows, k_cols, seed, data):
+    """Recall@k / NDCG@k against the definition, row by row: the first position of the target
+    in the list (slots of -1 never hit; a repeated item counts at its first place)."""
+    from sidkit.metrics import ranking_metrics
+
+    rng = np.random.default_rng(seed)
+    ranked = rng.integers(-1, 8, size=(rows, k_cols))  # few items: hits, repeats and padding
+    target = rng.integers(0, 8, size=rows)
+    ks = tuple(data.draw(st.lists(st.integers(1, k_cols), min_size=1, max_size=3)))
+    got = ranking_metrics(ranked, target, ks=ks)
+    for k in ks:
+        hits, gains = [], []
+        for r, t in zip(ranked.tolist(), target.tolist(), strict=True):
+            place = next((i for i, v in enumerate(r[:k]) if v == t and v >= 0), None)
+            hits.append(place is not None)
+            gains.append(0.0 if place is None else 1.0 / np.log2(place + 2))
+        assert got[f"recall@{k}"] == pytest.approx(np.mean(hits) if rows else 0.0)
+        assert got[f"ndcg@{k}"] == pytest.approx(np.mean(gains) if rows else 0.0)
 
 
 def test_leave_one_out_and_most_popular():
