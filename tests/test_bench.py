@@ -415,6 +415,22 @@ def test_kv_cached_decoding_matches_full_recompute():
     full = m.recommend(te.inputs, beam_width=8, top_k=8, kv_cache=False)
     cached = m.recommend(te.inputs, beam_width=8, top_k=8, kv_cache=True)
     np.testing.assert_array_equal(full, cached)
+    # sidkit's attention lets each user's beams share one copy of the cross-attention keys and
+    # values (the stock path copies them per beam): the same lists either way.
+    if m.sidkit_attention:
+        import sidkit.models.tiger as tiger_module
+
+        calls = []
+        shared = tiger_module._beams_attend_once
+        tiger_module._beams_attend_once = lambda *a, **k: calls.append(1) or shared(*a, **k)
+        try:
+            np.testing.assert_array_equal(m.recommend(te.inputs, beam_width=8, top_k=8), full)
+        finally:
+            tiger_module._beams_attend_once = shared
+        assert calls  # the shared path ran
+        m.t5.set_attn_implementation("sdpa")  # stock attention: a copy per beam
+        np.testing.assert_array_equal(m.recommend(te.inputs, beam_width=8, top_k=8), full)
+        m.t5.set_attn_implementation(tiger_module.ATTENTION)
     # How users are batched does not change what each gets (batches trim padding separately).
     for bs in (1, 5, 64):
         np.testing.assert_array_equal(m.recommend(te.inputs, beam_width=8, top_k=8, batch_size=bs), full)

@@ -147,6 +147,8 @@ def _t5_attention(
     FastDropout's mask, then ``@ v``. torch's SDPA draws that mask with ``bernoulli_`` on
     upcast copies. Anything else (evaluation and decoding, p = 0, GPUs) is transformers' SDPA
     function with the same arguments: exactly what stock T5 runs."""
+    if _shared_keys(query, key):
+        return _beams_attend_once(query, key, value, attention_mask, scaling, position_bias)
     if not (module.training and dropout > 0.0 and query.device.type == "cpu"):
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -186,6 +188,41 @@ def _t5_attention(
         weights = nn.functional.dropout(weights, p=dropout, training=True)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return out, weights
+
+
+def _shared_keys(query: torch.Tensor, key: torch.Tensor) -> bool:
+    """Whether this is a decoding step's cross-attention with one key/value row per user and
+    ``beam`` query rows per user (see :meth:`TIGER._cached_step`)."""
+    b, users = query.shape[0], key.shape[0]
+    return query.shape[2] == 1 and users < b and b % users == 0
+
+
+def _beams_attend_once(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+    position_bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, None]:
+    """Cross-attention of B·beam one-token queries (B·beam, H, 1, d) over B users' encoder
+    keys/values (B, H, T, d), beams b·beam .. b·beam + beam - 1 belonging to user b: each user's
+    beams become the query positions of one attention over that user's keys (no mask between
+    queries: cross-attention is not causal). The same arithmetic as attending each beam to its
+    own copy of the keys, without the copies (beam x the encoder's keys and values per layer)."""
+    users, heads, d = key.shape[0], query.shape[1], query.shape[-1]
+    beam = query.shape[0] // users
+    q = query.reshape(users, beam, heads, d).transpose(1, 2)  # (B, H, beam, d)
+    bias = position_bias
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:  # True = attend
+            mask = torch.zeros(attention_mask.shape, dtype=q.dtype, device=q.device)
+            mask = mask.masked_fill(~attention_mask, torch.finfo(q.dtype).min)
+        else:
+            mask = attention_mask
+        bias = mask if bias is None else bias + mask
+    out = nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=bias, scale=scaling)
+    return out.transpose(1, 2).reshape(users * beam, 1, heads, d), None
 
 
 def use_sidkit_attention(t5: Any) -> bool:
@@ -370,8 +407,14 @@ class TIGER(nn.Module):
                 start = torch.zeros((users, 1), dtype=torch.long, device=device)
                 logp = run(enc, mask, start, cache)
                 per_beam = torch.arange(users, device=device).repeat_interleave(beam_width)
-                state["cache"].reorder_cache(per_beam)  # self- and cross-attention, B -> B·beam rows
-                state["enc"], state["mask"] = _per_beam(enc, beam_width), _per_beam(mask, beam_width)
+                if self.t5.config._attn_implementation == ATTENTION:
+                    # The cross-attention keys/values stay one row per user: sidkit's attention
+                    # function lets each user's beams attend to them at once.
+                    state["cache"].self_attention_cache.reorder_cache(per_beam)
+                    state["enc"], state["mask"] = enc, mask
+                else:  # stock attention needs a copy per beam
+                    state["cache"].reorder_cache(per_beam)  # self- and cross-attention, B -> B·beam rows
+                    state["enc"], state["mask"] = _per_beam(enc, beam_width), _per_beam(mask, beam_width)
                 return _per_beam(logp, beam_width).cpu()
             cache = state["cache"]
             getattr(cache, "self_attention_cache", cache).reorder_cache(torch.as_tensor(parents, device=device))
