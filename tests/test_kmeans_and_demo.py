@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import sidkit as sk
@@ -78,6 +80,9 @@ def test_demo_real_data(amazon_dir, capsys, tmp_path):
     # The saved codebooks reproduce the saved codes from the same (deterministic) embeddings.
     emb = item_embeddings(load_amazon(amazon_dir), 64, seed=0)
     np.testing.assert_array_equal(cb.encode(emb), codes)
+    table = sk.SidTable.load(tmp_path / "sids.npz")  # the resolved SIDs: the codes + a suffix, unique
+    np.testing.assert_array_equal(table.codes[:, :3], codes)
+    assert len(np.unique(table.codes, axis=0)) == 12101
 
 
 def test_demo_reports_missing_data(tmp_path, capsys):
@@ -105,6 +110,24 @@ def test_resolve_cli_round_trip(tmp_path, capsys):
         == 2
     )
     assert "--embeddings, --codebooks" in capsys.readouterr().err
+
+
+def test_cli_names_the_extra_of_a_missing_dependency(tmp_path, capsys, monkeypatch):
+    """Without pyarrow, writing Parquet is a one-line error naming the `io` extra, not a traceback."""
+    np.save(tmp_path / "codes.npy", np.array([[0, 1], [0, 1], [2, 3]], np.uint16))
+    for name in [m for m in sys.modules if m == "pyarrow" or m.startswith("pyarrow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ModuleNotFoundError
+    assert main(["resolve", str(tmp_path / "codes.npy"), "--out", str(tmp_path / "s.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "sidkit resolve: error: this needs pyarrow, from sidkit's 'io' extra" in err
+    assert "pip install '.[io]'" in err and "Traceback" not in err
+    assert not (tmp_path / "s.parquet").exists()
+    assert main(["resolve", str(tmp_path / "codes.npy"), "--out", str(tmp_path / "s.npz")]) == 0  # npz needs none
+    table = sk.SidTable.load(tmp_path / "s.npz")  # a real .npz SID table, readable back by the CLI
+    np.testing.assert_array_equal(table.codes, [[0, 1, 0], [0, 1, 1], [2, 3, 0]])
+    assert main(["resolve", str(tmp_path / "s.npz"), "--out", str(tmp_path / "t.npz")]) == 0
+    np.testing.assert_array_equal(sk.SidTable.load(tmp_path / "t.npz").codes[:, :3], table.codes)
 
 
 def _greedy_rq_numpy(x, centres):

@@ -46,6 +46,27 @@ def test_encode_decode_and_state_dict_round_trip(trained):
     assert model.codebooks().sizes == (16, 16, 16) and model.codebooks().dim == 16
 
 
+def test_tensors_in_tensors_out(trained):
+    """embed/encode/decode take tensors (as Codebooks does) and give tensors back, equal to
+    the numpy path's results."""
+    x, model, _ = trained
+    t = torch.from_numpy(x[:100])
+    z, codes = model.embed(t), model.encode(t)
+    assert isinstance(z, torch.Tensor) and z.dtype == torch.float32 and z.shape == (100, 16)
+    np.testing.assert_array_equal(z.numpy(), model.embed(x[:100]))
+    assert isinstance(codes, torch.Tensor) and codes.dtype == torch.int64
+    np.testing.assert_array_equal(codes.numpy(), model.encode(x[:100]).astype(np.int64))
+    recon = model.decode(codes)
+    assert isinstance(recon, torch.Tensor) and recon.shape == (100, 32)
+    np.testing.assert_array_equal(recon.numpy(), model.decode(model.encode(x[:100])))
+    np.testing.assert_array_equal(model.embed(x[:2].tolist()), model.embed(x[:2]))  # lists too
+    np.testing.assert_array_equal(model.embed(t.double()).numpy(), z.numpy())
+    with pytest.raises(TypeError, match="x: expected a float array or torch tensor"):
+        model.embed("not an array")
+    with pytest.raises(TypeError, match="x: expected a real-valued tensor"):
+        model.embed(torch.ones(2, 32, dtype=torch.bool))
+
+
 def test_bad_input_and_collapse_warning():
     model = sk.RQVAE(4, latent_dim=2, hidden=(8,), levels=2, codebook_size=4)
     with pytest.raises(ValueError, match=r"x: expected shape \(N, 4\)"):
@@ -60,6 +81,18 @@ def test_bad_input_and_collapse_warning():
 
 def test_import_sidkit_does_not_import_torch():
     code = "import sys, sidkit; assert 'torch' not in sys.modules; sidkit.RQVAE; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_star_import_without_torch():
+    """`from sidkit import *` names RQVAE only where torch is installed (and imports no torch)."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from sidkit import *\n"
+        "assert 'RQVAE' not in dir() and 'Codebooks' in dir(), dir()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = "from sidkit import *; import sys; assert RQVAE.__name__ == 'RQVAE'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

