@@ -113,6 +113,50 @@ def test_reassign_moves_to_nearest_free_code_hand_worked():
     np.testing.assert_array_equal(table.codes[:, 1], [0, 1, 2])
 
 
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_reassign_knn_equals_the_sorted_pairs_greedy(capacity):
+    """order='knn' is the global cheapest-move-first greedy: all (mover, candidate code) pairs
+    of a prefix sorted by (added error, item id, code), each taken while its code has room.
+    Integer data make every distance exact; crowded codes send movers deep into their lists."""
+    rng = np.random.default_rng(7)
+    k0, k1, per_prefix = 4, 32, 30 * capacity
+    cb = sk.Codebooks(
+        [rng.integers(-8, 9, (k0, 2)).astype(np.float32), rng.integers(-8, 9, (k1, 2)).astype(np.float32)]
+    )
+    n = k0 * per_prefix
+    x = rng.integers(-8, 9, (n, 2)).astype(np.float32)
+    codes = np.stack([np.repeat(np.arange(k0), per_prefix), rng.integers(0, 3, n)], 1).astype(np.uint16)
+    ids = rng.permutation(n).astype(np.int64) + 100
+    table = sk.resolve(codes, "reassign", item_ids=ids, embeddings=x, codebooks=cb, capacity=capacity)
+
+    c0, c1 = cb.level(0).astype(np.float64), cb.level(1).astype(np.float64)
+    resid = x - c0[codes[:, 0]]
+    cost = ((resid - c1[codes[:, 1]]) ** 2).sum(1)
+    want = codes.copy()
+    for prefix in range(k0):
+        rows = np.flatnonzero(codes[:, 0] == prefix)
+        taken = np.zeros(k1, int)
+        movers = []
+        for r in sorted(rows, key=lambda r: (codes[r, 1], cost[r], ids[r])):  # keepers: best of each SID
+            if taken[codes[r, 1]] < capacity:
+                taken[codes[r, 1]] += 1
+            else:
+                movers.append(r)
+        pairs = sorted(
+            (((resid[r] - c1[j]) ** 2).sum() - cost[r], ids[r], j, r) for r in movers for j in range(k1)
+        )
+        placed = set()
+        for _, _, j, r in pairs:
+            if r not in placed and taken[j] < capacity:
+                taken[j] += 1
+                placed.add(r)
+                want[r, 1] = j
+        assert placed == set(movers)  # room for all: no escalation in this test
+    np.testing.assert_array_equal(table.codes, want)
+    deep = [(((resid[r] - c1) ** 2).sum(1) < ((resid[r] - c1[want[r, 1]]) ** 2).sum()).sum() for r in range(n)]
+    assert max(deep) >= 8  # some item took a code past the 8 nearest (past the sorted head)
+
+
 def test_reassign_escalates_to_the_level_above():
     cbs = [np.array([[0.0], [100.0]], np.float32), np.array([[0.0], [1.0]], np.float32)]
     cb = sk.Codebooks(cbs)

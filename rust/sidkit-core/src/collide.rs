@@ -563,60 +563,13 @@ pub fn reassign(
     // Escalation: an item whose prefix has no room left tries the next-nearest codes of the
     // level above, each with its nearest last-level codes, until one has room.
     if levels >= 2 && !unresolved.is_empty() {
-        let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
-        let mut taken: rustc_hash::FxHashMap<u64, u32> = rustc_hash::FxHashMap::default();
-        let stuck: rustc_hash::FxHashSet<u32> = unresolved.iter().copied().collect();
-        for (i, row) in out.chunks(levels).enumerate() {
-            if !stuck.contains(&(i as u32)) {
-                *taken.entry(pack_row(row, &bits)).or_insert(0) += 1;
-            }
-        }
-        let up = levels - 2;
-        let mut still = Vec::new();
-        for &row in &unresolved {
-            let i = row as usize;
-            let mut base = x[i * d..(i + 1) * d].to_vec();
-            for l in 0..up {
-                let c = cb.codeword(l, out[i * levels + l] as usize);
-                base.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
-            }
-            let nearest_first = |r: &[f32], l: usize| {
-                let mut v: Vec<(f64, usize)> = (0..sizes[l])
-                    .map(|j| (crate::kernels::sq_dist(r, cb.codeword(l, j)), j))
-                    .collect();
-                v.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                v
-            };
-            let mut placed = false;
-            'alts: for (_, a) in nearest_first(&base, up) {
-                if a == out[i * levels + up] as usize {
-                    continue;
-                }
-                let r: Vec<f32> = base
-                    .iter()
-                    .zip(cb.codeword(up, a))
-                    .map(|(&p, &q)| p - q)
-                    .collect();
-                for (dist, j) in nearest_first(&r, last) {
-                    let mut tuple = out[i * levels..(i + 1) * levels].to_vec();
-                    tuple[up] = a as u16;
-                    tuple[last] = j as u16;
-                    let count = taken.entry(pack_row(&tuple, &bits)).or_insert(0);
-                    if (*count as usize) < capacity {
-                        *count += 1;
-                        out[i * levels..(i + 1) * levels].copy_from_slice(&tuple);
-                        moved.push(row);
-                        added += dist - cost[i] as f64;
-                        placed = true;
-                        break 'alts;
-                    }
-                }
-            }
-            if !placed {
-                still.push(row);
-            }
-        }
-        unresolved = still;
+        let esc = Escalation {
+            cb,
+            x,
+            cost: &cost,
+            capacity,
+        };
+        unresolved = esc.run(&mut out, &unresolved, &mut moved, &mut added);
     }
     moved.sort_unstable();
     Ok(Reassigned {
@@ -626,6 +579,206 @@ pub fn reassign(
         added_error: added,
         groups,
     })
+}
+
+/// Escalation of the items no prefix had room for: in row order, each item tries the codes
+/// of the level above the last (nearest first, its own skipped), each with every last-level
+/// code (nearest first), and takes the first tuple with room. The searches (the alternatives'
+/// order and the last-level order under the first) are planned in parallel for blocks of
+/// items; only the placement, which must see earlier placements, runs in row order, so the
+/// result is that of the one-item-at-a-time loop.
+struct Escalation<'a> {
+    cb: &'a crate::Codebooks<'a>,
+    x: &'a [f32],
+    cost: &'a [f32],
+    capacity: usize,
+}
+
+/// One stuck item's search: the alternative codes of the level above in probe order, and the
+/// last-level codes under the first of them in probe order (with their squared distances).
+struct Plan {
+    alts: Ranked<(f64, usize)>,
+    first: Option<Ranked<(f64, usize)>>,
+}
+
+/// Candidates `(squared distance, code)` in probe order (nearest first, ties: lower code),
+/// sorted lazily: the nearest [`HEAD`] at once (most searches end there), longer stretches
+/// as a search reaches them. The order is the full sort's either way.
+struct Ranked<T> {
+    v: Vec<T>,
+    sorted: usize,
+}
+
+/// Candidates sorted when a [`Ranked`] list is made.
+const HEAD: usize = 8;
+
+/// A candidate's probe order: by distance, then by code.
+trait Probe: Copy {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering;
+}
+
+impl Probe for (f64, usize) {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+    }
+}
+
+impl Probe for (f32, u16) {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+    }
+}
+
+impl<T: Probe> Ranked<T> {
+    /// The `keep` first candidates of `v` in probe order (all of them when `keep >= v.len()`).
+    fn new(mut v: Vec<T>, keep: usize) -> Self {
+        if keep == 0 {
+            v.clear();
+        } else if keep < v.len() {
+            v.select_nth_unstable_by(keep - 1, T::order);
+            v.truncate(keep);
+        }
+        let head = HEAD.min(v.len());
+        if head > 0 && head < v.len() {
+            v.select_nth_unstable_by(head - 1, T::order);
+        }
+        v[..head].sort_unstable_by(T::order);
+        Ranked { v, sorted: head }
+    }
+
+    /// The `p`-th candidate in probe order. A search past the sorted part sorts the next
+    /// stretch, four times as long as what is sorted so far (or up to `p`).
+    fn get(&mut self, p: usize) -> Option<T> {
+        let n = self.v.len();
+        if p >= self.sorted && p < n {
+            let next = (4 * self.sorted).max(p + 1).min(n);
+            let tail = &mut self.v[self.sorted..];
+            if next < n {
+                tail.select_nth_unstable_by(next - self.sorted - 1, T::order);
+            }
+            tail[..next - self.sorted].sort_unstable_by(T::order);
+            self.sorted = next;
+        }
+        self.v.get(p).copied()
+    }
+}
+
+impl Escalation<'_> {
+    /// Items planned at once, in parallel.
+    const BLOCK: usize = 4096;
+
+    /// Places `unresolved` rows of `out`; returns the rows still without room.
+    fn run(
+        &self,
+        out: &mut [u16],
+        unresolved: &[u32],
+        moved: &mut Vec<u32>,
+        added: &mut f64,
+    ) -> Vec<u32> {
+        let (levels, sizes) = (self.cb.levels(), self.cb.sizes());
+        let bits: Vec<u32> = sizes.iter().map(|&k| bits_of(k)).collect();
+        let stuck: rustc_hash::FxHashSet<u32> = unresolved.iter().copied().collect();
+        let mut taken: rustc_hash::FxHashMap<u64, u32> = rustc_hash::FxHashMap::default();
+        for (i, row) in out.chunks(levels).enumerate() {
+            if !stuck.contains(&(i as u32)) {
+                *taken.entry(pack_row(row, &bits)).or_insert(0) += 1;
+            }
+        }
+        let (up, last) = (levels - 2, levels - 1);
+        let (mut still, mut tuple) = (Vec::new(), vec![0u16; levels]);
+        for block in unresolved.chunks(Self::BLOCK) {
+            let mut plans: Vec<Plan> = {
+                let out = &*out;
+                block
+                    .par_iter()
+                    .map(|&row| self.plan(out, row as usize))
+                    .collect()
+            };
+            for (&row, plan) in block.iter().zip(&mut plans) {
+                let i = row as usize;
+                let own = out[i * levels + up] as usize;
+                let mut placed = false;
+                let (mut p, mut alt) = (0, 0);
+                'alts: while let Some((_, a)) = plan.alts.get(p) {
+                    p += 1;
+                    if a == own {
+                        continue;
+                    }
+                    let mut later;
+                    let list = match (alt, plan.first.as_mut()) {
+                        (0, Some(first)) => first,
+                        _ => {
+                            later = self.last_level(&self.base(out, i), a);
+                            &mut later
+                        }
+                    };
+                    alt += 1;
+                    let mut q = 0;
+                    while let Some((dist, j)) = list.get(q) {
+                        q += 1;
+                        tuple.copy_from_slice(&out[i * levels..(i + 1) * levels]);
+                        tuple[up] = a as u16;
+                        tuple[last] = j as u16;
+                        let count = taken.entry(pack_row(&tuple, &bits)).or_insert(0);
+                        if (*count as usize) < self.capacity {
+                            *count += 1;
+                            out[i * levels..(i + 1) * levels].copy_from_slice(&tuple);
+                            moved.push(row);
+                            *added += dist - self.cost[i] as f64;
+                            placed = true;
+                            break 'alts;
+                        }
+                    }
+                }
+                if !placed {
+                    still.push(row);
+                }
+            }
+        }
+        still
+    }
+
+    /// Item `i`'s residual after every level above `up` (its own codes there).
+    fn base(&self, out: &[u16], i: usize) -> Vec<f32> {
+        let (d, levels) = (self.cb.dim(), self.cb.levels());
+        let mut base = self.x[i * d..(i + 1) * d].to_vec();
+        for l in 0..levels - 2 {
+            let c = self.cb.codeword(l, out[i * levels + l] as usize);
+            base.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
+        }
+        base
+    }
+
+    /// Codes of level `l` in probe order for the residual `r`.
+    fn ranked(&self, r: &[f32], l: usize) -> Ranked<(f64, usize)> {
+        let k = self.cb.sizes()[l];
+        let v = (0..k).map(|j| (crate::kernels::sq_dist(r, self.cb.codeword(l, j)), j));
+        Ranked::new(v.collect(), k)
+    }
+
+    /// The last level's codes in probe order under alternative `a` of the level above.
+    fn last_level(&self, base: &[f32], a: usize) -> Ranked<(f64, usize)> {
+        let up = self.cb.levels() - 2;
+        let r: Vec<f32> = base
+            .iter()
+            .zip(self.cb.codeword(up, a))
+            .map(|(&p, &q)| p - q)
+            .collect();
+        self.ranked(&r, up + 1)
+    }
+
+    fn plan(&self, out: &[u16], i: usize) -> Plan {
+        let levels = self.cb.levels();
+        let up = levels - 2;
+        let base = self.base(out, i);
+        let own = out[i * levels + up] as usize;
+        let mut alts = self.ranked(&base, up);
+        let first = (0..)
+            .map_while(|p| alts.get(p))
+            .find(|&(_, a)| a != own)
+            .map(|(_, a)| self.last_level(&base, a));
+        Plan { alts, first }
+    }
 }
 
 /// What resolving one prefix decided: (row, new last-level code, its squared distance).
@@ -689,23 +842,16 @@ impl PrefixCtx<'_> {
         let mut dist = Vec::new();
         crate::rq::distances(cb, last, &resid, movers.len(), &mut dist);
         let take = self.candidates.min(k);
-        let cands: Vec<Vec<(f32, u16)>> = resid
+        let mut cands: Vec<Ranked<(f32, u16)>> = resid
             .chunks(d)
             .zip(dist.chunks(k))
             .map(|(r, v)| {
                 let rn = crate::kernels::sq_norm(r) as f32;
-                let mut row: Vec<(f32, u16)> = v
+                let row = v
                     .iter()
                     .enumerate()
-                    .map(|(j, &e)| ((rn + e).max(0.0), j as u16))
-                    .collect();
-                let by = |a: &(f32, u16), b: &(f32, u16)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                if take < row.len() {
-                    row.select_nth_unstable_by(take - 1, by);
-                    row.truncate(take);
-                }
-                row.sort_unstable_by(by);
-                row
+                    .map(|(j, &e)| ((rn + e).max(0.0), j as u16));
+                Ranked::new(row.collect(), take)
             })
             .collect();
         let mut place = |m: usize, (dist, code): (f32, u16)| {
@@ -721,8 +867,7 @@ impl PrefixCtx<'_> {
                 // Lazy greedy: each mover offers its next candidate; the cheapest added error
                 // goes first (ties → item id, then code), as a sorted list of all pairs would.
                 use std::cmp::Reverse;
-                let key = |m: usize, p: usize| {
-                    let (dist, code) = cands[m][p];
+                let key = |m: usize, p: usize, (dist, code): (f32, u16)| {
                     let i = movers[m] as usize;
                     (
                         Reverse((ordered_bits(dist - self.cost[i]), self.item_ids[i], code)),
@@ -730,17 +875,18 @@ impl PrefixCtx<'_> {
                         p,
                     )
                 };
-                let mut heap: std::collections::BinaryHeap<_> =
-                    (0..movers.len()).map(|m| key(m, 0)).collect();
+                let mut heap: std::collections::BinaryHeap<_> = (0..movers.len())
+                    .filter_map(|m| cands[m].get(0).map(|c| key(m, 0, c)))
+                    .collect();
                 let mut stuck = Vec::new();
                 while let Some((_, m, p)) = heap.pop() {
-                    if place(m, cands[m][p]) {
+                    let c = cands[m].v[p]; // sorted when its key was made
+                    if place(m, c) {
                         continue;
                     }
-                    if p + 1 < cands[m].len() {
-                        heap.push(key(m, p + 1));
-                    } else {
-                        stuck.push(movers[m]);
+                    match cands[m].get(p + 1) {
+                        Some(next) => heap.push(key(m, p + 1, next)),
+                        None => stuck.push(movers[m]),
                     }
                 }
                 result.unresolved = stuck;
@@ -752,7 +898,15 @@ impl PrefixCtx<'_> {
                     .sort_by_key(|&m| splitmix(seed ^ self.item_ids[movers[m] as usize] as u64));
                 let mut stuck = Vec::new();
                 for m in shuffled {
-                    if !cands[m].iter().any(|&c| place(m, c)) {
+                    let mut p = 0;
+                    let placed = loop {
+                        match cands[m].get(p) {
+                            Some(c) if place(m, c) => break true,
+                            Some(_) => p += 1,
+                            None => break false,
+                        }
+                    };
+                    if !placed {
                         stuck.push(movers[m]);
                     }
                 }
@@ -789,6 +943,143 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use std::collections::HashMap;
+
+    /// The escalation as one item at a time, every list computed when reached (the code before
+    /// blocks and plans): the reference [`Escalation::run`] must equal. Also returns the
+    /// deepest alternative and last-level code (0-based, in probe order) any item took.
+    fn escalate_one_at_a_time(
+        e: &Escalation,
+        out: &mut [u16],
+        unresolved: &[u32],
+        moved: &mut Vec<u32>,
+        added: &mut f64,
+    ) -> (Vec<u32>, (usize, usize)) {
+        let (levels, sizes, d) = (e.cb.levels(), e.cb.sizes(), e.cb.dim());
+        let mut taken: HashMap<Vec<u16>, usize> = HashMap::new();
+        for (i, row) in out.chunks(levels).enumerate() {
+            if !unresolved.contains(&(i as u32)) {
+                *taken.entry(row.to_vec()).or_insert(0) += 1;
+            }
+        }
+        let (up, last) = (levels - 2, levels - 1);
+        let sorted = |r: &[f32], l: usize| {
+            let mut v: Vec<(f64, usize)> = (0..sizes[l])
+                .map(|j| (crate::kernels::sq_dist(r, e.cb.codeword(l, j)), j))
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            v
+        };
+        let (mut still, mut deepest) = (Vec::new(), (0, 0));
+        for &row in unresolved {
+            let i = row as usize;
+            let mut base = e.x[i * d..(i + 1) * d].to_vec();
+            for l in 0..up {
+                let c = e.cb.codeword(l, out[i * levels + l] as usize);
+                base.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
+            }
+            let own = out[i * levels + up] as usize;
+            let alts = sorted(&base, up)
+                .into_iter()
+                .map(|(_, a)| a)
+                .filter(|&a| a != own);
+            let mut placed = false;
+            'alts: for (p, a) in alts.enumerate() {
+                let r: Vec<f32> = base
+                    .iter()
+                    .zip(e.cb.codeword(up, a))
+                    .map(|(&p, &q)| p - q)
+                    .collect();
+                for (q, (dist, j)) in sorted(&r, last).into_iter().enumerate() {
+                    let mut tuple = out[i * levels..(i + 1) * levels].to_vec();
+                    tuple[up] = a as u16;
+                    tuple[last] = j as u16;
+                    let count = taken.entry(tuple.clone()).or_insert(0);
+                    if *count < e.capacity {
+                        *count += 1;
+                        out[i * levels..(i + 1) * levels].copy_from_slice(&tuple);
+                        moved.push(row);
+                        *added += dist - e.cost[i] as f64;
+                        placed = true;
+                        deepest = (deepest.0.max(p), deepest.1.max(q));
+                        break 'alts;
+                    }
+                }
+            }
+            if !placed {
+                still.push(row);
+            }
+        }
+        (still, deepest)
+    }
+
+    /// Blocks of planned searches place exactly as the one-at-a-time loop: several blocks of
+    /// stuck items, items that exhaust the planned alternatives (crowded codes: every tuple of
+    /// a few alternatives full), items that find no room at all, capacity 1 and 3.
+    #[test]
+    fn escalation_equals_the_one_item_at_a_time_loop() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut deepest_any = (0, 0);
+        for (sizes, capacity, n, stuck_share) in [
+            (vec![3usize, 6, 5], 1usize, 4000usize, 0.6f64),
+            (vec![2, 8, 4], 3, 3000, 0.9),
+            (vec![4, 3], 1, 2600, 0.8),
+            (vec![1, 2, 2], 1, 50, 1.0), // 4 tuples for 50 items: most stay stuck
+            (vec![2, 12, 20], 1, 3000, 0.9), // past the sorted heads of both lists
+            (vec![1, 3, 150], 1, 400, 1.0), // deep into long lists: several sorted stretches
+        ] {
+            let d = 3;
+            let total: usize = sizes.iter().sum();
+            let data: Vec<f32> = (0..total * d)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let cb = crate::Codebooks::new(data, &sizes, d).unwrap();
+            let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.5..1.5)).collect();
+            let levels = sizes.len();
+            // Skewed codes: most items in a few tuples, so the alternatives near them fill up.
+            let codes: Vec<u16> = (0..n)
+                .flat_map(|_| {
+                    sizes
+                        .iter()
+                        .map(|&k| rng.random_range(0..k.min(2)) as u16)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let cost: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..2.0)).collect();
+            let unresolved: Vec<u32> = (0..n as u32)
+                .filter(|_| rng.random_bool(stuck_share))
+                .collect();
+            let e = Escalation {
+                cb: &cb,
+                x: &x,
+                cost: &cost,
+                capacity,
+            };
+            let (mut out_a, mut moved_a, mut added_a) = (codes.clone(), Vec::new(), 0.0);
+            let still_a = e.run(&mut out_a, &unresolved, &mut moved_a, &mut added_a);
+            let (mut out_b, mut moved_b, mut added_b) = (codes.clone(), Vec::new(), 0.0);
+            let (still_b, deepest) =
+                escalate_one_at_a_time(&e, &mut out_b, &unresolved, &mut moved_b, &mut added_b);
+            deepest_any = (deepest_any.0.max(deepest.0), deepest_any.1.max(deepest.1));
+            assert_eq!(out_a, out_b, "{sizes:?}");
+            assert_eq!(moved_a, moved_b);
+            assert_eq!(still_a, still_b);
+            assert!(
+                (added_a - added_b).abs() <= 1e-9 * added_b.abs().max(1.0),
+                "{added_a} vs {added_b}"
+            );
+            assert!(unresolved.len() > Escalation::BLOCK || n < Escalation::BLOCK);
+            assert!(!moved_a.is_empty());
+            if levels == 3 && n == 50 {
+                assert!(!still_a.is_empty());
+            }
+        }
+        // Some item was placed past the sorted heads (the tails sorted when reached) and past
+        // the planned first alternative.
+        assert!(
+            deepest_any.0 >= HEAD && deepest_any.1 >= 4 * HEAD,
+            "{deepest_any:?}"
+        );
+    }
 
     /// The partition path against a hash-map count in row order, on clustered codes (many
     /// collisions) with several level layouts, including one partition (narrow keys) and
