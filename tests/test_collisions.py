@@ -142,9 +142,7 @@ def test_reassign_knn_equals_the_sorted_pairs_greedy(capacity):
                 taken[codes[r, 1]] += 1
             else:
                 movers.append(r)
-        pairs = sorted(
-            (((resid[r] - c1[j]) ** 2).sum() - cost[r], ids[r], j, r) for r in movers for j in range(k1)
-        )
+        pairs = sorted((((resid[r] - c1[j]) ** 2).sum() - cost[r], ids[r], j, r) for r in movers for j in range(k1))
         placed = set()
         for _, _, j, r in pairs:
             if r not in placed and taken[j] < capacity:

@@ -79,6 +79,7 @@ class Codebooks:
 
     @property
     def levels(self) -> int:
+        """Number of levels L."""
         return len(self.sizes)
 
     def level(self, l: int) -> np.ndarray:

@@ -253,6 +253,7 @@ class SidTable:
 
     @property
     def levels(self) -> int:
+        """Tokens per SID (the suffix level included)."""
         return len(self.sizes)
 
     def __len__(self) -> int:

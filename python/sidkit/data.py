@@ -43,10 +43,12 @@ class Dataset:
 
     @property
     def num_interactions(self) -> int:
+        """Total items over all sequences."""
         return sum(len(s) for s in self.sequences)
 
     @property
     def num_users(self) -> int:
+        """Number of user sequences."""
         return len(self.sequences)
 
 

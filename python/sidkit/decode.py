@@ -71,6 +71,7 @@ class BeamSearch:
 
     @property
     def done(self) -> bool:
+        """Whether every level has been decoded (call :meth:`finish`)."""
         return self.step_index == self.trie.depth
 
     def step(self, logp: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -49,8 +49,9 @@ def gini(counts: Any) -> float:
 
 
 def code_usage(codes: Any, sizes: Any) -> list[dict[str, float]]:
-    """Per level: ``utilisation`` (used codes / K), ``entropy`` (bits, of the code frequencies),
-    ``perplexity`` (2^entropy) and ``gini`` of items per code (unused codes count as 0)."""
+    """Of (N, L) integer codes and their L codebook sizes, per level: ``utilisation`` (used
+    codes / K), ``entropy`` (bits, of the code frequencies), ``perplexity`` (2^entropy) and
+    ``gini`` of items per code (unused codes count as 0)."""
     c = to_numpy(codes, "codes")
     out = []
     for l, k in enumerate(sizes):
@@ -64,7 +65,7 @@ def code_usage(codes: Any, sizes: Any) -> list[dict[str, float]]:
 
 
 def prefix_collision_rates(codes: Any) -> list[float]:
-    """For each depth d = 1..L: the share of items whose first d codes are shared with another
+    """Of (N, L) integer codes, for each depth d = 1..L: the share of items whose first d codes are shared with another
     item (depth L is the SID collision rate)."""
     c = to_numpy(codes, "codes")
     rates = []

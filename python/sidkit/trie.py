@@ -35,6 +35,7 @@ class TokenMap:
 
     @property
     def levels(self) -> int:
+        """Number of levels mapped."""
         return len(self.sizes)
 
     @property
@@ -102,14 +103,17 @@ class Trie:
 
     @property
     def depth(self) -> int:
+        """Tokens per SID (levels of the trie)."""
         return self._native.depth
 
     @property
     def sizes(self) -> tuple[int, ...]:
+        """Codebook size per level."""
         return tuple(self._native.sizes)
 
     @property
     def num_nodes(self) -> int:
+        """Nodes of the trie, the root included."""
         return self._native.num_nodes
 
     @property
