@@ -38,6 +38,32 @@ def ml100k_dir() -> Path:
 
 
 @pytest.fixture
+def tiny_t5():
+    """A factory of tiny, seeded, randomly initialised T5 models over ``vocab_size`` tokens
+    (0 = pad and decoder start, 1 = eos): no download."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+
+    def make(vocab_size: int):
+        config = transformers.T5Config(
+            vocab_size=vocab_size,
+            d_model=32,
+            d_ff=64,
+            d_kv=16,
+            num_layers=1,
+            num_decoder_layers=1,
+            num_heads=2,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+        torch.manual_seed(0)
+        return transformers.T5ForConditionalGeneration(config).eval()
+
+    return make
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 

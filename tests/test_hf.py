@@ -16,26 +16,13 @@ SIZES = (6, 5, 4)
 
 
 @pytest.fixture
-def setup():
+def setup(tiny_t5):
     rng = np.random.default_rng(0)
     every = np.array(list(itertools.product(*[range(k) for k in SIZES])))
     sids = every[rng.choice(len(every), size=40, replace=False)]
     trie = sk.Trie(sids, sizes=SIZES)
     tm = sk.TokenMap(SIZES, offset=2)  # 0 = pad / decoder start, 1 = eos
-    torch.manual_seed(0)
-    config = transformers.T5Config(
-        vocab_size=tm.vocab_size,
-        d_model=32,
-        d_ff=64,
-        d_kv=16,
-        num_layers=1,
-        num_decoder_layers=1,
-        num_heads=2,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    model = transformers.T5ForConditionalGeneration(config).eval()
+    model = tiny_t5(tm.vocab_size)
     inputs = torch.randint(2, tm.vocab_size, (3, 7))
     return trie, tm, model, inputs
 

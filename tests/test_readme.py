@@ -32,7 +32,7 @@ def substituted(code: str, pairs: list[tuple[str, str]]) -> str:
     return code
 
 
-def test_quick_start_and_decoding_examples_run(tmp_path, monkeypatch):
+def test_quick_start_and_decoding_examples_run(tmp_path, monkeypatch, tiny_t5):
     torch = pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)  # the examples save files
     quick = substituted(
@@ -90,21 +90,7 @@ def test_quick_start_and_decoding_examples_run(tmp_path, monkeypatch):
     assert items.shape == (B, 10) and np.isin(items[items >= 0], table.item_ids).all()
     assert ns["torch_bool_tensor"].sum(1).gt(0).all()  # the root has children in every row
 
-    transformers = pytest.importorskip("transformers")
-    config = transformers.T5Config(
-        vocab_size=ns["tm"].vocab_size,
-        d_model=32,
-        d_ff=64,
-        d_kv=16,
-        num_layers=1,
-        num_decoder_layers=1,
-        num_heads=2,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    torch.manual_seed(0)
-    ns.update(t5=transformers.T5ForConditionalGeneration(config).eval(), input_ids=torch.randint(2, 50, (3, 7)))
+    ns.update(t5=tiny_t5(ns["tm"].vocab_size), input_ids=torch.randint(2, 50, (3, 7)))
     exec(compile(block("from sidkit.hf import"), "README Hugging Face", "exec"), ns)
     items = ns["items"]  # the README's last table holds 5 items per SID (FORGE's capacity)
     assert items.shape == (30, 5) and (items[:, 0] >= 0).all()  # every generated SID holds an item
