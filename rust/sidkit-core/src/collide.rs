@@ -344,15 +344,16 @@ fn rank_sorted<T: Sync>(
 ) -> (usize, usize, usize) {
     let n = sorted.len();
     let parts = 64.min(n.max(1));
-    let mut cuts: Vec<usize> = (0..parts)
-        .map(|p| {
-            let mut j = p * n / parts;
-            while j > 0 && j < n && same(&sorted[j - 1], &sorted[j]) {
-                j += 1;
-            }
-            j
-        })
-        .collect();
+    // Each cut moves forward to a group boundary; a cut inside the group the previous cut
+    // already walked through starts from there, so one giant group is walked once, not 64 times.
+    let mut cuts: Vec<usize> = Vec::with_capacity(parts + 1);
+    for p in 0..parts {
+        let mut j = (p * n / parts).max(cuts.last().copied().unwrap_or(0));
+        while j > 0 && j < n && same(&sorted[j - 1], &sorted[j]) {
+            j += 1;
+        }
+        cuts.push(j);
+    }
     cuts.push(n);
     cuts.dedup();
     cuts.par_windows(2)

@@ -16,6 +16,64 @@ fn ranks_inside_groups_by_cost_then_id() {
     assert_eq!(g.rank, vec![2, 0, 0, 0, 1, 1]);
 }
 
+/// One giant group beside small ones (the parallel ranking's cuts all fall inside it): ranks
+/// equal a sort by (tuple, cost, id), with costs, with shuffled ids, and with both.
+#[test]
+fn ranks_with_one_giant_group_equal_a_full_sort() {
+    let n = 50_000usize;
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let codes: Vec<u16> = (0..n)
+        .flat_map(|_| {
+            let giant = next() % 10 != 0; // 90% of the items share (3, 3)
+            let (a, b) = if giant {
+                (3, 3)
+            } else {
+                ((next() % 4) as u16, (next() % 3) as u16)
+            };
+            [a, b]
+        })
+        .collect();
+    let ids: Vec<i64> = {
+        let mut v: Vec<i64> = (0..n as i64).collect();
+        for i in (1..n).rev() {
+            v.swap(i, next() as usize % (i + 1));
+        }
+        v
+    };
+    let cost: Vec<f32> = (0..n).map(|_| (next() % 1000) as f32).collect();
+    for (ids, cost) in [
+        (None, Some(&cost[..])),
+        (Some(&ids[..]), None),
+        (Some(&ids[..]), Some(&cost[..])),
+    ] {
+        let g = group_ranks(&codes, &[4, 4], ids, cost).unwrap();
+        let id = |i: usize| ids.map_or(i as i64, |v| v[i]);
+        let c = |i: usize| cost.map_or(0.0, |v| v[i]);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            (codes[2 * a], codes[2 * a + 1])
+                .cmp(&(codes[2 * b], codes[2 * b + 1]))
+                .then(c(a).total_cmp(&c(b)))
+                .then(id(a).cmp(&id(b)))
+        });
+        let mut want = vec![0u32; n];
+        for w in 1..n {
+            let (p, q) = (order[w - 1], order[w]);
+            if codes[2 * p..2 * p + 2] == codes[2 * q..2 * q + 2] {
+                want[q] = want[p] + 1;
+            }
+        }
+        assert_eq!(g.rank, want);
+        assert_eq!(g.max_group as u32, want.iter().max().unwrap() + 1);
+    }
+}
+
 #[test]
 fn suffix_appends_the_rank_and_respects_max_suffix() {
     let codes = [1u16, 0, 1, 0, 0, 0];
