@@ -112,6 +112,19 @@ def test_resolve_cli_round_trip(tmp_path, capsys):
     assert "--embeddings, --codebooks" in capsys.readouterr().err
 
 
+def test_cli_reports_import_errors_sidkit_raises(tmp_path, capsys, monkeypatch):
+    """An ImportError sidkit raises itself (e.g. no text model installed) is a one-line error."""
+    import sidkit.cli
+
+    def no_text_model(args):
+        raise ImportError("text_embeddings needs sentence-transformers: pip install '.[text]'")
+
+    monkeypatch.setattr(sidkit.cli, "bench_cmd", no_text_model)
+    assert main(["bench", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == "sidkit bench: error: text_embeddings needs sentence-transformers: pip install '.[text]'\n"
+
+
 def test_cli_names_the_extra_of_a_missing_dependency(tmp_path, capsys, monkeypatch):
     """Without pyarrow, writing Parquet is a one-line error naming the `io` extra, not a traceback."""
     np.save(tmp_path / "codes.npy", np.array([[0, 1], [0, 1], [2, 3]], np.uint16))
@@ -126,8 +139,11 @@ def test_cli_names_the_extra_of_a_missing_dependency(tmp_path, capsys, monkeypat
     assert main(["resolve", str(tmp_path / "codes.npy"), "--out", str(tmp_path / "s.npz")]) == 0  # npz needs none
     table = sk.SidTable.load(tmp_path / "s.npz")  # a real .npz SID table, readable back by the CLI
     np.testing.assert_array_equal(table.codes, [[0, 1, 0], [0, 1, 1], [2, 3, 0]])
-    assert main(["resolve", str(tmp_path / "s.npz"), "--out", str(tmp_path / "t.npz")]) == 0
-    np.testing.assert_array_equal(sk.SidTable.load(tmp_path / "t.npz").codes[:, :3], table.codes)
+    assert main(["resolve", str(tmp_path / "s.npz"), "--out", str(tmp_path / "t.NPZ")]) == 0
+    np.testing.assert_array_equal(sk.SidTable.load(tmp_path / "t.NPZ").codes[:, :3], table.codes)
+    assert main(["resolve", str(tmp_path / "t.NPZ"), "--out", str(tmp_path / "u.npz")]) == 0  # any case
+    assert main(["resolve", str(tmp_path / "codes.npy"), "--out", str(tmp_path / "sids")]) == 2
+    assert "--out: expected a .npz or .parquet path for the SID table" in capsys.readouterr().err
 
 
 def _greedy_rq_numpy(x, centres):

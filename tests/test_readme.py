@@ -32,8 +32,9 @@ def substituted(code: str, pairs: list[tuple[str, str]]) -> str:
     return code
 
 
-def test_quick_start_and_decoding_examples_run(tmp_path, monkeypatch, tiny_t5):
-    torch = pytest.importorskip("torch")
+def test_quick_start_and_decoding_examples_run(tmp_path, monkeypatch, request):
+    torch = pytest.importorskip("torch")  # RQ-VAE
+    pytest.importorskip("pyarrow")  # to_parquet
     monkeypatch.chdir(tmp_path)  # the examples save files
     quick = substituted(
         block("import numpy as np\nimport sidkit as sk\n\nemb ="),
@@ -90,6 +91,7 @@ def test_quick_start_and_decoding_examples_run(tmp_path, monkeypatch, tiny_t5):
     assert items.shape == (B, 10) and np.isin(items[items >= 0], table.item_ids).all()
     assert ns["torch_bool_tensor"].sum(1).gt(0).all()  # the root has children in every row
 
+    tiny_t5 = request.getfixturevalue("tiny_t5")  # skips here, after the rest, without transformers
     ns.update(t5=tiny_t5(ns["tm"].vocab_size), input_ids=torch.randint(2, 50, (3, 7)))
     exec(compile(block("from sidkit.hf import"), "README Hugging Face", "exec"), ns)
     items = ns["items"]  # the README's last table holds 5 items per SID (FORGE's capacity)

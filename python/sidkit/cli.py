@@ -253,12 +253,13 @@ def _load_npy(path: str, arg: str, what: str) -> np.ndarray:
 def _load_codes(path: str, arg: str = "codes") -> tuple[np.ndarray, np.ndarray | None]:
     """(N, L) integer codes and item ids (or None) from a .npy, an .npz SID table, or a Parquet
     SID table / one column per level."""
-    if path.endswith(".npz"):  # a SID table from SidTable.save / sidkit resolve
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":  # a SID table from SidTable.save / sidkit resolve
         from sidkit import SidTable
 
         table = SidTable.load(path)
         codes, ids = table.codes, table.item_ids
-    elif not path.endswith(".parquet"):
+    elif suffix != ".parquet":
         codes, ids = _load_npy(path, arg, "(N, L) integer codes"), None
     else:
         import pyarrow as pa
@@ -500,6 +501,8 @@ def resolve_cmd(args: argparse.Namespace) -> int:
     import sidkit as sk
 
     _writable(("--out", args.out))
+    if Path(args.out).suffix.lower() not in (".npz", ".parquet"):
+        raise ValueError(f"--out: expected a .npz or .parquet path for the SID table, got {args.out}")
     codes, item_ids = _load_codes(args.codes)
     if args.item_ids:
         if item_ids is not None:
@@ -836,6 +839,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(pip install '.[{extra}]' in a sidkit checkout, or pip install {PACKAGES[extra]})",
             file=sys.stderr,
         )
+        return 2
+    except ImportError as e:  # an optional dependency sidkit itself names (e.g. the text model)
+        print(f"sidkit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError, MemoryError) as e:  # OSError: FileNotFoundError, permissions, ...
         print(f"sidkit {args.command}: error: {e}", file=sys.stderr)

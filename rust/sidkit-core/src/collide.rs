@@ -569,6 +569,7 @@ pub fn reassign(
             x,
             cost: &cost,
             capacity,
+            block: Escalation::block_for(sizes),
         };
         unresolved = esc.run(&mut out, &unresolved, &mut moved, &mut added);
     }
@@ -593,6 +594,8 @@ struct Escalation<'a> {
     x: &'a [f32],
     cost: &'a [f32],
     capacity: usize,
+    /// Items planned at once, in parallel.
+    block: usize,
 }
 
 /// One stuck item's search: the alternative codes of the level above in probe order, and the
@@ -665,8 +668,12 @@ impl<T: Probe> Ranked<T> {
 }
 
 impl Escalation<'_> {
-    /// Items planned at once, in parallel.
-    const BLOCK: usize = 4096;
+    /// Items planned at once: up to 4,096, fewer for large codebooks, so that a block's plans
+    /// (a candidate per code of the last two levels, 16 bytes each) stay within 64 MiB.
+    fn block_for(sizes: &[usize]) -> usize {
+        let per_item: usize = sizes[sizes.len().saturating_sub(2)..].iter().sum();
+        ((1usize << 22) / per_item.max(1)).clamp(1, 4096)
+    }
 
     /// Places `unresolved` rows of `out`; returns the rows still without room.
     fn run(
@@ -687,7 +694,7 @@ impl Escalation<'_> {
         }
         let (up, last) = (levels - 2, levels - 1);
         let (mut still, mut tuple) = (Vec::new(), vec![0u16; levels]);
-        for block in unresolved.chunks(Self::BLOCK) {
+        for block in unresolved.chunks(self.block) {
             let mut plans: Vec<Plan> = {
                 let out = &*out;
                 block
@@ -1054,6 +1061,7 @@ mod tests {
                 x: &x,
                 cost: &cost,
                 capacity,
+                block: 64, // several blocks in every case
             };
             let (mut out_a, mut moved_a, mut added_a) = (codes.clone(), Vec::new(), 0.0);
             let still_a = e.run(&mut out_a, &unresolved, &mut moved_a, &mut added_a);
@@ -1068,12 +1076,16 @@ mod tests {
                 (added_a - added_b).abs() <= 1e-9 * added_b.abs().max(1.0),
                 "{added_a} vs {added_b}"
             );
-            assert!(unresolved.len() > Escalation::BLOCK || n < Escalation::BLOCK);
+            assert!(unresolved.len() > 3 * e.block || n < e.block);
             assert!(!moved_a.is_empty());
             if levels == 3 && n == 50 {
                 assert!(!still_a.is_empty());
             }
         }
+        // Blocks shrink with the codebooks: at most 64 MiB of plans.
+        assert_eq!(Escalation::block_for(&[256, 256, 256]), 4096);
+        assert_eq!(Escalation::block_for(&[65536, 65536]), 32);
+        assert_eq!(Escalation::block_for(&[7]), 4096);
         // Some item was placed past the sorted heads (the tails sorted when reached) and past
         // the planned first alternative.
         assert!(
