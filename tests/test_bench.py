@@ -126,7 +126,7 @@ def test_bench_cli_and_config_errors(tmp_path, capsys):
     assert not (done / "tiger.pt").exists()
     with pytest.raises(FileNotFoundError, match="baselines-only"):
         bench.load_run(done)
-    for flag, value in (("--test-users", "-5"), ("--time-limit", "nan"), ("--time-limit", "-1")):
+    for flag, value in (("--test-users", "-5"), ("--time-limit", "nan"), ("--time-limit", "-1"), ("--ema", "1")):
         assert main(["bench", "--config", str(cfg), flag, value, "--out", str(tmp_path / "x")]) == 2
         assert f"argument {flag}: expected" in capsys.readouterr().err
 
@@ -699,6 +699,7 @@ def test_config_values_must_have_the_defaults_types():
         ("run", "time_limit", -1.0, "config: run.time_limit expected >= 0, got -1.0"),
         ("train", "lr", 0.0, "config: train.lr expected a learning rate > 0, got 0.0"),
         ("model", "dropout", 1.0, r"config: model.dropout expected a probability in \[0, 1\), got 1.0"),
+        ("train", "ema", 1.0, r"config: train.ema expected a decay in \[0, 1\) \(0 = off\), got 1.0"),
         ("sid", "codebook_size", 70000, "config: sid.codebook_size expected at most 65536 codes"),
     ):
         with pytest.raises(ValueError, match=msg):
@@ -716,7 +717,7 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
     write_chains(tmp_path, users=200)
     cfg = tmp_path / "tiny.toml"
     tiny = bench.merge(bench.DEFAULTS, {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}})
-    tiny["train"].update(epochs=3, valid_users=100)
+    tiny["train"].update(epochs=3, valid_users=100, ema=0.9)  # the averaged weights are part of the state
     tiny["model"]["dropout"] = 0.1
     tiny["sasrec"]["epochs"] = 3
     cfg.write_text(bench.to_toml(tiny))
@@ -732,6 +733,8 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
     # A resume may not change what the run computes.
     assert main(["bench", "--out", out, "--resume", "--epochs", "4", "--quiet"]) == 2
     assert "train.epochs (3 there, 4 here)" in capsys.readouterr().err
+    assert main(["bench", "--out", out, "--resume", "--ema", "0.5", "--quiet"]) == 2
+    assert "train.ema (0.9 there, 0.5 here)" in capsys.readouterr().err
     calls = 1
     while True:
         calls += 1

@@ -280,3 +280,28 @@ def test_trie_save_load_round_trip(rng, tmp_path):
     np.savez(tmp_path / "bad.npz", codes=codes)
     with pytest.raises(ValueError, match="is not a readable .sidkit.trie/1. file .missing"):
         sk.Trie.load(tmp_path / "bad.npz")
+
+
+def test_trie_pickles_and_copies_share_it(rng):
+    import copy
+    import pickle
+
+    codes = random_sids(rng, 40)
+    ids = rng.permutation(1000)[:40].astype(np.int64)
+    for trie in (
+        sk.Trie(codes, ids, sizes=SIZES),
+        sk.Trie(np.concatenate([codes[:3], codes[:1]]), [1, 2, 3, 4], sizes=SIZES, allow_duplicates=True),
+    ):
+        back = pickle.loads(pickle.dumps(trie))
+        assert back is not trie
+        assert (back.depth, back.sizes, len(back), back.num_nodes) == (
+            trie.depth,
+            trie.sizes,
+            len(trie),
+            trie.num_nodes,
+        )
+        for a, b in zip(back.sids(), trie.sids(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(back.lookup(codes), trie.lookup(codes))
+        # Immutable: copies (a deep copy of a model holding it) share the one trie.
+        assert copy.copy(trie) is trie and copy.deepcopy({"t": trie})["t"] is trie

@@ -188,6 +188,108 @@ def test_a_resume_may_raise_the_patience(setup, tmp_path):
     assert without_seconds(fit(new_model(table), train, valid, state=state, **kw)) == without_seconds(long)
 
 
+def recording(model):
+    """The model, recording the weights each training forward pass sees (the weights after
+    the previous optimizer step)."""
+    orig, seen = model.forward, []
+
+    def forward(*a, **k):
+        if model.training:
+            seen.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return orig(*a, **k)
+
+    model.forward = forward
+    return model, seen
+
+
+def ema_reference(weights, decay):
+    """The exponential moving average of a list of weight dicts, in float64: the first is
+    taken as is, then e = decay * e + (1 - decay) * w."""
+    avg = {k: v.double() for k, v in weights[0].items()}
+    for w in weights[1:]:
+        avg = {k: decay * avg[k] + (1 - decay) * w[k].double() for k in avg}
+    return avg
+
+
+def test_ema_averages_every_step_and_leaves_training_unchanged(setup):
+    table, train, valid = setup
+    kw = {**KW, "epochs": 2}
+    plain, seen = recording(new_model(table))
+    h_plain = fit(plain, train, None, **kw)
+    steps = len(seen)
+    assert steps == 2 * -(-len(train.inputs) // 16)
+    # Weights after step s: what step s + 1's forward saw, and the final model for the last.
+    after = seen[1:] + [{n: p.detach().clone() for n, p in plain.named_parameters()}]
+    averaged, seen_ema = recording(new_model(table))
+    h_ema = fit(averaged, train, None, ema=0.9, **kw)
+    # Training itself is unchanged: the same losses and the same weights at every step.
+    assert without_seconds(h_ema) == without_seconds(h_plain)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(seen, seen_ema, strict=True) for k in a)
+    # Without validation the model ends with the average of all steps' weights.
+    want = ema_reference(after, 0.9)
+    got = dict(averaged.named_parameters())
+    for k in want:
+        torch.testing.assert_close(got[k].double(), want[k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got["t5.shared.weight"], plain.t5.shared.weight)
+
+
+def test_ema_validates_and_restores_the_averaged_weights(setup, tmp_path):
+    from sidkit.metrics import ranking_metrics
+
+    table, train, valid = setup
+    model, seen = recording(new_model(table))
+    h = fit(model, train, valid, ema=0.95, checkpoint=str(tmp_path / "best.pt"), **KW)
+    # Training is unchanged by the average (previous test): a plain run gives the last
+    # step's weights, which no forward pass saw.
+    plain = new_model(table)
+    fit(plain, train, None, **KW)
+    after = seen[1:] + [{n: p.detach().clone() for n, p in plain.named_parameters()}]
+    per_epoch = len(seen) // KW["epochs"]
+
+    def scores(weights):
+        m = new_model(table)
+        m.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        return ranking_metrics(m.recommend(valid.inputs, beam_width=4, top_k=10), valid.items, ks=(5, 10))
+
+    averages = [ema_reference(after[: (e + 1) * per_epoch], 0.95) for e in range(len(h))]
+    # Every epoch's validation scored the average, not the raw weights (which score otherwise).
+    assert [scores(a) for a in averages] == [
+        {k: v for k, v in row.items() if k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")} for row in h
+    ]
+    assert any(scores(after[(e + 1) * per_epoch - 1]) != scores(averages[e]) for e in range(len(h)))
+    # The best epoch's average is restored, and the checkpoint holds it.
+    best = max(range(len(h)), key=lambda e: (h[e]["recall@10"], -e))
+    got = dict(model.named_parameters())
+    for k, v in averages[best].items():
+        torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-6)
+    saved = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_ema_survives_pausing_and_resuming_bit_identically(setup, tmp_path):
+    table, train, valid = setup
+    whole = new_model(table)
+    h_whole = fit(whole, train, valid, ema=0.95, state=tmp_path / "whole.pt", **KW)
+    state, calls = tmp_path / "parts.pt", 0
+    while True:  # the first call from the same init as the whole run, later ones from others (replaced)
+        model = new_model(table, seed=3 * calls)
+        calls += 1
+        try:
+            h_parts = fit(model, train, valid, ema=0.95, state=state, time_limit=0, **KW)
+            break
+        except Paused:
+            pass
+    assert without_seconds(h_parts) == without_seconds(h_whole)
+    assert_same_weights(model, whole)
+    a, b = (torch.load(p, weights_only=True)["ema"] for p in (tmp_path / "whole.pt", state))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # A state is bound to its decay: another one (or none) is another run.
+    with pytest.raises(ValueError, match=r"differs in ema \(0.95 there, 0.9 here\)"):
+        fit(new_model(table), train, valid, ema=0.9, state=state, **KW)
+    with pytest.raises(ValueError, match=r"differs in ema \(0.95 there, None here\)"):
+        fit(new_model(table), train, valid, state=state, **KW)
+
+
 @pytest.mark.parametrize(
     "kwargs, exc, msg",
     [
@@ -200,6 +302,9 @@ def test_a_resume_may_raise_the_patience(setup, tmp_path):
         ({"lr": float("nan")}, ValueError, "lr: expected a finite number > 0, got nan"),
         ({"lr": "1e-3"}, TypeError, "lr: expected a number, got str"),
         ({"weight_decay": -0.1}, ValueError, "weight_decay: expected a finite number >= 0, got -0.1"),
+        ({"ema": 1.0}, ValueError, r"ema: expected a decay in \[0, 1\) \(0 = off\), got 1.0"),
+        ({"ema": -0.5}, ValueError, r"ema: expected a decay in \[0, 1\)"),
+        ({"ema": True}, TypeError, "ema: expected a number, got bool"),
     ],
 )
 def test_fit_names_bad_arguments_before_training(setup, kwargs, exc, msg):

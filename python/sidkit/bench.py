@@ -75,6 +75,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # training steps here, on a CPU with AVX512-BF16; benches/compare_train_step.py); off = float32 everywhere
         "amp": "auto",
         "patience": 3,
+        # decay of an exponential moving average of the weights per step (e.g. 0.999), which
+        # validation, early stopping and the saved model then use; 0 = off
+        "ema": 0.0,
         "beam_width": 20,
         "max_examples": 0,  # train on this many sampled sliding-window examples (0 = all)
         "valid_users": 2000,  # validation subset per epoch (0 = all)
@@ -169,6 +172,8 @@ def _check_range(name: str, value: Any) -> None:
         raise ValueError(f"config: {name} expected a finite number, got {value}")
     if name in ("train.warmup",) and not 0.0 <= value < 1.0:
         raise ValueError(f"config: {name} expected a share of the steps in [0, 1), got {value}")
+    if name == "train.ema" and not 0.0 <= value < 1.0:
+        raise ValueError(f"config: {name} expected a decay in [0, 1) (0 = off), got {value}")
     if name in ("model.dropout", "sasrec.dropout") and not 0.0 <= value < 1.0:
         raise ValueError(f"config: {name} expected a probability in [0, 1), got {value}")
     if name in ("train.lr", "sasrec.lr") and value <= 0:
@@ -471,6 +476,7 @@ def _tiger(
             checkpoint=str(out / "tiger.pt"),
             state=state,
             time_limit=time_limit,
+            ema=tr["ema"],
         )
     if resumed:  # the training time of all invocations, not only this one's
         timer.stages["train TIGER"] = round(sum(row["seconds"] for row in curve), 3)

@@ -319,6 +319,13 @@ def _nonnegative_float(text: str) -> float:
     return v
 
 
+def _decay(text: str) -> float:
+    v = _nonnegative_float(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text}")
+    return v
+
+
 def _save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` to exactly ``path`` (np.save itself would append .npy to other names)."""
     with open(path, "wb") as f:
@@ -557,6 +564,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("train", "amp", args.amp)
     put("train", "epochs", args.epochs)
     put("train", "patience", args.patience)
+    put("train", "ema", args.ema)
     put("train", "test_users", args.test_users)
     put("run", "device", args.device)
     put("run", "threads", args.threads)
@@ -762,6 +770,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--patience",
         type=_at_least(1),
         help="TIGER epochs without a better validation Recall@10 before stopping (a resume may change it)",
+    )
+    b.add_argument(
+        "--ema",
+        type=_decay,
+        help="average the TIGER weights: EMA decay per step, e.g. 0.999 (validation and the saved model use the average)",
     )
     b.add_argument("--test-users", type=_at_least(0), help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")

@@ -52,6 +52,7 @@ def fit(
     schedule: str = "linear",
     state: str | os.PathLike[str] | None = None,
     time_limit: float | None = None,
+    ema: float = 0.0,
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
     ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
@@ -75,7 +76,13 @@ def fit(
     ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
     not fit in what is left (judged by the mean epoch so far), the state is saved and
     :class:`Paused` is raised; every call trains at least one epoch.
-    Each history row also holds ``seconds``, that epoch's wall time (training + validation)."""
+    Each history row also holds ``seconds``, that epoch's wall time (training + validation).
+
+    ``ema``: the decay of an exponential moving average of the weights, updated after every
+    optimizer step (``torch.optim.swa_utils.AveragedModel``; e.g. 0.999 averages over about
+    the last 1,000 steps); 0 = off. With it, validation, early stopping, the ``checkpoint``
+    and the weights ``model`` ends with are the averaged ones; training itself is unchanged
+    (the same steps, losses and random draws as without it)."""
     from tqdm.auto import tqdm
 
     epochs, batch_size = as_int(epochs, "epochs", 1), as_int(batch_size, "batch_size", 1)
@@ -89,6 +96,11 @@ def fit(
         raise ValueError("time_limit: needs a state path to pause to (state=None)")
     if time_limit is not None and not time_limit >= 0:
         raise ValueError(f"time_limit: expected seconds >= 0, got {time_limit}")
+    if isinstance(ema, bool) or not isinstance(ema, (int, float, np.integer, np.floating)):
+        raise TypeError(f"ema: expected a number, got {type(ema).__name__} {ema!r}")
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema: expected a decay in [0, 1) (0 = off), got {ema}")
+    ema = float(ema)
     started = time.perf_counter()
     dev = device_arg(device)
     use_amp = dev.type == "cuda" if amp is None else bool(amp)
@@ -102,6 +114,12 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     factor = lr_factor(schedule, steps, warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    averaged = None
+    if ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema))
+    scored = model if averaged is None else averaged.module  # the weights validation reads
     history: list[dict[str, float]] = []
     best, best_state, bad, first, done = -1.0, None, 0, 0, False
     lengths = (inputs != 0).sum(1)
@@ -122,11 +140,15 @@ def fit(
             seed,
             use_amp,
         )
+        if ema:  # only when on: states written before `ema` existed stay resumable
+            fingerprint["ema"] = ema
         if os.path.exists(state):
             saved = _load_state(state, fingerprint, device)
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
+            if averaged is not None:
+                averaged.load_state_dict(saved["ema"])
             gen.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
             if saved["cuda_rng"] is not None and torch.cuda.is_available():
@@ -156,13 +178,15 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += float(loss.detach()) * len(idx)
         row: dict[str, float] = {"epoch": epoch, "loss": total / max(len(inputs), 1)}
         if valid is not None:
-            ranked = model.recommend(valid.inputs, beam_width=beam_width, top_k=10)
+            ranked = scored.recommend(valid.inputs, beam_width=beam_width, top_k=10)
             row.update(ranking_metrics(ranked, valid.items, ks=(5, 10)))
             if row["recall@10"] > best:
-                best, best_state, bad = row["recall@10"], copy.deepcopy(model.state_dict()), 0
+                best, best_state, bad = row["recall@10"], copy.deepcopy(scored.state_dict()), 0
                 if checkpoint is not None:
                     from ._arrays import atomic_path
 
@@ -176,7 +200,7 @@ def fit(
             tqdm.write("epoch " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
         done = (valid is not None and bad >= patience) or epoch + 1 == epochs
         if state is not None:
-            _save_state(state, fingerprint, model, opt, sched, gen, history, best, best_state, bad, done)
+            _save_state(state, fingerprint, model, opt, sched, gen, averaged, history, best, best_state, bad, done)
         if done:
             break
         if time_limit is not None:
@@ -186,6 +210,8 @@ def fit(
                 raise Paused(epoch + 1, str(state))
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif averaged is not None:  # no validation: the model ends with the averaged weights
+        model.load_state_dict(averaged.module.state_dict())
     return history
 
 
@@ -220,7 +246,9 @@ def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str
     }
 
 
-def _save_state(path: str, fingerprint: dict[str, Any], model: Any, opt: Any, sched: Any, gen: Any, *rest: Any) -> None:
+def _save_state(
+    path: str, fingerprint: dict[str, Any], model: Any, opt: Any, sched: Any, gen: Any, averaged: Any, *rest: Any
+) -> None:
     from ._arrays import atomic_path
 
     history, best, best_state, bad, done = rest
@@ -239,6 +267,8 @@ def _save_state(path: str, fingerprint: dict[str, Any], model: Any, opt: Any, sc
         "bad": bad,
         "done": done,
     }
+    if averaged is not None:
+        blob["ema"] = averaged.state_dict()
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 

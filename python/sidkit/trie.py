@@ -128,6 +128,18 @@ class Trie:
     def __repr__(self) -> str:
         return f"Trie({len(self):,} SIDs, depth {self.depth}, {self.num_nodes:,} nodes)"
 
+    # A trie is immutable: copies share it (``copy.deepcopy`` of a model that holds one, as
+    # ``torch.optim.swa_utils.AveragedModel`` makes), and pickling rebuilds it from its SIDs.
+    def __copy__(self) -> Trie:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Trie:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        codes, items = self.sids()
+        return (Trie, (codes, items, list(self.sizes), self._native.num_items != len(self)))
+
     def sids(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (SID, item) pair of the trie: codes (M, L) uint16 in lexicographic order and
         item ids (M,) int64 (a SID with several items, under ``allow_duplicates``, repeats)."""
