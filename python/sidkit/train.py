@@ -119,7 +119,7 @@ def fit(
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema))
-    scored = model if averaged is None else averaged.module  # the weights validation reads
+    scored: Any = model if averaged is None else averaged.module  # the weights validation reads
     history: list[dict[str, float]] = []
     best, best_state, bad, first, done = -1.0, None, 0, 0, False
     lengths = (inputs != 0).sum(1)
