@@ -203,11 +203,13 @@ def recording(model):
 
 
 def ema_reference(weights, decay):
-    """The exponential moving average of a list of weight dicts, in float64: the first is
-    taken as is, then e = decay * e + (1 - decay) * w."""
-    avg = {k: v.double() for k, v in weights[0].items()}
-    for w in weights[1:]:
-        avg = {k: decay * avg[k] + (1 - decay) * w[k].double() for k in avg}
+    """The exponential moving average of a list of weight dicts with the documented warm-up:
+    the first is taken as is, then e = d * e + (1 - d) * w (torch.lerp, as AveragedModel's EMA
+    does it) with d = min(decay, (1 + n) / (10 + n)) at the update after n."""
+    avg = {k: v.clone() for k, v in weights[0].items()}
+    for n, w in enumerate(weights[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        avg = {k: torch.lerp(avg[k], w[k], 1 - d) for k in avg}
     return avg
 
 
@@ -229,7 +231,7 @@ def test_ema_averages_every_step_and_leaves_training_unchanged(setup):
     want = ema_reference(after, 0.9)
     got = dict(averaged.named_parameters())
     for k in want:
-        torch.testing.assert_close(got[k].double(), want[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-7)
     assert not torch.allclose(got["t5.shared.weight"], plain.t5.shared.weight)
 
 
@@ -248,7 +250,7 @@ def test_ema_validates_and_restores_the_averaged_weights(setup, tmp_path):
 
     def scores(weights):
         m = new_model(table)
-        m.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        m.load_state_dict({**m.state_dict(), **weights})
         return ranking_metrics(m.recommend(valid.inputs, beam_width=4, top_k=10), valid.items, ks=(5, 10))
 
     averages = [ema_reference(after[: (e + 1) * per_epoch], 0.95) for e in range(len(h))]
@@ -261,7 +263,7 @@ def test_ema_validates_and_restores_the_averaged_weights(setup, tmp_path):
     best = max(range(len(h)), key=lambda e: (h[e]["recall@10"], -e))
     got = dict(model.named_parameters())
     for k, v in averages[best].items():
-        torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[k], v, rtol=1e-6, atol=1e-7)
     saved = torch.load(tmp_path / "best.pt", weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
@@ -283,11 +285,16 @@ def test_ema_survives_pausing_and_resuming_bit_identically(setup, tmp_path):
     assert_same_weights(model, whole)
     a, b = (torch.load(p, weights_only=True)["ema"] for p in (tmp_path / "whole.pt", state))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(b["n_averaged"]) == KW["epochs"] * -(-len(train.inputs) // KW["batch_size"])  # every step
+    assert model.training is False  # fit returns the model in eval mode
     # A state is bound to its decay: another one (or none) is another run.
     with pytest.raises(ValueError, match=r"differs in ema \(0.95 there, 0.9 here\)"):
         fit(new_model(table), train, valid, ema=0.9, state=state, **KW)
-    with pytest.raises(ValueError, match=r"differs in ema \(0.95 there, None here\)"):
+    with pytest.raises(ValueError, match=r"differs in ema \(0.95 there, 0.0 here\)"):
         fit(new_model(table), train, valid, state=state, **KW)
+    # Off, it leaves no trace in the state: states written before `ema` existed resume.
+    fit(new_model(table), train, valid, state=tmp_path / "off.pt", **{**KW, "epochs": 1})
+    assert "ema" not in torch.load(tmp_path / "off.pt", weights_only=True)["fingerprint"]
 
 
 @pytest.mark.parametrize(

@@ -774,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument(
         "--ema",
         type=_decay,
-        help="average the TIGER weights: EMA decay per step, e.g. 0.999 (validation, the saved model use it)",
+        help="average the TIGER weights: EMA decay per step, e.g. 0.999; 0 = off (validation, saved model use it)",
     )
     b.add_argument("--test-users", type=_at_least(0), help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")

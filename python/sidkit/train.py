@@ -52,7 +52,7 @@ def fit(
     schedule: str = "linear",
     state: str | os.PathLike[str] | None = None,
     time_limit: float | None = None,
-    ema: float = 0.0,
+    ema: float | None = 0.0,
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
     ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
@@ -78,11 +78,15 @@ def fit(
     :class:`Paused` is raised; every call trains at least one epoch.
     Each history row also holds ``seconds``, that epoch's wall time (training + validation).
 
-    ``ema``: the decay of an exponential moving average of the weights, updated after every
-    optimizer step (``torch.optim.swa_utils.AveragedModel``; e.g. 0.999 averages over about
-    the last 1,000 steps); 0 = off. With it, validation, early stopping, the ``checkpoint``
-    and the weights ``model`` ends with are the averaged ones; training itself is unchanged
-    (the same steps, losses and random draws as without it)."""
+    ``ema``: the decay of an exponential moving average of the (float32) weights, updated
+    after every optimizer step (``torch.optim.swa_utils.AveragedModel``; 0.999 averages over
+    about the last 1,000 steps); 0 or None = off. The decay warms up as
+    ``min(ema, (1 + n) / (10 + n))`` after n updates (:func:`ema_decay`), so early epochs are
+    not scored on an average still full of the initial steps. With it, validation, early
+    stopping, the ``checkpoint`` and the weights ``model`` ends with are the averaged ones;
+    training itself is unchanged (the same steps, losses and random draws as without it).
+
+    ``model`` is returned in eval mode."""
     from tqdm.auto import tqdm
 
     epochs, batch_size = as_int(epochs, "epochs", 1), as_int(batch_size, "batch_size", 1)
@@ -96,6 +100,7 @@ def fit(
         raise ValueError("time_limit: needs a state path to pause to (state=None)")
     if time_limit is not None and not time_limit >= 0:
         raise ValueError(f"time_limit: expected seconds >= 0, got {time_limit}")
+    ema = 0.0 if ema is None else ema
     if isinstance(ema, bool) or not isinstance(ema, (int, float, np.integer, np.floating)):
         raise TypeError(f"ema: expected a number, got {type(ema).__name__} {ema!r}")
     if not 0.0 <= ema < 1.0:
@@ -118,7 +123,10 @@ def fit(
     if ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema))
+        def warmed_up(averages: Any, current: Any, num_averaged: Any) -> None:
+            get_ema_multi_avg_fn(ema_decay(ema, int(num_averaged)))(averages, current, num_averaged)
+
+        averaged = AveragedModel(model, multi_avg_fn=warmed_up)
     scored: Any = model if averaged is None else averaged.module  # the weights validation reads
     history: list[dict[str, float]] = []
     best, best_state, bad, first, done = -1.0, None, 0, 0, False
@@ -212,7 +220,17 @@ def fit(
         model.load_state_dict(best_state)
     elif averaged is not None:  # no validation: the model ends with the averaged weights
         model.load_state_dict(averaged.module.state_dict())
+    model.eval()
     return history
+
+
+def ema_decay(ema: float, updates: int) -> float:
+    """The decay :func:`fit`'s weight average applies at its update number ``updates`` + 1
+    (``updates`` done before it): ``min(ema, (1 + updates) / (10 + updates))``, the warm-up of
+    TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` (0.18 at the second update,
+    0.5 at the ninth, ``ema`` = 0.999 from about the 9,000th on). The first update copies the
+    weights."""
+    return min(ema, (1 + updates) / (10 + updates))
 
 
 def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str, Any]:
@@ -283,10 +301,15 @@ def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str
     old = saved["fingerprint"]
     # States written before patience became resumable still hold it: it is no longer compared.
     keys = (set(old) | set(fingerprint)) - {"patience"}
-    diff = sorted(k for k in keys if old.get(k) != fingerprint.get(k))
+    absent = {"ema": 0.0}  # set only when on: states from before it existed resume as off
+
+    def value(fp: dict[str, Any], k: str) -> Any:
+        return fp.get(k, absent.get(k))
+
+    diff = sorted(k for k in keys if value(old, k) != value(fingerprint, k))
     if diff:
         shown = ", ".join(
-            f"{k} ({old.get(k)!r} there, {fingerprint.get(k)!r} here)"
+            f"{k} ({value(old, k)!r} there, {value(fingerprint, k)!r} here)"
             if k not in ("parameters", "train", "valid")
             else k
             for k in diff

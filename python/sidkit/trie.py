@@ -138,7 +138,7 @@ class Trie:
 
     def __reduce__(self) -> tuple[Any, ...]:
         codes, items = self.sids()
-        return (Trie, (codes, items, list(self.sizes), self._native.num_items != len(self)))
+        return (type(self), (codes, items, list(self.sizes), self._native.num_items != len(self)))
 
     def sids(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (SID, item) pair of the trie: codes (M, L) uint16 in lexicographic order and
