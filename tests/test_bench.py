@@ -580,7 +580,7 @@ def _fake_results(method, r10, sas=None, emb="tfidf"):
 
 def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     a, b = _fake_results("rqkmeans", 0.03, sas=0.07), _fake_results("rqvae", 0.02, emb="/x/emb.npy")
-    b["config"]["model"], b["config"]["train"]["amp"] = {"num_layers": 2}, "on"
+    b["config"]["model"], b["config"]["train"]["amp"], b["config"]["train"]["ema"] = {"num_layers": 2}, "on", 0.999
     table = bench.compare([a, b], ["a", "b"])
     lines = table.strip().splitlines()
     # header, rule, TIGER a, popular (once: same dataset, users and result), SASRec, TIGER b
@@ -591,7 +591,9 @@ def test_compare_tables_runs_side_by_side(tmp_path, capsys):
     )
     assert lines[3].startswith("| a | Beauty | – | – | most popular |") and "| 0.0100 |" in lines[3]
     assert "SASRec (1)" in lines[4] and "| 0.0700 |" in lines[4]
-    assert lines[5].startswith("| b | Beauty | emb.npy | rqvae 256x256x256x7 suffix | TIGER 2+2, bf16 (3; best 2) |")
+    assert lines[5].startswith(
+        "| b | Beauty | emb.npy | rqvae 256x256x256x7 suffix | TIGER 2+2, bf16, EMA 0.999 (3; best 2) |"
+    )
     with pytest.raises(ValueError, match="names: expected 2"):
         bench.compare([a, b], ["a"])
     with pytest.raises(ValueError, match="runs: expected at least one"):

@@ -990,11 +990,14 @@ def _epochs(r: dict[str, Any], model: str) -> str:
 
 
 def _model_tag(c: dict[str, Any]) -> str:
-    """' 2+2, bf16': TIGER's layers and whether it trained under bfloat16 autocast."""
+    """' 2+2, bf16, EMA 0.999': TIGER's layers, whether it trained under bfloat16 autocast and
+    the decay of its weight average (when it had one)."""
     layers = c.get("model", {}).get("num_layers")
     amp = c.get("train", {}).get("amp", "auto")
+    ema = c.get("train", {}).get("ema", 0.0)
     cuda = "cuda" in str(c.get("run", {}).get("device", "cpu"))
     tags = ([f"{layers}+{layers}"] if layers else []) + (["bf16"] if amp == "on" or (amp == "auto" and cuda) else [])
+    tags += [f"EMA {ema:g}"] if ema else []
     return (" " + ", ".join(tags)) if tags else ""
 
 
