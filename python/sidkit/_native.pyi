@@ -133,6 +133,8 @@ class Trie:
         """First item id on each full SID (B, L); -1 where absent."""
     def items_of(self, sid: list[int]) -> list[int]:
         """All items on one full SID."""
+    def leaf_items(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Every leaf's items as CSR in SID order: offsets (leaves + 1,), items."""
     def children(
         self, node_ids: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint16], npt.NDArray[np.int64]]:

@@ -149,15 +149,8 @@ class Trie:
             offsets, codes, children = self.children(nodes)
             paths = np.concatenate([np.repeat(paths, np.diff(offsets), axis=0), codes[:, None]], 1)
             nodes = children
-        items = self.lookup(paths)
-        if self._native.num_items == len(paths):
-            return paths, items
-        rows, ids = [], []
-        for r, sid in enumerate(paths.tolist()):
-            on = self._native.items_of(sid)
-            rows += [r] * len(on)
-            ids += on
-        return paths[np.asarray(rows, dtype=np.int64)], np.asarray(ids, dtype=np.int64)
+        offsets, items = self._native.leaf_items()
+        return np.repeat(paths, np.diff(offsets), axis=0), items
 
     def save(self, path: str | Path) -> None:
         """Writes the trie's SIDs and item ids to ``path`` (.npz, atomically); :meth:`load`

@@ -261,6 +261,12 @@ impl Trie {
         &self.items[self.item_start[leaf] as usize..self.item_start[leaf + 1] as usize]
     }
 
+    /// Every leaf's items as CSR, leaves in lexicographic SID order: the items of leaf `j`
+    /// (node `depth_start(depth())` + j) are `items[offsets[j]..offsets[j + 1]]`.
+    pub fn leaf_items(&self) -> (&[u32], &[i64]) {
+        (&self.item_start, &self.items)
+    }
+
     /// The first node id of depth `t`.
     pub fn depth_start(&self, t: usize) -> u32 {
         self.depth_start[t]

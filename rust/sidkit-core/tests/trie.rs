@@ -81,6 +81,9 @@ fn duplicates_need_permission() {
     let trie = Trie::new(&codes, &[3, 3], &[6, 5, 7], true).unwrap();
     assert_eq!(trie.leaves(), 2);
     assert_eq!(trie.items_of(trie.walk(&[1, 2])), &[5, 6]);
+    // Leaves in SID order, [0, 0] then [1, 2], each with its items in id order.
+    let (offsets, items) = trie.leaf_items();
+    assert_eq!((offsets, items), (&[0u32, 1, 3][..], &[7i64, 5, 6][..]));
 }
 
 /// Score of every valid SID under per-level log-probs that depend on the prefix (a hash),

@@ -166,6 +166,16 @@ impl PyTrie {
         self.inner.items_of(self.inner.walk(&sid)).to_vec()
     }
 
+    /// Every leaf's items as CSR in lexicographic SID order: (offsets (leaves + 1,) int64, items int64).
+    fn leaf_items<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>) {
+        let (offsets, items) = self.inner.leaf_items();
+        let offsets: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
+        (offsets.into_pyarray(py), items.to_vec().into_pyarray(py))
+    }
+
     /// Children of nodes (B,) int64 as CSR: (offsets (B + 1,) int64, codes uint16, child node ids int64).
     #[allow(clippy::type_complexity)]
     fn children<'py>(
