@@ -713,6 +713,54 @@ def test_config_values_must_have_the_defaults_types():
     assert not Path("/nonexistent/never-created").exists()
 
 
+def test_bench_warm_starts_from_an_earlier_runs_weights(tmp_path, capsys):
+    """train.init / --init: training starts from an earlier run's best TIGER weights, after
+    checking the run has the same data, SIDs and model config."""
+    write_chains(tmp_path, users=200)
+    tiny = bench.merge(bench.DEFAULTS, {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}})
+    tiny["train"].update(epochs=2, valid_users=100)
+    tiny["sasrec"]["enabled"] = False
+    first = bench.run(tiny, tmp_path / "first", verbose=False)
+    weights = torch.load(tmp_path / "first" / "tiger.pt", weights_only=True)
+    # A vanishing learning rate leaves the loaded weights as they were (to 1e-9): the
+    # warm-started run scores and saves the first run's best weights.
+    still = bench.merge(tiny, {"train": {"epochs": 1, "lr": 1e-12, "init": str(tmp_path / "first")}})
+    warm = bench.run(still, tmp_path / "warm", verbose=False)
+    for k, v in torch.load(tmp_path / "warm" / "tiger.pt", weights_only=True).items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=1e-9, msg=k)
+    assert warm["tiger"] == {**first["tiger"], "users_per_s": warm["tiger"]["users_per_s"]}
+    best = max(first["curve"]["tiger"], key=lambda row: row["recall@10"])
+    assert warm["curve"]["tiger"][0]["recall@10"] == best["recall@10"]
+    # Without the warm start, the same config starts from the seeded random init and scores differently.
+    cold = bench.run(bench.merge(still, {"train": {"init": ""}}), tmp_path / "cold", verbose=False)
+    assert cold["curve"]["tiger"][0]["recall@10"] < best["recall@10"]
+    assert "from first" in bench.compare([warm]) and "warm-started from the run in" in bench.markdown(warm)
+    # What does not match is named, and `out` keeps an earlier run's files.
+    for over, msg in (
+        (
+            {"model": {"d_ff": 64}},
+            r"train.init: the run in .* has another model config: model.d_ff \(96 there, 64 here\)",
+        ),
+        ({"sid": {"codebook_size": 6}}, "has other SIDs than this run's"),
+        ({"data": {"max_history": 5}}, r"trained on data.max_history = 20, this run has 5"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            bench.run(bench.merge(still, over), tmp_path / "warm", verbose=False)
+    with pytest.raises(ValueError, match="expected an earlier run's directory, got this run's own"):
+        bench.run(bench.merge(still, {"train": {"init": str(tmp_path / "warm")}}), tmp_path / "warm", verbose=False)
+    assert (tmp_path / "warm" / "results.json").is_file()
+    # The CLI flag; a directory without a finished run is a clear error.
+    cfg = tmp_path / "still.toml"
+    cfg.write_text(bench.to_toml(still))
+    assert main(["bench", "--config", str(cfg), "--out", str(tmp_path / "cli"), "--lr", "0", "--quiet"]) == 2
+    assert "config: train.lr expected a learning rate > 0, got 0.0" in capsys.readouterr().err
+    args = ["bench", "--config", str(cfg), "--out", str(tmp_path / "cli"), "--quiet", "--lr", "1e-12", "--init"]
+    assert main([*args, str(tmp_path / "missing")]) == 2
+    assert "expected a bench run directory with results.json" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "first")]) == 0
+    assert bench.load_results(tmp_path / "cli")["tiger"]["recall@10"] == first["tiger"]["recall@10"]
+
+
 @pytest.mark.parametrize("ema", [0.0, 0.9])  # with a weight average, it is part of the state
 def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path, capsys, ema):
     """--time-limit 0.001 pauses after every epoch (exit status 3); --resume continues from the run's

@@ -78,6 +78,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # decay of an exponential moving average of the weights per step (e.g. 0.999), which
         # validation, early stopping and the saved model then use; 0 = off
         "ema": 0.0,
+        # warm start: an earlier run directory whose best TIGER weights (tiger.pt) this run starts
+        # from, instead of a seeded random init; it must have the same SIDs and model config
+        # (a second learning-rate cycle on a finished run); "" = off
+        "init": "",
         "beam_width": 20,
         "max_examples": 0,  # train on this many sampled sliding-window examples (0 = all)
         "valid_users": 2000,  # validation subset per epoch (0 = all)
@@ -428,9 +432,11 @@ def _tiger(
     verbose: bool,
     state: Path | None = None,
     time_limit: float | None = None,
+    init: Run | None = None,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Trains TIGER on the split's sliding windows (early stopping on the ``vi`` validation
-    users), evaluates it on the ``ti`` test users: (test metrics, per-epoch curve)."""
+    users), evaluates it on the ``ti`` test users: (test metrics, per-epoch curve). ``init``:
+    an earlier run whose weights training starts from (``train.init``)."""
     from .metrics import ranking_metrics
     from .models.tiger import TIGER, make_examples, sliding_window, sliding_window_users
     from .train import fit
@@ -438,6 +444,9 @@ def _tiger(
     tr, seed, device = cfg["train"], cfg["run"]["seed"], cfg["run"]["device"]
     amp = None if tr["amp"] == "auto" else tr["amp"] == "on"
     model = TIGER(table, **_tiger_args(cfg), seed=seed)
+    if init is not None:  # checked by run() against this run's data, SIDs and model config
+        model.load_state_dict(init.model.state_dict())
+        log(f"TIGER: starting from the weights of {init.path} ({_epochs(init.results, 'tiger')} epochs)")
     tm = model.token_map
     hist, tgt = sliding_window(split.train)
     # A user is its index in the split (the same in train, valid and test): hashed into
@@ -489,6 +498,25 @@ def _tiger(
         ii = _subset(len(test_ex.inputs), tr["invalid_users"], seed + 2)
         invalid = _invalid_share(model, test_ex.inputs[ii], tr["beam_width"], 10)
     return {**tiger, "users_per_s": users_per_s, "invalid_unconstrained": invalid}, curve
+
+
+def _check_init(init: Run, cfg: dict[str, dict[str, Any]], table: Any) -> None:
+    """ValueError naming what differs unless the run ``init`` (``train.init``) trained on the
+    same data, SIDs (when ``table`` is given) and model config as ``cfg``."""
+    where = f"train.init: the run in {init.path}"
+    for key in ("path", "dataset", "max_history"):
+        if init.config["data"][key] != cfg["data"][key]:
+            raise ValueError(
+                f"{where} trained on data.{key} = {init.config['data'][key]!r}, this run has {cfg['data'][key]!r}"
+            )
+    if table is not None and _sid_checksum(init.table) != _sid_checksum(table):
+        raise ValueError(
+            f"{where} has other SIDs than this run's (their checksums differ); a warm start needs the same"
+        )
+    theirs, ours = _tiger_args(init.config), _tiger_args(cfg)
+    diff = [f"model.{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in ours if theirs.get(k) != ours.get(k)]
+    if diff:
+        raise ValueError(f"{where} has another model config: {', '.join(diff)}")
 
 
 def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, Any]], out: Path) -> None:
@@ -565,20 +593,22 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         raise ValueError(f"resume: the run in {out} is complete (results.json); nothing to resume")
     if resume and (out / "config.toml").is_file():
         check_resumable(merge(DEFAULTS, read_toml(out / "config.toml")), cfg, out)
-    # The device and the data are checked before anything in `out` changes: a typo must not
-    # cost an earlier run in `out` its files.
+    # The device, the data, the SIDs and a warm start's run are checked before anything in
+    # `out` changes: a typo must not cost an earlier run in `out` its files.
     seed, device = cfg["run"]["seed"], check_device(cfg["run"]["device"], "run.device")
     if cfg["run"]["threads"]:
         sk.set_num_threads(cfg["run"]["threads"])
         torch.set_num_threads(cfg["run"]["threads"])
+    init = None
+    if cfg["train"]["init"] and cfg["model"]["enabled"]:
+        if Path(cfg["train"]["init"]).resolve() == out.resolve():
+            raise ValueError(f"train.init: expected an earlier run's directory, got this run's own ({out})")
+        init = load_run(cfg["train"]["init"])  # before anything in `out` changes
+        _check_init(init, cfg, None)
     timer = _Timer(log)
     with timer("load"):
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
-    if not resume:  # a new run: nothing of an earlier one in `out` may mix with it
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg))
     with timer("embed"):
         emb = _embed(ds, cfg["data"], seed, out.parent / ".cache", cfg["run"]["device"])
     item_ids = np.arange(1, ds.num_items + 1)
@@ -597,6 +627,12 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
             f"sid: expected one item per SID for the item-level protocol, got a table of capacity "
             f"{table.capacity} with shared SIDs; resolve it with capacity=1"
         )
+    if init is not None:
+        _check_init(init, cfg, table)
+    if not resume:  # a new run: nothing of an earlier one in `out` may mix with it
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    (out / "config.toml").write_text(to_toml(cfg))
     # The SIDs are the run's first product: saved before training, read back by load_run.
     table.save(out / "sids.npz")
     if cb is not None:
@@ -632,7 +668,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     }
     if cfg["model"]["enabled"]:
         results["tiger"], results["curve"]["tiger"] = _tiger(
-            cfg, table, split, vi, ti, out, timer, log, verbose, states["tiger"], time_left()
+            cfg, table, split, vi, ti, out, timer, log, verbose, states["tiger"], time_left(), init
         )
     sc = cfg["sasrec"]
     if sc["enabled"]:
@@ -906,7 +942,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"SIDs: {_sid_name(c['sid'])} {r['sid']['levels']} levels {r['sid']['sizes']} ({collisions}); "
         + (
-            f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers; "
+            f"TIGER d_model {c['model']['d_model']}, {c['model']['num_layers']}+{c['model']['num_layers']} layers"
+            + (f", warm-started from the run in {c['train']['init']}; " if c["train"].get("init") else "; ")
             if "tiger" in r
             else "no TIGER (baselines only); "
         )
@@ -990,14 +1027,16 @@ def _epochs(r: dict[str, Any], model: str) -> str:
 
 
 def _model_tag(c: dict[str, Any]) -> str:
-    """' 2+2, bf16, EMA 0.999': TIGER's layers, whether it trained under bfloat16 autocast and
-    the decay of its weight average (when it had one)."""
+    """' 2+2, bf16, EMA 0.999, from NAME': TIGER's layers, whether it trained under bfloat16
+    autocast, the decay of its weight average and the run it started from (when it had them)."""
     layers = c.get("model", {}).get("num_layers")
     amp = c.get("train", {}).get("amp", "auto")
     ema = c.get("train", {}).get("ema", 0.0)
     cuda = "cuda" in str(c.get("run", {}).get("device", "cpu"))
     tags = ([f"{layers}+{layers}"] if layers else []) + (["bf16"] if amp == "on" or (amp == "auto" and cuda) else [])
     tags += [f"EMA {ema:g}"] if ema else []
+    init = c.get("train", {}).get("init", "")
+    tags += [f"from {Path(init).name}"] if init else []
     return (" " + ", ".join(tags)) if tags else ""
 
 

@@ -563,8 +563,10 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("sid", "path", args.sids)
     put("train", "amp", args.amp)
     put("train", "epochs", args.epochs)
+    put("train", "lr", args.lr)
     put("train", "patience", args.patience)
     put("train", "ema", args.ema)
+    put("train", "init", args.init)
     put("train", "test_users", args.test_users)
     put("run", "device", args.device)
     put("run", "threads", args.threads)
@@ -766,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sids", help="your own SIDs instead of learning them: a SID table (.npz/.parquet) or raw codes (.npy)"
     )
     b.add_argument("--epochs", type=_at_least(1))
+    b.add_argument("--lr", type=float, help="TIGER's peak learning rate (train.lr; > 0)")
     b.add_argument(
         "--patience",
         type=_at_least(1),
@@ -775,6 +778,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ema",
         type=_decay,
         help="average the TIGER weights: EMA decay per step, e.g. 0.999; 0 = off (validation, saved model use it)",
+    )
+    b.add_argument(
+        "--init",
+        metavar="RUN",
+        help="warm start: begin from the best TIGER weights of an earlier run directory (same SIDs and model)",
     )
     b.add_argument("--test-users", type=_at_least(0), help="evaluate on this many sampled test users (0 = all)")
     b.add_argument("--device", help="torch device (cpu, cuda)")
