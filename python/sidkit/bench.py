@@ -446,7 +446,7 @@ def _tiger(
     model = TIGER(table, **_tiger_args(cfg), seed=seed)
     if init is not None:  # checked by run() against this run's data, SIDs and model config
         model.load_state_dict(init.model.state_dict())
-        log(f"TIGER: starting from the weights of {init.path} ({_epochs(init.results, 'tiger')} epochs)")
+        log(f"TIGER: starting from the best weights of {init.path} (epochs: {_epochs(init.results, 'tiger')})")
     tm = model.token_map
     hist, tgt = sliding_window(split.train)
     # A user is its index in the split (the same in train, valid and test): hashed into
