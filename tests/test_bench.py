@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sidkit as sk
 from sidkit import bench
 from sidkit.cli import main
 
@@ -716,6 +717,8 @@ def test_config_values_must_have_the_defaults_types():
 def test_bench_warm_starts_from_an_earlier_runs_weights(tmp_path, capsys):
     """train.init / --init: training starts from an earlier run's best TIGER weights, after
     checking the run has the same data, SIDs and model config."""
+    from sidkit.train import Paused
+
     write_chains(tmp_path, users=200)
     tiny = bench.merge(bench.DEFAULTS, {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}})
     tiny["train"].update(epochs=2, valid_users=100)
@@ -731,12 +734,23 @@ def test_bench_warm_starts_from_an_earlier_runs_weights(tmp_path, capsys):
     assert warm["tiger"] == {**first["tiger"], "users_per_s": warm["tiger"]["users_per_s"]}
     best = max(first["curve"]["tiger"], key=lambda row: row["recall@10"])
     assert warm["curve"]["tiger"][0]["recall@10"] == best["recall@10"]
-    # Without the warm start, the same config starts from the seeded random init and scores differently.
-    cold = bench.run(bench.merge(still, {"train": {"init": ""}}), tmp_path / "cold", verbose=False)
-    assert cold["curve"]["tiger"][0]["recall@10"] < best["recall@10"]
+    # Without the warm start, the same config starts from the seeded random init.
+    bench.run(bench.merge(still, {"train": {"init": ""}}), tmp_path / "cold", verbose=False)
+    cold = torch.load(tmp_path / "cold" / "tiger.pt", weights_only=True)
+    assert not all(torch.allclose(cold[k], weights[k], atol=1e-3) for k in weights)
+    # Dropout may differ (it changes no weight); a resume of a warm-started run goes on from its state.
+    more = bench.merge(still, {"model": {"dropout": 0.3}, "train": {"epochs": 2}, "run": {"time_limit": 1e-3}})
+    with pytest.raises(Paused):
+        bench.run(more, tmp_path / "more", verbose=False)
+    (tmp_path / "first").rename(tmp_path / "moved")  # not needed again by the resume
+    resumed = bench.run(bench.merge(more, {"run": {"time_limit": 0.0}}), tmp_path / "more", verbose=False, resume=True)
+    assert len(resumed["curve"]["tiger"]) == 2
+    (tmp_path / "moved").rename(tmp_path / "first")
     assert "from first" in bench.compare([warm]) and "warm-started from the run in" in bench.markdown(warm)
     # What does not match is named, and `out` keeps an earlier run's files.
+    config = (tmp_path / "warm" / "config.toml").read_text()
     for over, msg in (
+        ({"model": {"enabled": False}}, "a warm start is for TIGER; this run has model.enabled = false"),
         (
             {"model": {"d_ff": 64}},
             r"train.init: the run in .* has another model config: model.d_ff \(96 there, 64 here\)",
@@ -749,6 +763,14 @@ def test_bench_warm_starts_from_an_earlier_runs_weights(tmp_path, capsys):
     with pytest.raises(ValueError, match="expected an earlier run's directory, got this run's own"):
         bench.run(bench.merge(still, {"train": {"init": str(tmp_path / "warm")}}), tmp_path / "warm", verbose=False)
     assert (tmp_path / "warm" / "results.json").is_file()
+    assert (tmp_path / "warm" / "config.toml").read_text() == config
+    # The same codes declared with other level sizes (another vocabulary) are other SIDs.
+    init = bench.load_run(tmp_path / "first")
+    t = init.table
+    wider = sk.SidTable(t.item_ids, t.codes, [k + 1 for k in t.sizes], method=t.method)
+    with pytest.raises(ValueError, match="has other SIDs than this run's"):
+        bench._check_init(init, still, wider)
+    bench._check_init(init, still, t)
     # The CLI flag; a directory without a finished run is a clear error.
     cfg = tmp_path / "still.toml"
     cfg.write_text(bench.to_toml(still))

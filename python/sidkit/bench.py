@@ -502,21 +502,35 @@ def _tiger(
 
 def _check_init(init: Run, cfg: dict[str, dict[str, Any]], table: Any) -> None:
     """ValueError naming what differs unless the run ``init`` (``train.init``) trained on the
-    same data, SIDs (when ``table`` is given) and model config as ``cfg``."""
+    same data, SIDs (when ``table`` is given: codes and level sizes, and its weights load into
+    this run's model) and model config as ``cfg`` (dropout may differ)."""
     where = f"train.init: the run in {init.path}"
+    theirs_data, ours_data = init.config["data"], cfg["data"]
     for key in ("path", "dataset", "max_history"):
-        if init.config["data"][key] != cfg["data"][key]:
-            raise ValueError(
-                f"{where} trained on data.{key} = {init.config['data'][key]!r}, this run has {cfg['data'][key]!r}"
-            )
-    if table is not None and _sid_checksum(init.table) != _sid_checksum(table):
-        raise ValueError(
-            f"{where} has other SIDs than this run's (their checksums differ); a warm start needs the same"
-        )
+        a, b = theirs_data[key], ours_data[key]
+        if (Path(a).resolve() != Path(b).resolve()) if key == "path" else a != b:
+            raise ValueError(f"{where} trained on data.{key} = {a!r}, this run has {b!r}")
     theirs, ours = _tiger_args(init.config), _tiger_args(cfg)
-    diff = [f"model.{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in ours if theirs.get(k) != ours.get(k)]
+    diff = [
+        f"model.{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)"
+        for k in ours
+        if k != "dropout" and theirs.get(k) != ours.get(k)
+    ]
     if diff:
         raise ValueError(f"{where} has another model config: {', '.join(diff)}")
+    if table is None:
+        return
+    if _sid_checksum(init.table) != _sid_checksum(table) or list(init.table.sizes) != list(table.sizes):
+        raise ValueError(
+            f"{where} has other SIDs than this run's (their checksums or level sizes differ); a warm start "
+            "needs the same"
+        )
+    from .models.tiger import TIGER
+
+    try:  # a trial load: any shape the checks above missed fails here, before `out` changes
+        TIGER(table, **_tiger_args(cfg)).load_state_dict(init.model.state_dict())
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"{where} has weights that do not fit this run's model: {e}") from None
 
 
 def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, Any]], out: Path) -> None:
@@ -562,7 +576,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     (``out/config.toml`` must hold the same config, apart from the settings in
     :data:`RESUMABLE`: ``run.device``, ``run.threads``, ``run.time_limit``, ``train.patience``
     and ``sasrec.patience``; a complete run is not resumed); without it, what an earlier run
-    left in ``out`` (:data:`RUN_FILES`) is removed once the device and the data have loaded.
+    left in ``out`` (:data:`RUN_FILES`) is removed once the device, the data and the SIDs have
+    loaded and been checked.
     With ``run.time_limit`` > 0, raises :class:`sidkit.train.Paused` when the time ran out during training; the run
     directory then holds what a resume needs."""
     import torch
@@ -600,11 +615,15 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         sk.set_num_threads(cfg["run"]["threads"])
         torch.set_num_threads(cfg["run"]["threads"])
     init = None
-    if cfg["train"]["init"] and cfg["model"]["enabled"]:
+    if cfg["train"]["init"]:
+        if not cfg["model"]["enabled"]:
+            raise ValueError("train.init: a warm start is for TIGER; this run has model.enabled = false")
         if Path(cfg["train"]["init"]).resolve() == out.resolve():
             raise ValueError(f"train.init: expected an earlier run's directory, got this run's own ({out})")
-        init = load_run(cfg["train"]["init"])  # before anything in `out` changes
-        _check_init(init, cfg, None)
+        # A resume takes its weights from the saved state (the config check above kept train.init).
+        if not (resume and states["tiger"].is_file()):
+            init = load_run(cfg["train"]["init"])  # before anything in `out` changes
+            _check_init(init, cfg, None)
     timer = _Timer(log)
     with timer("load"):
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
