@@ -153,9 +153,14 @@ def test_huge_sizes_are_errors_not_aborts(small_trie):
         b.finish(10**12)
     with pytest.raises(ValueError, match="top_k: expected an output that fits in memory"):
         b.finish(2**62)
-    for bad in (0, -1, 1.5, True):
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="top_k: expected an int >= 1"):
             b.finish(bad)
+    for bad in (1.5, True):
+        with pytest.raises(TypeError, match="top_k: expected an int, got"):
+            b.finish(bad)
+    with pytest.raises(TypeError, match="batch_size: expected an int, got float 2.0"):
+        sk.BeamSearch(tr, 2.0, 1)
     items, scores = b.finish(3)  # more slots than beams: padded
     assert items.shape == (1, 3) and items[0, 2] == -1 and scores[0, 2] == -np.inf
 
@@ -197,6 +202,20 @@ def test_trie_mask_checks_its_token_map_and_out(small_trie):
     with pytest.raises(ValueError, match="offset: expected >= 0, got -1"):
         tr.mask_torch(torch.tensor([0]), 3, -1)
     np.testing.assert_array_equal(tr.mask_torch(torch.tensor([0, -1, 1]), 3).numpy(), tr.mask([0, -1, 1], vocab=3))
+    tm = sk.TokenMap(tr.sizes, offset=2)  # 8 tokens; a model's vocabulary may hold more
+    assert tr.mask([0], token_map=tm).shape == (1, 8)
+    wide = tr.mask([0], vocab=12, token_map=tm)
+    assert wide.shape == (1, 12) and wide.nonzero()[1].tolist() == [2, 3, 4]
+    with pytest.raises(ValueError, match="vocab: expected >= token_map.vocab_size = 8, got 7"):
+        tr.mask([0], vocab=7, token_map=tm)
+    with pytest.raises(ValueError, match=r"node_ids: expected node ids in \[-1, 8\), got 8"):
+        tr.mask([8], token_map=tm)
+    with pytest.raises(
+        ValueError, match=r"node_ids: expected nodes of one depth with a token_map, got depths \[0, 1\]"
+    ):
+        tr.mask([0, 1], token_map=tm)
+    with pytest.raises(TypeError, match="prefixes: expected integers, got dtype float64"):
+        tr.walk(np.zeros((1, 1)))
 
 
 def test_sid_table_ids_beyond_int64_and_empty_lists():
@@ -316,6 +335,23 @@ def test_logits_processor_arguments(small_trie):
         p(torch.zeros((2, 1), dtype=torch.long), torch.zeros((1, 10)))
     done = p(torch.tensor([[0, 2, 6]]), torch.zeros((1, 10)))  # a full SID: only eos stays
     assert torch.isfinite(done).nonzero().tolist() == [[0, 9]]
+
+    free = SidLogitsProcessor(small_trie, tm, start=1)  # no eos
+    scores = torch.randn((1, 10))
+    assert torch.equal(free(torch.tensor([[0, 2, 6]]), scores), scores)  # a full SID: the model's scores stand
+    both = SidLogitsProcessor(small_trie, tm, start=1, eos_token_id=[1, 9])  # a generation_config list
+    assert torch.isfinite(both(torch.tensor([[0, 2, 6]]), torch.zeros((1, 10)))).nonzero()[:, 1].tolist() == [1, 9]
+    with pytest.raises(ValueError, match="eos_token_id: expected a token outside the SID tokens \\[2, 8\\), got 3"):
+        SidLogitsProcessor(small_trie, tm, eos_token_id=[1, 3])
+    with pytest.raises(ValueError, match="eos_token_id: expected a token id or a non-empty list"):
+        SidLogitsProcessor(small_trie, tm, eos_token_id=[])
+    late = SidLogitsProcessor(small_trie, tm, start=5)
+    with pytest.raises(ValueError, match="input_ids: expected at least start = 5 columns .*, got 2"):
+        late(torch.zeros((1, 2), dtype=torch.long), torch.zeros((1, 8)))
+    root = late(torch.zeros((1, 5), dtype=torch.long), torch.zeros((1, 8)))  # the SID starts now
+    assert torch.isfinite(root).nonzero()[:, 1].tolist() == [2, 3, 4]
+    with pytest.raises(TypeError, match="input_ids: expected integer token ids, got dtype torch.float32"):
+        free(torch.zeros((1, 2)), torch.zeros((1, 8)))
 
 
 def test_set_num_threads_range():

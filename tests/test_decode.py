@@ -74,6 +74,12 @@ def test_trie_from_table_and_duplicates(rng):
     np.testing.assert_array_equal(trie.lookup(table.codes), table.item_ids)
     dup = sk.Trie(codes, [7, 5, 6], allow_duplicates=True)
     assert len(dup) == 2 and dup.lookup(np.array([[0, 1]])).tolist() == [5]
+    assert dup.items_of([0, 1]).tolist() == [5, 7] and dup.items_of(np.array([1, 1])).tolist() == [6]
+    assert dup.items_of([1, 0]).tolist() == [] and dup.items_of([-1, 70000]).dtype == np.int64
+    with pytest.raises(ValueError, match=r"sid: expected one SID of shape \(2,\)"):
+        dup.items_of([[0, 1]])
+    with pytest.raises(ValueError, match=r"codes: expected shape \(B, 2\)"):
+        dup.items_of([0])
 
 
 def test_token_map():
@@ -87,6 +93,14 @@ def test_token_map():
         tm.to_codes(np.array([[6]]))  # a level-1 token at level 0
     with pytest.raises(ValueError, match="codes"):
         tm.to_tokens(np.array([[4]]))
+    with pytest.raises(TypeError, match="codes: expected integer codes, got dtype float64"):
+        tm.to_tokens(np.array([[1.0]]))
+    with pytest.raises(TypeError, match="tokens: expected integer token ids, got dtype float32"):
+        tm.to_codes(np.array([[3.0]], np.float32))
+    with pytest.raises(
+        ValueError, match="offset: expected an int in \\[0, 4611686018427387904\\], got 1180591620717411303424"
+    ):
+        sk.TokenMap((4, 5, 3), offset=2**70)
 
 
 @settings(max_examples=30, deadline=None)
@@ -313,3 +327,35 @@ def test_trie_pickles_and_copies_share_it(rng):
         np.testing.assert_array_equal(back.lookup(codes), trie.lookup(codes))
         # Immutable: copies (a deep copy of a model holding it) share the one trie.
         assert copy.copy(trie) is trie and copy.deepcopy({"t": trie})["t"] is trie
+
+
+def test_beam_search_over_a_wider_vocabulary_and_infinities(rng):
+    trie = sk.Trie(random_sids(rng, 30), sizes=SIZES)
+    tm = sk.TokenMap(SIZES, offset=2)
+    narrow = sk.BeamSearch(trie, 2, 3, token_map=tm)
+    wide = sk.BeamSearch(trie, 2, 3, token_map=tm)
+    for _ in range(3):
+        lp = np.log(rng.dirichlet(np.ones(tm.vocab_size), size=6)).astype(np.float32)
+        pad = np.zeros((6, 5), np.float32)  # columns past the SID tokens, better than any: never read
+        for x, y in zip(narrow.step(lp), wide.step(np.concatenate([lp, pad], 1)), strict=True):
+            np.testing.assert_array_equal(x, y)
+    for x, y in zip(narrow.finish(), wide.finish(), strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match=r"logp: expected shape \(6, >= 14\) at level 0, got \(6, 13\)"):
+        sk.BeamSearch(trie, 2, 3, token_map=tm).step(np.zeros((6, 13), np.float32))
+    with pytest.raises(TypeError, match="token_map: expected a sidkit.TokenMap or None, got tuple"):
+        sk.BeamSearch(trie, 1, 1, token_map=SIZES)
+
+    # +inf would rank beams by their index; refused, given or from a float64 past float32's
+    # range, and the search stays where it was.
+    search = sk.BeamSearch(trie, 1, 2)
+    for bad in (np.full((2, 4), np.inf, np.float32), np.full((2, 4), 1e300)):
+        with pytest.raises(ValueError, match="logp: expected log-probabilities that are finite or -inf"):
+            search.step(bad)
+        assert search.step_index == 0
+    search.step(np.zeros((2, 4), np.float32))
+    assert search.step_index == 1
+    huge = sk.BeamSearch(trie, 1, 1)
+    huge.step(np.full((1, 4), 3e38, np.float32))
+    with pytest.raises(ValueError, match="a sum that overflows float32"):
+        huge.step(np.full((1, 5), 3e38, np.float32))

@@ -8,17 +8,18 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import to_numpy
+from ._arrays import as_int, to_numpy
 from .trie import TokenMap, Trie
 
 
 def _count(v: Any, name: str) -> int:
     """A size argument: an int >= 1 (sizes too large for memory are refused by the core)."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+    v = as_int(v, name)  # TypeError for a float or a bool
+    if v < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
     if v >= 2**63:
         raise ValueError(f"{name}: expected an int < 2**63, got {v}")
-    return int(v)
+    return v
 
 
 class BeamSearch:
@@ -37,7 +38,12 @@ class BeamSearch:
             is exhaustive (exact).
         top_k: results per row from :meth:`finish` (default ``beam_width``).
         token_map: when given, :meth:`step` takes (B·beam, V) log-probs over the model's
-            whole vocabulary and returns token ids; otherwise (B·beam, K_level) over codes.
+            whole vocabulary (V >= ``token_map.vocab_size``) and returns token ids; otherwise
+            (B·beam, K_level) over codes.
+
+    While fewer valid prefixes than ``beam_width`` exist, the surplus beams are empty: their
+    score is -inf, their node -1 (:meth:`nodes`), and :meth:`step` reports code 0 (token
+    ``starts[level]``) and the beam itself as parent for them, placeholders that are no SID.
     """
 
     def __init__(
@@ -53,11 +59,14 @@ class BeamSearch:
         batch_size = _count(batch_size, "batch_size")
         beam_width = _count(beam_width, "beam_width")
         top_k = beam_width if top_k is None else _count(top_k, "top_k")
+        if token_map is not None and not isinstance(token_map, TokenMap):
+            raise TypeError(f"token_map: expected a sidkit.TokenMap or None, got {type(token_map).__name__}")
         if token_map is not None and token_map.sizes != trie.sizes:
             raise ValueError(f"token_map: expected sizes {trie.sizes} (the trie's), got {token_map.sizes}")
         self.trie, self.token_map = trie, token_map
         self.batch_size, self.beam_width, self.top_k = int(batch_size), int(beam_width), int(top_k)
         self._state = _native.BeamSearch(trie._native, self.batch_size, self.beam_width)
+        self.sids: np.ndarray | None = None  # (B, top_k, L) uint16 after finish()
 
     @property
     def rows(self) -> int:
@@ -79,8 +88,10 @@ class BeamSearch:
 
         Args:
             logp: (B·beam, K_level) log-probabilities of this level's codes, or (B·beam, V)
-                over the vocabulary with a token map; float (numpy or torch, any device).
-                NaN counts as -inf (never chosen). Rows of empty beams are ignored.
+                (V >= ``token_map.vocab_size``) over the vocabulary with a token map; float
+                (numpy or torch, any device). NaN counts as -inf (never chosen); +inf on a
+                valid code (or a score sum past float32's range) is a ValueError. Rows of
+                empty beams are ignored.
 
         Returns:
             codes (B·beam,) — token ids with a token map, else uint16 codes — and parents
@@ -98,9 +109,13 @@ class BeamSearch:
             width, offset = self.trie.sizes[level], 0
         else:
             width, offset = self.token_map.vocab_size, self.token_map.starts[level]
-        if a.ndim != 2 or a.shape != (self.rows, width):
-            raise ValueError(f"logp: expected shape ({self.rows}, {width}) at level {level}, got {a.shape}")
-        codes, parents = self._state.step(np.ascontiguousarray(a, dtype=np.float32), offset)
+        wide = self.token_map is not None and a.ndim == 2 and a.shape[0] == self.rows and a.shape[1] >= width
+        if a.ndim != 2 or (a.shape != (self.rows, width) and not wide):
+            cols = f">= {width}" if self.token_map is not None else f"{width}"
+            raise ValueError(f"logp: expected shape ({self.rows}, {cols}) at level {level}, got {a.shape}")
+        with np.errstate(over="ignore"):  # float64 past float32's range becomes +inf: refused below
+            lp = np.ascontiguousarray(a, dtype=np.float32)
+        codes, parents = self._state.step(lp, offset)
         if self.token_map is not None:
             return codes.astype(np.int64) + offset, parents
         return codes, parents
@@ -149,4 +164,5 @@ def generate(
     while not search.done:
         _, parents = search.step(step_fn(search.tokens(), parents))
     items, scores = search.finish()
+    assert search.sids is not None
     return items, scores, search.sids

@@ -30,7 +30,7 @@ class TokenMap:
 
     def __init__(self, sizes: Sequence[int], offset: int = 0) -> None:
         self.sizes = level_sizes(sizes)
-        self.offset = as_int(offset, "offset", 0)
+        self.offset = as_int(offset, "offset", 0, 2**62)  # token ids stay int64
         self.starts = tuple(self.offset + int(s) for s in np.concatenate(([0], np.cumsum(self.sizes)[:-1])))
 
     @property
@@ -46,8 +46,10 @@ class TokenMap:
     def to_tokens(self, codes: Any) -> np.ndarray:
         """(N, t) codes of the first t levels -> (N, t) int64 token ids."""
         c = to_numpy(codes, "codes")
-        if c.ndim != 2 or c.shape[1] > self.levels or c.dtype.kind not in "iu":
-            raise ValueError(f"codes: expected an integer (N, t <= {self.levels}) array, got {c.dtype} {c.shape}")
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"codes: expected integer codes, got dtype {c.dtype}")
+        if c.ndim != 2 or c.shape[1] > self.levels:
+            raise ValueError(f"codes: expected an (N, t <= {self.levels}) array, got shape {c.shape}")
         c = c.astype(np.int64)
         t = c.shape[1]
         if c.size and ((c < 0).any() or (c >= np.array(self.sizes[:t])).any()):
@@ -58,8 +60,10 @@ class TokenMap:
         """(N, t) token ids of the first t levels -> (N, t) uint16 codes; raises on a token
         that is not a code of its level."""
         tok = to_numpy(tokens, "tokens")
-        if tok.ndim != 2 or tok.shape[1] > self.levels or tok.dtype.kind not in "iu":
-            raise ValueError(f"tokens: expected an integer (N, t <= {self.levels}) array, got {tok.dtype} {tok.shape}")
+        if tok.dtype.kind not in "iu":
+            raise TypeError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
+        if tok.ndim != 2 or tok.shape[1] > self.levels:
+            raise ValueError(f"tokens: expected an (N, t <= {self.levels}) array, got shape {tok.shape}")
         t = tok.shape[1]
         c = tok.astype(np.int64) - np.array(self.starts[:t], dtype=np.int64)
         if c.size and ((c < 0).any() or (c >= np.array(self.sizes[:t])).any()):
@@ -182,11 +186,22 @@ class Trie:
         return cls(codes, item_ids, meta["sizes"], allow_duplicates=bool(meta["allow_duplicates"]))
 
     def lookup(self, codes: Any) -> np.ndarray:
-        """Item id of each full SID (B, L): (B,) int64, -1 where the SID is not in the trie."""
+        """Item id of each full SID (B, L): (B,) int64, -1 where the SID is not in the trie
+        (under ``allow_duplicates``, the lowest of the SID's items; :meth:`items_of` lists all)."""
         c, bad = self._query(codes, exact=True)
         out = self._native.lookup(c)
         out[bad] = -1
         return out
+
+    def items_of(self, sid: Any) -> np.ndarray:
+        """Every item on one full SID (L,), ascending int64 (empty if the SID is not in the trie)."""
+        c = to_numpy(sid, "sid")
+        if c.ndim != 1:
+            raise ValueError(f"sid: expected one SID of shape ({self.depth},), got shape {c.shape}")
+        (node,) = self.lookup(c[None, :])  # checks dtype, length and range
+        if node < 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(np.asarray(self._native.items_of(c.astype(np.int64).tolist()), dtype=np.int64))
 
     def contains(self, codes: Any) -> np.ndarray:
         """Whether each full SID (B, L) is in the trie: (B,) bool."""
@@ -216,9 +231,10 @@ class Trie:
         """Allowed next tokens of (B,) nodes as a (B, V) bool mask.
 
         Without ``token_map``, columns are the codes of the next level (V = ``vocab`` or the
-        largest level size). With one, columns are token ids (V = ``token_map.vocab_size``) and
-        the nodes must all sit at one depth. ``out``: a (B, V) bool torch tensor to fill
-        (on any device) instead of returning a new numpy array.
+        largest level size). With one, columns are token ids (V = ``vocab``, at least
+        ``token_map.vocab_size``, which is the default) and the nodes must all sit at one
+        depth. ``out``: a (B, V) bool torch tensor to fill (on any device) instead of
+        returning a new numpy array.
         """
         nodes = self._nodes(node_ids)
         offset = 0
@@ -227,12 +243,20 @@ class Trie:
                 raise TypeError(f"token_map: expected a sidkit.TokenMap, got {type(token_map).__name__}")
             if token_map.sizes != self.sizes:
                 raise ValueError(f"token_map: expected sizes {self.sizes} (the trie's), got {token_map.sizes}")
-            depths = {self._depth_of(v) for v in nodes.tolist() if v >= 0}
+            live = nodes[nodes >= 0]
+            if len(live) and (live.max() >= self.num_nodes):
+                raise ValueError(f"node_ids: expected node ids in [-1, {self.num_nodes}), got {int(live.max())}")
+            depths = np.unique(np.searchsorted(self._depth_starts(), live, side="right") - 1)
             if len(depths) > 1:
-                raise ValueError(f"node_ids: expected nodes of one depth with a token_map, got depths {sorted(depths)}")
-            level = depths.pop() if depths else 0
+                raise ValueError(
+                    f"node_ids: expected nodes of one depth with a token_map, got depths {depths.tolist()}"
+                )
+            level = int(depths[0]) if len(depths) else 0
             offset = token_map.starts[min(level, token_map.levels - 1)]
-            vocab = token_map.vocab_size
+            if vocab is None:
+                vocab = token_map.vocab_size
+            elif as_int(vocab, "vocab", 1) < token_map.vocab_size:
+                raise ValueError(f"vocab: expected >= token_map.vocab_size = {token_map.vocab_size}, got {vocab}")
         vocab = max(self.sizes) if vocab is None else as_int(vocab, "vocab", 1)
         if out is not None:
             torch = _torch_out(out, (len(nodes), vocab))
@@ -293,12 +317,8 @@ class Trie:
             )
         return cache[key]
 
-    def _depth_of(self, node: int) -> int:
-        # Nodes are numbered depth by depth: the depth is where the node id falls.
-        starts = self._depth_starts()
-        return int(np.searchsorted(starts, node, side="right") - 1)
-
     def _depth_starts(self) -> np.ndarray:
+        # Nodes are numbered depth by depth: a node's depth is where its id falls in these.
         if not hasattr(self, "_starts"):
             # Walk the leftmost path: the first node of each depth is the first child of the
             # first node of the depth above.
@@ -318,7 +338,7 @@ class Trie:
         if exact and c.shape[1] != self.depth:
             raise ValueError(f"codes: expected shape (B, {self.depth}), got {c.shape}")
         if c.dtype.kind not in "iu":
-            raise TypeError(f"codes: expected integers, got dtype {c.dtype}")
+            raise TypeError(f"{'codes' if exact else 'prefixes'}: expected integers, got dtype {c.dtype}")
         out_of_range = (c < 0) | (c > 65535)
         bad = np.asarray(out_of_range.any(1))
         c = np.where(out_of_range, 0, c)

@@ -115,7 +115,8 @@ impl BeamSearch {
     }
 
     /// Advances one level. `logp` is (batch * beam, width) row-major; the score of code `c` at
-    /// this level is `logp[row, offset + c]`. NaN scores count as -inf (never chosen).
+    /// this level is `logp[row, offset + c]`. NaN scores count as -inf (never chosen); a +inf
+    /// score (given, or a sum that overflows) on a code the search reads is an error.
     pub fn step(&mut self, trie: &Trie, logp: &[f32], width: usize, offset: usize) -> Result<()> {
         if self.step == self.depth {
             return Err(Error::value(
@@ -159,7 +160,8 @@ impl BeamSearch {
                 // candidates cost one comparison. Only candidates with at least `beam` better
                 // ones are dropped: the result is the full sort's top `beam`.
                 let cap = 4 * beam;
-                let mut cand: Vec<(f32, u32, u16, u32)> = Vec::with_capacity(cap);
+                // Grown on demand: a huge beam_width must not allocate 4x its size up front.
+                let mut cand: Vec<(f32, u32, u16, u32)> = Vec::with_capacity(cap.min(4096));
                 let mut bar = f32::NEG_INFINITY;
                 for p in b * beam..(b + 1) * beam {
                     if node[p] == NONE {
@@ -170,6 +172,17 @@ impl BeamSearch {
                     let base = score[p];
                     for (v, &c) in kids.clone().zip(trie.codes_of(kids)) {
                         let s = base + row[c as usize];
+                        if s == f32::INFINITY {
+                            // +inf would tie every such beam and rank them by index alone.
+                            return Err(Error::value(
+                                "logp",
+                                "log-probabilities that are finite or -inf (a finite sum over levels)",
+                                format!(
+                                    "+inf at row {p}, column {} (or a sum that overflows float32)",
+                                    offset + c as usize
+                                ),
+                            ));
+                        }
                         // NaN fails both tests: it counts as -inf, never chosen.
                         if s > f32::NEG_INFINITY && s >= bar {
                             cand.push((s, p as u32, c, v));
@@ -186,9 +199,9 @@ impl BeamSearch {
                     cand.truncate(beam);
                 }
                 cand.sort_unstable_by(by);
-                cand.into_iter().map(|(s, p, c, v)| (v, s, p, c)).collect()
+                Ok(cand.into_iter().map(|(s, p, c, v)| (v, s, p, c)).collect())
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut new_codes = vec![0u16; codes.len()];
         for (b, picks) in chosen.into_iter().enumerate() {
             for slot in 0..beam {

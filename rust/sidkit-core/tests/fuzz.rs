@@ -7,6 +7,7 @@
 use proptest::prelude::*;
 use sidkit_core::beam::BeamSearch;
 use sidkit_core::trie::{Trie, NONE};
+use sidkit_core::Error;
 
 fn table() -> impl Strategy<Value = (Vec<usize>, Vec<u16>, Vec<i64>)> {
     prop::collection::vec(1usize..6, 1..4).prop_flat_map(|sizes| {
@@ -61,8 +62,15 @@ proptest! {
         let rows = batch * beam;
         let mut lp: Vec<f32> = scores.iter().copied().cycle().take(rows * width).collect();
         lp.resize(rows * width, -1.0);
-        for _ in 0..levels {
-            search.step(&trie, &lp, width, 1).unwrap();
+        for t in 0..levels {
+            if let Err(e) = search.step(&trie, &lp, width, 1) {
+                // Only a +inf score the search reads is refused, and the state stays put.
+                let named = matches!(e, Error::Value { arg: "logp", .. });
+                prop_assert!(named);
+                prop_assert!(lp.contains(&f32::INFINITY));
+                prop_assert_eq!(search.step_index(), t);
+                return Ok(());
+            }
         }
         prop_assert!(search.step(&trie, &lp, width, 1).is_err());
         let out = search.finish(&trie, beam).unwrap();

@@ -199,6 +199,27 @@ fn beam_search_bad_calls_are_errors() {
         s.finish(&trie, 2),
         Err(Error::Value { arg: "finish", .. })
     ));
+    // +inf (given, or a finite sum that overflows) would rank beams by index: refused, and
+    // the search stays where it was. A +inf on a code that is no child is never read.
+    let mut inf = [0.0f32; 8];
+    inf[4] = f32::INFINITY; // row 2: batch row 1's live beam
+    assert!(matches!(
+        s.step(&trie, &inf, 2, 0),
+        Err(Error::Value { arg: "logp", .. })
+    ));
+    assert_eq!(s.step_index(), 0);
+    let one = Trie::new(&[0u16, 0, 0, 1], &[2, 2], &[1, 2], false).unwrap();
+    let mut probe = BeamSearch::new(&one, 1, 2).unwrap();
+    probe
+        .step(&one, &[0.0, f32::INFINITY, 0.0, 0.0], 2, 0)
+        .unwrap(); // code 1: no SID
+    probe.step(&one, &[f32::MAX; 4], 2, 0).unwrap(); // one level of f32::MAX still fits
+    let mut sum = BeamSearch::new(&trie, 1, 1).unwrap();
+    sum.step(&trie, &[f32::MAX; 2], 2, 0).unwrap();
+    assert!(matches!(
+        sum.step(&trie, &[f32::MAX; 2], 2, 0),
+        Err(Error::Value { arg: "logp", .. })
+    ));
     s.step(&trie, &[f32::NAN; 8], 2, 0).unwrap(); // NaN = -inf: nothing valid survives
     assert!(s.nodes().iter().all(|&v| v == NONE));
     s.step(&trie, &[0.0; 8], 2, 0).unwrap();
