@@ -219,7 +219,7 @@ def test_trie_mask_checks_its_token_map_and_out(small_trie):
 
 
 def test_sid_table_ids_beyond_int64_and_empty_lists():
-    t = sk.SidTable([10, 20, 30, -1], np.array([[0, 1], [0, 2], [1, 2], [2, 0]], np.uint16))
+    t = sk.SidTable([10, 20, 30, 2**62], np.array([[0, 1], [0, 2], [1, 2], [2, 0]], np.uint16))
     # 2**64 - 1 as uint64 is no item: not wrapped to the id -1
     np.testing.assert_array_equal(t.rows(np.array([2**64 - 1, 10, 30], np.uint64)), [-1, 0, 2])
     with pytest.raises(KeyError):

@@ -22,6 +22,9 @@ def test_gini_hand_worked():
     assert gini([1, 1, 1, 1]) == 0.0
     assert gini([0, 0, 0, 4]) == pytest.approx(0.75)
     assert gini([]) == 0.0 and gini([0, 0]) == 0.0
+    for bad in ([-1, 1], [1.0, np.nan], [np.inf, 1.0]):  # checked before the zero-sum shortcut
+        with pytest.raises(ValueError, match="counts: expected finite, non-negative values"):
+            gini(bad)
     x = np.random.default_rng(0).integers(0, 50, 40)
     slow = np.abs(x[:, None] - x[None, :]).sum() / (2 * len(x) ** 2 * x.mean())
     assert gini(x) == pytest.approx(slow)
@@ -34,6 +37,19 @@ def test_code_usage_and_prefix_collisions_hand_worked():
     p = np.array([0.25, 0.75])
     assert levels[1]["entropy"] == pytest.approx(-(p * np.log2(p)).sum())
     assert prefix_collision_rates(codes) == [1.0, 0.5]
+    with pytest.raises(ValueError, match=r"codes: expected 0 <= code < 2 at level 1 \(sizes\)"):
+        code_usage(np.array([[0, 0], [1, 5]]), (2, 2))  # a code past K would dilute utilisation
+    with pytest.raises(ValueError, match="sizes: expected 2 level sizes to match codes, got 1"):
+        code_usage(codes, (4,))
+    from sidkit.metrics import collisions
+
+    for f in (code_usage, prefix_collision_rates, collisions):
+        args = (np.zeros(4, np.int64),) if f is not code_usage else (np.zeros(4, np.int64), (2,))
+        with pytest.raises(ValueError, match=r"codes: expected a 2-D array \(N, L\), got shape \(4,\)"):
+            f(*args)
+        fargs = (codes.astype(float),) if f is not code_usage else (codes.astype(float), (4, 2))
+        with pytest.raises(TypeError, match="codes: expected integer codes, got dtype float64"):
+            f(*fargs)
 
 
 def test_spearman_and_neighbours_against_references(rng):
@@ -73,6 +89,8 @@ def test_report_is_consistent(rng):
     assert len(r["levels"]) == 3 and all(0 < lv["utilisation"] <= 1 for lv in r["levels"])
     with pytest.raises(ValueError, match="x, codes"):
         report(x[:10], codes)
+    with pytest.raises(ValueError, match=r"sizes: expected codebooks.sizes = \(8, 8, 8\), got \(9, 9, 9\)"):
+        report(x, codes, cb, sizes=(9, 9, 9))
 
 
 def test_neighbour_recall_never_counts_the_item_itself():
@@ -91,7 +109,7 @@ def test_ranking_metrics_hand_worked():
     from sidkit.metrics import ranking_metrics
 
     ranked = np.array([[7, 1, 2], [1, 7, 2], [1, 2, 3], [-1, -1, 9]])
-    target = np.array([7, 7, 7, -1])
+    target = np.array([7, 7, 7, 7])
     m = ranking_metrics(ranked, target, ks=(1, 2, 3))
     assert m["recall@1"] == 0.25 and m["recall@2"] == 0.5 and m["recall@3"] == 0.5
     assert m["ndcg@1"] == 0.25  # a hit at rank 1 scores 1
@@ -107,6 +125,10 @@ def test_ranking_metrics_hand_worked():
         ranking_metrics(ranked, target, ks=3)
     with pytest.raises(TypeError, match="ranked: expected integer item ids, got dtype float64"):
         ranking_metrics(ranked.astype(float), target, ks=(1,))
+    with pytest.raises(ValueError, match="target: expected item ids >= 0 .*got -1"):
+        ranking_metrics(ranked, np.array([7, 7, 7, -1]), ks=(1,))  # -1 is the empty slot, no item
+    empty = ranking_metrics(np.zeros((4, 0), np.int64), target, ks=(1,))  # nothing recommended
+    assert empty == {"recall@1": 0.0, "ndcg@1": 0.0}
     # -1 padding measures a deeper cut-off honestly: the empty slots are misses.
     padded = np.pad(ranked, ((0, 0), (0, 2)), constant_values=-1)
     assert ranking_metrics(padded, target, ks=(5,)) == {"recall@5": 0.5, "ndcg@5": m["ndcg@3"]}

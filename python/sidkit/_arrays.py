@@ -146,14 +146,39 @@ def like_input(a: np.ndarray, device: Any | None) -> Any:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
-    """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block
-    succeeds, so a crash never leaves a half-written file."""
+    """A temporary path beside ``path`` to write to; synced to disk and renamed onto ``path``
+    only if the block succeeds, so a crash never leaves a half-written file. The file gets the
+    permissions a plain ``open(path, "w")`` would (0o666 less the umask)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+    with contextlib.suppress(OSError):  # the rename itself; not every platform syncs a directory
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux: /proc), else by a set-and-restore."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

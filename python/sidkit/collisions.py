@@ -7,13 +7,16 @@
   item id). The extra level's size is the largest group.
 - ``"reassign"`` (fixed length; FORGE's KNN post-processing, LC-Rec's uniform mapping): keep the
   ``capacity`` items of each SID closest to its reconstruction and move every other item to the
-  nearest last-level code under the same prefix with room, cheapest move first.
+  nearest last-level code under the same prefix with room, cheapest move first; an item whose
+  ``candidates`` nearest codes are all full then tries the rest of its prefix's codes and the
+  other codes of the level above, nearest first, in row order.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,34 @@ from ._arrays import as_code_matrix, as_float_matrix, as_int, atomic_path, level
 from .codebooks import Codebooks
 
 FORMAT = "sidkit.sidtable/1"
+METHODS = (None, "suffix", "reassign")
+
+
+def _check_metadata(meta: Any, where: str, source: str = "") -> None:
+    """The ``sidkit`` metadata of a saved table: a dict of this format with its level sizes."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else meta
+        raise ValueError(f"{where}: expected format {FORMAT!r}, got {got!r}{source}")
+    sizes, levels = meta.get("sizes"), meta.get("levels")
+    if not isinstance(sizes, list) or not isinstance(levels, int) or len(sizes) != levels:
+        raise ValueError(
+            f"{where}: expected the level sizes ('sizes', a list of 'levels' ints) in the sidkit metadata, "
+            f"got sizes={sizes!r}, levels={levels!r}{source}"
+        )
+    for key, kind in (("meta", dict), ("report", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise ValueError(f"{where}: expected {key!r} to be a JSON object, got {type(meta[key]).__name__}{source}")
+
+
+def _json_safe(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A report as JSON: numpy scalars as Python numbers, arrays left out."""
+    out: dict[str, Any] = {}
+    for k, v in report.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+    return out
 
 
 def _item_ids(item_ids: Any, n: int, name: str = "item_ids") -> np.ndarray:
@@ -39,6 +70,8 @@ def _item_ids(item_ids: Any, n: int, name: str = "item_ids") -> np.ndarray:
         raise ValueError(f"{name}: expected shape ({n},) to match codes, got {ids.shape}")
     if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name}: expected values < 2**63, got {ids.max()}")
+    if ids.dtype.kind == "i" and ids.size and ids.min() < 0:
+        raise ValueError(f"{name}: expected ids >= 0 (-1 means 'no item' in results), got {ids.min()}")
     return np.ascontiguousarray(ids, dtype=np.int64)
 
 
@@ -97,15 +130,18 @@ def resolve(
         method: ``"suffix"`` (append a level numbering each collision group) or ``"reassign"``
             (fixed length: move colliding items to free last-level codes; needs embeddings
             and codebooks).
-        item_ids: (N,) int64 unique ids; default ``arange(N)``.
+        item_ids: (N,) unique integer ids >= 0; default ``arange(N)``.
         sizes: codebook size per level; default ``codebooks.sizes`` or ``codes.max(0) + 1``.
         embeddings, codebooks: (N, D) embeddings and their codebooks. With them, items inside
             a group are ordered by distance to their reconstruction (closest first) instead of
             by item id, and ``reassign`` can measure move costs.
-        max_suffix: ``"suffix"`` only: the largest suffix level allowed; a larger group raises.
+        max_suffix: ``"suffix"`` only: the largest size the suffix level may have, i.e. the
+            largest collision group allowed (2: suffixes 0 and 1); a larger group raises.
         capacity: ``"reassign"`` only: items allowed per SID (FORGE uses 5).
         order: ``"reassign"``: ``"knn"`` (global greedy by added error) or ``"random"``.
-        candidates: ``"reassign"``: nearest last-level codes each item may try (FORGE: 200).
+        candidates: ``"reassign"``: nearest last-level codes each item tries in the
+            cheapest-move-first pass (FORGE: 200); an item none of them has room for goes on
+            to the rest of its prefix, then to the other codes of the level above.
         seed: seed of ``order="random"``.
 
     Returns:
@@ -156,9 +192,9 @@ def resolve(
         if report["unresolved"]:
             stuck = ids[r["unresolved"][:5]].tolist()
             raise ValueError(
-                f"codes: {report['unresolved']} items found no SID with room, even under the next-nearest "
-                f"codes of the level above (item ids {stuck}...); raise capacity or candidates, use larger "
-                "codebooks, or use method='suffix'"
+                f"codes: {report['unresolved']} items found no SID with room, neither under their own prefix "
+                f"nor under the other codes of the level above (item ids {stuck}...); raise capacity, use "
+                "larger codebooks, or use method='suffix'"
             )
         return SidTable._trusted(ids, r["codes"], k, capacity, "reassign", report)
     raise ValueError(f"method: expected 'suffix' or 'reassign', got {method!r}")
@@ -189,13 +225,14 @@ class SidTable:
     """A bijection (or, with ``capacity > 1``, a C-to-1 map) between item ids and SIDs.
 
     Args:
-        item_ids: (N,) unique integer ids.
+        item_ids: (N,) unique integer ids >= 0 (-1 means "no item" in lookups).
         codes: (N, L) codes, each below its level's size.
         sizes: codebook size per level (default: ``codes.max(0) + 1``).
         capacity: items allowed per SID (1: every SID is unique).
 
     Attributes: ``item_ids`` (N,) int64, ``codes`` (N, L) uint16, ``sizes``, ``capacity``,
-    ``method``, ``meta``, ``report`` (what ``resolve`` did). Arrays are read-only.
+    ``method``, ``meta``, ``report`` (what ``resolve`` did; ``items`` counts the rows added
+    since). Arrays are the table's own copies, read-only; all of it is saved.
     """
 
     def __init__(
@@ -209,8 +246,12 @@ class SidTable:
         meta: Mapping[str, Any] | None = None,
         report: Mapping[str, Any] | None = None,
     ) -> None:
-        c = _codes_u16(codes)
-        ids = _item_ids(item_ids, len(c))
+        if method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+        # Own copies: a caller's array (or the tensor it views) written later must not change
+        # a validated table, and the caller's arrays stay writable.
+        c = np.array(_codes_u16(codes), copy=True)
+        ids = np.array(_item_ids(item_ids, len(c)), copy=True)
         k = _sizes(c, sizes, None)
         capacity = as_int(capacity, "capacity", 1)
         # Validates ranges and id uniqueness in Rust, and measures the largest SID group.
@@ -244,6 +285,7 @@ class SidTable:
     ) -> SidTable:
         """A table from arrays the core just validated and resolved (skips re-checking them)."""
         table = cls.__new__(cls)
+        ids = ids.copy()  # may be the caller's array; the codes are the core's new array
         for a in (codes, ids):
             a.setflags(write=False)
         table.item_ids, table.codes, table.sizes = ids, codes, tuple(sizes)
@@ -301,7 +343,8 @@ class SidTable:
         return rows.reshape(shape)
 
     def sid(self, item_ids: Any) -> np.ndarray:
-        """The (B, L) uint16 SIDs of (B,) item ids; raises KeyError for unknown ids."""
+        """The (B, L) uint16 SIDs of (B,) item ids (ids of any shape are flattened to B);
+        raises KeyError for unknown ids."""
         rows = self.rows(item_ids).ravel()
         if (rows < 0).any():
             missing = to_numpy(item_ids, "item_ids").ravel()[rows < 0][:5].tolist()
@@ -390,12 +433,16 @@ class SidTable:
                 codebooks.data, list(self.sizes), x, all_in, all_ids, self.capacity, 200, "knn", 0, fixed
             )
             if len(r["unresolved"]):
-                raise ValueError(f"codes: {len(r['unresolved'])} new items found no free SID under their prefix")
+                raise ValueError(
+                    f"codes: {len(r['unresolved'])} new items found no SID with room, neither under their own "
+                    "prefix nor under the other codes of the level above"
+                )
             sizes, all_codes = self.sizes, r["codes"]
         else:
             sizes, all_codes = self.sizes, np.concatenate([self.codes, c])
+        report = {**self.report, "items": len(all_ids), "added": int(self.report.get("added", 0)) + len(ids)}
         return SidTable(
-            all_ids, all_codes, sizes, capacity=self.capacity, method=self.method, meta=self.meta, report=self.report
+            all_ids, all_codes, sizes, capacity=self.capacity, method=self.method, meta=self.meta, report=report
         )
 
     # --- persistence -------------------------------------------------------------------------
@@ -409,6 +456,7 @@ class SidTable:
             "method": self.method,
             "sidkit_version": _native.__version__,
             "meta": self.meta,
+            "report": _json_safe(self.report),
         }
 
     @classmethod
@@ -420,6 +468,7 @@ class SidTable:
             capacity=meta.get("capacity", 1),
             method=meta.get("method"),
             meta=meta.get("meta"),
+            report=meta.get("report"),
         )
 
     def to_arrow(self) -> Any:
@@ -436,7 +485,8 @@ class SidTable:
 
     @classmethod
     def from_arrow(cls, table: Any) -> SidTable:
-        """Reads a table written by :meth:`to_arrow` (or any with ``item_id`` and ``sid`` columns)."""
+        """Reads a table written by :meth:`to_arrow`: ``item_id`` and ``sid`` columns and the
+        ``sidkit`` schema metadata (which holds the level sizes)."""
         import pyarrow as pa
 
         names = set(table.column_names)
@@ -450,8 +500,7 @@ class SidTable:
             meta = json.loads(raw)
         except ValueError as e:
             raise ValueError(f"table: the sidkit metadata is not valid JSON: {e}") from e
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"table: expected format {FORMAT!r}, got {meta.get('format')!r}")
+        _check_metadata(meta, "table")
         sid = table.column("sid").combine_chunks()
         if not pa.types.is_fixed_size_list(sid.type) or sid.type.list_size != meta["levels"]:
             raise ValueError(f"sid: expected fixed_size_list<uint16>[{meta['levels']}], got {sid.type}")
@@ -465,7 +514,7 @@ class SidTable:
         """Writes the table atomically: ``.parquet`` as :meth:`to_parquet` (needs pyarrow),
         anything else as ``.npz`` with ``item_ids`` (N,) int64, ``codes`` (N, L) uint16 and the
         JSON metadata (``meta``), readable with plain ``numpy.load`` and no sidkit."""
-        if Path(path).suffix == ".parquet":
+        if Path(path).suffix.lower() == ".parquet":
             self.to_parquet(path)
             return
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -474,23 +523,19 @@ class SidTable:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SidTable:
         """Reads a file written by :meth:`save` (``.parquet`` or ``.npz``)."""
-        if Path(path).suffix == ".parquet":
+        if Path(path).suffix.lower() == ".parquet":
             return cls.from_parquet(path)
         try:
             f = np.load(path, allow_pickle=False)
             if not isinstance(f, np.lib.npyio.NpzFile):
                 raise ValueError(f"an .npz archive, found a single array of shape {np.shape(f)}")
-            with f:
+            with f:  # zip CRCs catch a damaged member
                 ids, codes, meta = f["item_ids"], f["codes"], json.loads(str(f["meta"]))
-        except (KeyError, ValueError, OSError) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             if isinstance(e, FileNotFoundError):
                 raise
             raise ValueError(f"path: expected a sidkit SID table ({FORMAT}), could not read {path}: {e!r}") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            got = meta.get("format") if isinstance(meta, dict) else meta
-            raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
-        if not isinstance(meta.get("sizes"), list):
-            raise ValueError(f"path: expected the level sizes ('sizes') in the metadata of {path}, found none")
+        _check_metadata(meta, "path", f" in {path}")
         if codes.ndim != 2 or codes.shape[1] != meta.get("levels"):
             raise ValueError(f"codes: expected (N, {meta.get('levels')}) in {path}, got shape {codes.shape}")
         return cls._from_metadata(ids, codes, meta)
@@ -499,8 +544,8 @@ class SidTable:
         """Writes the table as Parquet (see :meth:`to_arrow` for the schema), atomically."""
         import pyarrow.parquet as pq
 
-        with atomic_path(path) as tmp:
-            pq.write_table(self.to_arrow(), tmp)
+        with atomic_path(path) as tmp:  # page checksums: a damaged file fails to load
+            pq.write_table(self.to_arrow(), tmp, write_page_checksum=True)
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike[str]) -> SidTable:
@@ -509,8 +554,8 @@ class SidTable:
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as e:
+            table = pq.read_table(path, page_checksum_verification=True)
+        except (pa.ArrowException, OSError) as e:
             if isinstance(e, FileNotFoundError):
                 raise
             raise ValueError(f"path: expected a Parquet file, could not read {path}: {e}") from e

@@ -17,9 +17,7 @@ def collisions(codes: Any) -> dict[str, float | int]:
     (share of items whose full SID is shared with another item), ``max_group`` (largest
     number of items on one SID) and ``mean_group`` (items per distinct SID).
     """
-    c = to_numpy(codes, "codes")
-    if c.ndim != 2 or c.dtype.kind not in "iu":
-        raise ValueError(f"codes: expected an integer (N, L) array, got {c.dtype} {c.shape}")
+    c = _code_matrix(codes)
     n = len(c)
     if n == 0:
         return {"items": 0, "unique_sids": 0, "collision_rate": 0.0, "max_group": 0, "mean_group": 0.0}
@@ -40,10 +38,10 @@ def gini(counts: Any) -> float:
     ``gini([1, 1, 1, 1]) == 0``, ``gini([0, 0, 0, 4]) == 0.75``.
     """
     c = np.sort(np.asarray(counts, dtype=np.float64).ravel())
+    if not np.isfinite(c).all() or (c < 0).any():
+        raise ValueError("counts: expected finite, non-negative values")
     if c.size == 0 or c.sum() == 0:
         return 0.0
-    if (c < 0).any():
-        raise ValueError("counts: expected non-negative values")
     n = c.size
     return float(2.0 * np.sum(np.arange(1, n + 1) * c) / (n * c.sum()) - (n + 1) / n)
 
@@ -52,7 +50,9 @@ def code_usage(codes: Any, sizes: Any) -> list[dict[str, float]]:
     """Of (N, L) integer codes and their L codebook sizes, per level: ``utilisation`` (used
     codes / K), ``entropy`` (bits, of the code frequencies), ``perplexity`` (2^entropy) and
     ``gini`` of items per code (unused codes count as 0)."""
-    c = to_numpy(codes, "codes")
+    c = _code_matrix(codes)
+    sizes = level_sizes(sizes, "sizes", c.shape[1])
+    _check_code_range(c, sizes)
     out = []
     for l, k in enumerate(sizes):
         counts = np.bincount(np.asarray(c[:, l], dtype=np.int64), minlength=int(k)).astype(np.float64)
@@ -67,12 +67,30 @@ def code_usage(codes: Any, sizes: Any) -> list[dict[str, float]]:
 def prefix_collision_rates(codes: Any) -> list[float]:
     """Of (N, L) integer codes, for each depth d = 1..L: the share of items whose first d codes are shared with another
     item (depth L is the SID collision rate)."""
-    c = to_numpy(codes, "codes")
+    c = _code_matrix(codes)
     rates = []
     for d in range(1, c.shape[1] + 1):
         _, inverse, counts = np.unique(c[:, :d], axis=0, return_inverse=True, return_counts=True)
         rates.append(float((counts[inverse.ravel()] > 1).mean()) if len(c) else 0.0)
     return rates
+
+
+def _code_matrix(codes: Any) -> np.ndarray:
+    c = to_numpy(codes, "codes")
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"codes: expected integer codes, got dtype {c.dtype}")
+    if c.ndim != 2:
+        raise ValueError(f"codes: expected a 2-D array (N, L), got shape {c.shape}")
+    return c
+
+
+def _check_code_range(c: np.ndarray, sizes: tuple[int, ...]) -> None:
+    bad = (c < 0) | (c >= np.array(sizes))
+    if bad.any():
+        level = int(np.flatnonzero(bad.any(0))[0])
+        raise ValueError(
+            f"codes: expected 0 <= code < {sizes[level]} at level {level} (sizes), got an out-of-range code"
+        )
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -184,11 +202,9 @@ def report(
     if sizes is None:
         sizes = codebooks.sizes if codebooks is not None else tuple(int(m) + 1 for m in c.max(0))
     sizes = level_sizes(sizes, "sizes", c.shape[1])
-    if c.min() < 0 or (c >= np.array(sizes)).any():
-        level = int(np.flatnonzero(((c < 0) | (c >= np.array(sizes))).any(0))[0])
-        raise ValueError(
-            f"codes: expected 0 <= code < {sizes[level]} at level {level} (sizes), got an out-of-range code"
-        )
+    if codebooks is not None and sizes != codebooks.sizes:
+        raise ValueError(f"sizes: expected codebooks.sizes = {codebooks.sizes}, got {sizes}")
+    _check_code_range(c, sizes)
     k, hit_k, sample = as_int(k, "k", 1), as_int(hit_k, "hit_k", 1), as_int(sample, "sample", 1)
     if codebooks is not None and k > len(c) - 1:
         raise ValueError(f"k: expected at most N - 1 = {len(c) - 1} neighbours, got {k}")
@@ -258,7 +274,7 @@ def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> 
 
     Args:
         ranked: (B, K) integer item ids, best first (-1 = empty slot, never a hit).
-        target: (B,) the held-out integer item of each row.
+        target: (B,) the held-out integer item id (>= 0) of each row.
         ks: cut-offs, each in [1, K] (a list shorter than k cannot measure @k: pad it with -1).
 
     With a single relevant item, Recall@k is the hit rate and NDCG@k is ``1 / log2(rank + 1)``
@@ -278,9 +294,12 @@ def ranking_metrics(ranked: Any, target: Any, ks: tuple[int, ...] = (5, 10)) -> 
         raise ValueError(
             f"ks: expected cut-offs <= K = {r.shape[1]} (the ranked lists' length; pad them with -1), got {max(ks)}"
         )
+    if t.size and t.min() < 0:
+        raise ValueError(f"target: expected item ids >= 0 (-1 marks an empty slot), got {t.min()}")
     hit = (r == t[:, None]) & (r >= 0)
     found = hit.any(1)
-    rank = np.where(found, hit.argmax(1) + 1, np.iinfo(np.int64).max)
+    first = hit.argmax(1) if r.shape[1] else np.zeros(len(r), np.int64)  # K = 0: no hit anywhere
+    rank = np.where(found, first + 1, np.iinfo(np.int64).max)
     out = {}
     for k in ks:
         within = rank <= k

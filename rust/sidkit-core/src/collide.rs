@@ -561,8 +561,9 @@ pub fn reassign(
         unresolved.extend(r.unresolved);
     }
     unresolved.sort_unstable();
-    // Escalation: an item whose prefix has no room left tries the next-nearest codes of the
-    // level above, each with its nearest last-level codes, until one has room.
+    // Escalation: an item whose candidates had no room tries every code of its prefix and
+    // then the next-nearest codes of the level above, each with its nearest last-level codes,
+    // until one has room.
     if levels >= 2 && !unresolved.is_empty() {
         let esc = Escalation {
             cb,
@@ -583,9 +584,11 @@ pub fn reassign(
     })
 }
 
-/// Escalation of the items no prefix had room for: in row order, each item tries the codes
-/// of the level above the last (nearest first, its own skipped), each with every last-level
-/// code (nearest first), and takes the first tuple with room. The searches (the alternatives'
+/// Escalation of the items whose `candidates` nearest codes had no room: in row order, each
+/// item tries the codes of the level above the last (nearest first, its own included, so the
+/// rest of its own prefix's codes come first when its own code is the nearest, as after a
+/// greedy encode), each with every last-level code (nearest first), and takes the first tuple
+/// with room. The searches (the alternatives'
 /// order and the last-level order under the first) are planned in parallel for blocks of
 /// items; only the placement, which must see earlier placements, runs in row order, so the
 /// result is that of the one-item-at-a-time loop.
@@ -704,14 +707,10 @@ impl Escalation<'_> {
             };
             for (&row, plan) in block.iter().zip(&mut plans) {
                 let i = row as usize;
-                let own = out[i * levels + up] as usize;
                 let mut placed = false;
                 let (mut p, mut alt) = (0, 0);
                 'alts: while let Some((_, a)) = plan.alts.get(p) {
                     p += 1;
-                    if a == own {
-                        continue;
-                    }
                     let mut later;
                     let list = match (alt, plan.first.as_mut()) {
                         (0, Some(first)) => first,
@@ -779,12 +778,8 @@ impl Escalation<'_> {
         let levels = self.cb.levels();
         let up = levels - 2;
         let base = self.base(out, i);
-        let own = out[i * levels + up] as usize;
         let mut alts = self.ranked(&base, up);
-        let first = (0..)
-            .map_while(|p| alts.get(p))
-            .find(|&(_, a)| a != own)
-            .map(|(_, a)| self.last_level(&base, a));
+        let first = alts.get(0).map(|(_, a)| self.last_level(&base, a));
         Plan { alts, first }
     }
 }
@@ -985,11 +980,7 @@ mod tests {
                 let c = e.cb.codeword(l, out[i * levels + l] as usize);
                 base.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
             }
-            let own = out[i * levels + up] as usize;
-            let alts = sorted(&base, up)
-                .into_iter()
-                .map(|(_, a)| a)
-                .filter(|&a| a != own);
+            let alts = sorted(&base, up).into_iter().map(|(_, a)| a);
             let mut placed = false;
             'alts: for (p, a) in alts.enumerate() {
                 let r: Vec<f32> = base
