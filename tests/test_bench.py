@@ -833,3 +833,25 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
     assert "is complete (results.json); nothing to resume" in capsys.readouterr().err
     assert parts["config"]["run"]["time_limit"] == 0.001  # the last invocation's (a run setting)
     assert parts["config"]["train"]["patience"] == 7 and whole["config"]["train"]["patience"] == 3
+
+
+def test_embedding_cache_follows_the_item_content(tmp_path):
+    """The cache key digests the items' texts and attributes: a dataset of the same name and
+    size with other content gets its own embeddings, never the cached ones of the first."""
+    from sidkit.data import Dataset, item_embeddings
+
+    seqs = [np.array([1, 2, 3, 4])]
+    attrs = [[], [1], [2], [1, 3], [3]]
+    a = Dataset("shop", seqs, attrs, 4, item_texts=[None, "red shoe", "blue hat", "red hat", "green sock"])
+    b = Dataset("shop", seqs, attrs, 4, item_texts=[None, "lamp", "desk", "chair", "sofa bed"])
+    cfg = {"embeddings": "tfidf", "dim": 2}
+    cache = tmp_path / ".cache"
+    ea = bench._embed(a, cfg, 0, cache, "cpu")
+    eb = bench._embed(b, cfg, 0, cache, "cpu")
+    np.testing.assert_array_equal(eb, item_embeddings(b, 2, 0))
+    assert not np.array_equal(ea, eb) and len(list(cache.glob("shop-tfidf-*.npy"))) == 2
+    np.testing.assert_array_equal(bench._embed(a, cfg, 0, cache, "cpu"), ea)  # a hit
+    (path,) = [p for p in cache.glob("*.npy") if np.array_equal(np.load(p), ea)]
+    path.write_bytes(path.read_bytes()[:20])  # cut short
+    with pytest.raises(ValueError, match="data.embeddings: the cached embeddings .* are damaged"):
+        bench._embed(a, cfg, 0, cache, "cpu")

@@ -73,6 +73,75 @@ def test_loaders_report_missing_and_malformed_files(tmp_path):
     (tmp_path / "empty.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n")
     with pytest.raises(ValueError, match="at least one row"):
         load_recbole(tmp_path, "empty")
+    head = "user_id:token\titem_id:token\ttimestamp:float\n"
+    # Line numbers count the blank lines skipped before a bad row.
+    (tmp_path / "gaps.inter").write_text(head + "\n\n1\t2\t3\n1\t2\n")
+    with pytest.raises(ValueError, match="gaps.inter:5: expected 3 tab-separated fields, got 2"):
+        load_recbole(tmp_path, "gaps")
+    for bad, name in (("nan", "nan"), ("2020-01-01", "date"), ("", "blank"), ("inf", "inf")):
+        (tmp_path / f"{name}.inter").write_text(head + f"1\t2\t3\n1\t3\t{bad}\n")
+        with pytest.raises(ValueError, match=f"{name}.inter:3: timestamp: expected a finite number, got '{bad}'"):
+            load_recbole(tmp_path, name)
+
+
+def test_load_recbole_keeps_ids_that_differ_as_text(tmp_path):
+    """ "007" and "7" are two items (and "01", "1" two users), as load_interactions has them;
+    canonical integers sort numerically; .item rows match their own id."""
+    (tmp_path / "ids.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n1\t007\t1\n1\t7\t2\n01\t5\t3\n1\t5\t4\n"
+    )
+    (tmp_path / "ids.item").write_text("item_id:token\ttitle:token_seq\n007\tBond\n7\tSeven\n5\tFive\n")
+    ds = load_recbole(tmp_path, "ids")
+    assert ds.item_tokens == ["", "007", "5", "7"] and ds.user_tokens == ["01", "1"]
+    assert [s.tolist() for s in ds.sequences] == [[2], [1, 3, 2]]
+    assert ds.item_texts == ["", "Bond", "Five", "Seven"]
+    (tmp_path / "num.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n2\t10\t1\n2\t9\t2\n2\t" + "9" * 25 + "\t3\n"
+    )
+    big = load_recbole(tmp_path, "num")  # past uint64: strings, in string order
+    assert big.item_tokens == ["", "10", "9", "9" * 25]
+    (tmp_path / "small.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n2\t10\t1\n2\t9\t2\n")
+    assert load_recbole(tmp_path, "small").item_tokens == ["", "9", "10"]  # numeric order
+
+
+def test_load_amazon_names_bad_files(tmp_path):
+    from sidkit.data import load_amazon
+
+    def write(seqs, attrs):
+        (tmp_path / "X.txt").write_text(seqs)
+        (tmp_path / "X_item2attributes.json").write_text(attrs)
+
+    write("1 1 2 3\n2 2 3\n", '{"1": [1], "2": [2], "3": [1, 2]}')
+    ds = load_amazon(tmp_path, "X")
+    assert ds.num_items == 3 and ds.item_attributes == [[], [1], [2], [1, 2]]
+    for seqs, attrs, msg in (
+        ("", "{}", "X.txt: expected user sequences, got an empty file"),
+        ("1 1 x 3\n", "{}", "X.txt:1: expected 'user_id item_id ...' with integer item ids >= 1"),
+        ("1 1 2\n2 0 3\n", "{}", "X.txt:2: expected .* >= 1 \\(0 is padding\\)"),
+        ("1 1 2\n", '{"-1": [9]}', "expected item ids >= 1, got -1"),
+        ("1 1 2\n", '{"1": ["a"]}', "expected integer item ids and lists of attribute ids"),
+        ("1 1 2\n", "[1, 2]", "expected a JSON object"),
+        ("1 1 2\n", "{", "expected a JSON object item id -> attribute ids, got"),
+    ):
+        write(seqs, attrs)
+        with pytest.raises(ValueError, match=msg):
+            load_amazon(tmp_path, "X")
+
+
+def test_split_records_its_users_and_refuses_an_empty_one():
+    seqs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8, 9])]
+    split = leave_one_out(seqs)
+    assert split.users.tolist() == [0, 2] and split.test_target.tolist() == [3, 9]
+    with pytest.raises(ValueError, match="sequences: expected some user with >= 3 items"):
+        leave_one_out([np.array([1, 2])])
+
+
+def test_item_embeddings_need_some_content():
+    from sidkit.data import Dataset
+
+    ds = Dataset("blank", [np.array([1, 2])], [[], [], []], 2, item_texts=[None, "", "!!"])
+    with pytest.raises(ValueError, match="ds: 'blank' items have no words or attributes to embed"):
+        item_embeddings(ds, 4)
 
 
 @pytest.fixture(scope="module")

@@ -322,3 +322,39 @@ def test_fit_names_bad_arguments_before_training(setup, kwargs, exc, msg):
         fit(model, train, valid, **{**KW, **kwargs})
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing trained
+
+
+def test_numpy_settings_resume_and_bad_examples_are_named(setup, tmp_path):
+    """Settings given as numpy scalars are stored as plain numbers: the state still loads."""
+    table, train, valid = setup
+    kw = {**KW, "lr": np.float64(3e-3), "weight_decay": np.float32(0.01), "seed": np.int64(5), "epochs": 2}
+    with pytest.raises(Paused):
+        fit(new_model(table), train, valid, state=tmp_path / "np.pt", time_limit=0, **kw)
+    h = fit(new_model(table), train, valid, state=tmp_path / "np.pt", **kw)
+    assert [row["epoch"] for row in h] == [0, 1]
+    short = type(train)(train.inputs[:5], train.targets[:4], train.items[:4])
+    with pytest.raises(ValueError, match="train: expected the same number .* of inputs and targets, got 5 and 4"):
+        fit(new_model(table), short, None, **KW)
+    with pytest.raises(ValueError, match="got 0 and 0"):
+        fit(new_model(table), type(train)(train.inputs[:0], train.targets[:0], train.items[:0]), None, **KW)
+    with pytest.raises(ValueError, match="min_history: expected >= 1, got 0"):
+        sliding_window([np.array([1, 2, 3])], min_history=0)
+
+
+def test_sasrec_examples_name_bad_input():
+    from sidkit.models import sasrec_examples, sasrec_train_examples
+
+    ex = sasrec_examples([np.array([1, 2, 3])], [4], max_len=2)
+    assert ex.inputs.tolist() == [[2, 3]] and ex.targets.tolist() == [[0, 4]] and ex.items.tolist() == [4]
+    with pytest.raises(ValueError, match=r"targets: expected one per history \(3\), got 1"):
+        sasrec_examples([np.array([1]), np.array([2]), np.array([3])], [5])
+    with pytest.raises(TypeError, match="histories: expected integer item ids, got dtype float64 in row 0"):
+        sasrec_examples([np.array([1.7, 2.2])], [5])
+    with pytest.raises(TypeError, match="targets: expected integer item ids"):
+        sasrec_examples([np.array([1])], [5.9])
+    with pytest.raises(ValueError, match="max_len: expected >= 1, got 0"):
+        sasrec_examples([np.array([1])], [5], max_len=0)
+    with pytest.raises(ValueError, match="histories: expected at least one item per history"):
+        sasrec_examples([np.array([], np.int64)], [5])
+    with pytest.raises(TypeError, match="max_len: expected an int"):
+        sasrec_train_examples([np.array([1, 2])], max_len=2.5)

@@ -15,10 +15,10 @@ target *item* (every level, including a collision suffix).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import platform
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_int, device_arg
+from ._arrays import as_int, atomic_path, device_arg
 
 #: Every setting of a run, by section. A TOML config overrides any subset of it.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -262,25 +262,36 @@ class _Timer:
 
 
 def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None, device: str) -> np.ndarray:
-    from .data import item_embeddings, text_embeddings
+    from .data import DEFAULT_TEXT_MODEL, item_embeddings, text_embeddings
 
     how = cfg["embeddings"]
     if how in ("tfidf", "text"):
-        if how == "tfidf":
-            key = f"{ds.name}-tfidf-d{cfg['dim']}-s{seed}-n{ds.num_items}.npy"
-        else:
-            model = cfg.get("text_model") or None
-            tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model or "minilm-l6"))[-60:]
-            key = f"{ds.name}-text-{tag}-n{ds.num_items}.npy"
+        model = cfg.get("text_model") or None
+        # The key holds a digest of everything the embedding is computed from (the items'
+        # texts and attributes, the method and its settings), so a changed input never reuses
+        # an old file; runs under one parent share the cache.
+        recipe = ["tfidf", cfg["dim"], seed] if how == "tfidf" else ["text", str(model or DEFAULT_TEXT_MODEL)]
+        digest = hashlib.sha256(
+            json.dumps([recipe, ds.num_items, ds.item_texts, ds.item_attributes], default=int).encode()
+        ).hexdigest()[:20]
+        key = f"{ds.name}-{how}-{digest}.npy"
         if cache is not None and (cache / key).is_file():
-            return np.load(cache / key)
+            try:
+                emb = np.load(cache / key, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
+                raise ValueError(
+                    f"data.embeddings: the cached embeddings {cache / key} are damaged ({e}); delete it"
+                ) from e
+            if emb.ndim == 2 and len(emb) == ds.num_items:
+                return emb
         if how == "tfidf":
             emb = item_embeddings(ds, cfg["dim"], seed)
         else:
             emb = text_embeddings(ds, model, device=device)
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
-            np.save(cache / key, emb)
+            with atomic_path(cache / key) as tmp, open(tmp, "wb") as f:
+                np.save(f, emb)
         return emb
     emb = np.load(how)
     if emb.ndim != 2 or len(emb) != ds.num_items:

@@ -1,7 +1,8 @@
 """Datasets: user sequences + item features from the S3-Rec Amazon layout
 (../shared/data/amazon2014), RecBole atomic files (../shared/data/ml-100k), any interaction
 table (Parquet/CSV), and synthetic catalogs. Every loader returns a :class:`Dataset` with
-1-based contiguous item ids and per-user sequences in time order."""
+1-based item ids (contiguous after the RecBole and table loaders' remapping; the S3-Rec files'
+own ids, already 1..N there) and per-user sequences in time order."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ AmazonDataset = Dataset
 
 
 def load_amazon(root: str | Path, name: str = "Beauty") -> Dataset:
-    """Reads ``{root}/{name}.txt`` (``user item item ...`` per line) and the item attributes."""
+    """Reads ``{root}/{name}.txt`` (``user item item ...`` per line, item ids >= 1, kept as
+    they are) and the item attributes (``{name}_item2attributes.json``: item id -> ids)."""
     root = Path(root)
     seq_path, attr_path = root / f"{name}.txt", root / f"{name}_item2attributes.json"
     for p in (seq_path, attr_path):
@@ -67,15 +69,37 @@ def load_amazon(root: str | Path, name: str = "Beauty") -> Dataset:
     with open(seq_path) as f:
         for line_no, line in enumerate(f, 1):
             parts = line.split()
-            if len(parts) < 2:
-                raise ValueError(f"{seq_path}:{line_no}: expected 'user_id item_id ...', got {line.strip()!r}")
-            sequences.append(np.array(parts[1:], dtype=np.int64))
+            if not parts:
+                continue
+            try:
+                seq = np.array([int(v) for v in parts[1:]], dtype=np.int64)
+            except (ValueError, OverflowError):
+                seq = np.zeros(0, dtype=np.int64)
+            if len(seq) < 1 or seq.min() < 1:
+                raise ValueError(
+                    f"{seq_path}:{line_no}: expected 'user_id item_id ...' with integer item ids >= 1 "
+                    f"(0 is padding), got {line.strip()[:80]!r}"
+                )
+            sequences.append(seq)
+    if not sequences:
+        raise ValueError(f"{seq_path}: expected user sequences, got an empty file")
     with open(attr_path) as f:
-        raw = json.load(f)
-    num_items = max(max(int(i) for i in raw), max(int(s.max()) for s in sequences))
+        try:
+            raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{attr_path}: expected a JSON object item id -> attribute ids, got {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{attr_path}: expected a JSON object item id -> attribute ids, got {type(raw).__name__}")
+    try:
+        parsed = {int(i): [int(a) for a in attrs] for i, attrs in raw.items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{attr_path}: expected integer item ids and lists of attribute ids ({e})") from None
+    if parsed and min(parsed) < 1:
+        raise ValueError(f"{attr_path}: expected item ids >= 1, got {min(parsed)}")
+    num_items = max(max(parsed, default=0), max(int(s.max()) for s in sequences))
     attributes: list[list[int]] = [[] for _ in range(num_items + 1)]
-    for item, attrs in raw.items():
-        attributes[int(item)] = [int(a) for a in attrs]
+    for item, attrs in parsed.items():
+        attributes[item] = attrs
     return Dataset(name, sequences, attributes, num_items, _item_texts(root / f"{name}_items.jsonl", num_items))
 
 
@@ -98,20 +122,55 @@ def _sequences_by_time(
     return sequences, uniq_users, uniq_items, item_idx
 
 
-def _read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
-    """A RecBole atomic file: tab-separated, header ``name:type``. Returns (names, types, rows)."""
+def _read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]], list[int]]:
+    """A RecBole atomic file: tab-separated, header ``name:type``. Returns (names, types, rows,
+    each row's line number in the file); blank lines are skipped."""
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
-        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        numbered = [(n, line.rstrip("\n").split("\t")) for n, line in enumerate(f, 2) if line.strip()]
     names, types = [], []
     for h in header:
         name, _, typ = h.partition(":")
         names.append(name)
         types.append(typ or "token")
-    for line_no, row in enumerate(rows, 2):
+    for line_no, row in numbered:
         if len(row) != len(header):
             raise ValueError(f"{path}:{line_no}: expected {len(header)} tab-separated fields, got {len(row)}")
-    return names, types, rows
+    return names, types, [r for _, r in numbered], [n for n, _ in numbered]
+
+
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _token_ids(values: list[str]) -> np.ndarray:
+    """Ids as int64 (uint64 past it) when every one is an integer written canonically, so they
+    sort numerically as RecBole's do; else as strings ("007" and "7" stay two ids)."""
+    if values and all(_CANONICAL_INT.fullmatch(v) for v in values):
+        ints = [int(v) for v in values]
+        lo, hi = min(ints), max(ints)
+        if -(2**63) <= lo and hi < 2**63:
+            return np.array(ints, dtype=np.int64)
+        if lo >= 0 and hi < 2**64:
+            return np.array(ints, dtype=np.uint64)
+    return np.array(values, dtype=str)
+
+
+def _numbers(values: list[str], path: Path, column: str, lines: list[int]) -> np.ndarray:
+    """A numeric column as float64; a value that is no finite number names its line."""
+    try:
+        out = np.array(values, dtype=np.float64)
+    except ValueError:
+        out = None
+    if out is None or not np.isfinite(out).all():
+        for v, line in zip(values, lines, strict=True):
+            try:
+                ok = np.isfinite(float(v))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{path}:{line}: {column}: expected a finite number, got {v!r}")
+    assert out is not None
+    return out
 
 
 def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | None = None) -> Dataset:
@@ -129,7 +188,7 @@ def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | No
     inter = root / f"{name}.inter"
     if not inter.is_file():
         raise FileNotFoundError(f"root: expected {inter.name} in {root} (RecBole atomic files), not found")
-    names, _, rows = _read_atomic(inter)
+    names, _, rows, lines = _read_atomic(inter)
     for col in ("user_id", "item_id", "timestamp"):
         if col not in names:
             raise ValueError(f"{inter}: expected a '{col}' column, got {names}")
@@ -138,15 +197,11 @@ def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | No
     if min_rating is not None:
         if "rating" not in cols:
             raise ValueError(f"min_rating: {inter} has no 'rating' column")
-        keep = np.asarray(cols["rating"], dtype=np.float64) >= min_rating
-    users = np.asarray(cols["user_id"], dtype=object)[keep]
-    items = np.asarray(cols["item_id"], dtype=object)[keep]
-    times = np.asarray(cols["timestamp"], dtype=np.float64)[keep]
-    # Numeric ids sort numerically, as RecBole's do.
-    if all(str(v).isdigit() for v in items):
-        items = items.astype(np.int64)
-    if all(str(v).isdigit() for v in users):
-        users = users.astype(np.int64)
+        keep = _numbers(cols["rating"], inter, "rating", lines) >= min_rating
+    kept = np.flatnonzero(keep).tolist()
+    users = _token_ids([cols["user_id"][r] for r in kept])
+    items = _token_ids([cols["item_id"][r] for r in kept])
+    times = _numbers(cols["timestamp"], inter, "timestamp", lines)[keep]
     sequences, uniq_users, uniq_items, _ = _sequences_by_time(users, items, times)
     num_items = len(uniq_items)
     item_tokens = [""] + [str(v) for v in uniq_items]
@@ -154,7 +209,7 @@ def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | No
     texts: list[str] | None = None
     item_file = root / f"{name}.item"
     if item_file.is_file():
-        inames, itypes, irows = _read_atomic(item_file)
+        inames, itypes, irows, _ = _read_atomic(item_file)
         if "item_id" not in inames:
             raise ValueError(f"{item_file}: expected an 'item_id' column, got {inames}")
         index = {tok: i for i, tok in enumerate(item_tokens) if i}
@@ -355,7 +410,8 @@ def _sparse_svd_embed(
 
 
 def item_embeddings(ds: Dataset, dim: int = 64, seed: int = 0) -> np.ndarray:
-    """Dense (num_items, dim) float32 content embeddings; row i is item id i + 1.
+    """Dense (num_items, D) float32 content embeddings, D = ``dim`` (fewer only when the items
+    have fewer than ``dim`` items or distinct tokens: the rank bounds it); row i is item id i + 1.
 
     Each item is a bag of tokens: the words of its title, brand and categories (when the
     dataset has ``{name}_items.jsonl``) plus one token per attribute id. The bags are
@@ -373,6 +429,8 @@ def item_embeddings(ds: Dataset, dim: int = 64, seed: int = 0) -> np.ndarray:
         for i in range(1, ds.num_items + 1)
     ]
     rows, cols, vals, vocab = _tfidf_coo(docs)
+    if not vocab:
+        raise ValueError(f"ds: {ds.name!r} items have no words or attributes to embed (all texts empty)")
     emb = _sparse_svd_embed(rows, cols, vals, (len(docs), vocab), dim, seed)
     return _fix_signs(emb)
 
@@ -486,13 +544,16 @@ def synthetic_catalog(
 
 @dataclass
 class Split:
-    """A leave-one-out split: per user, the training prefix and the two held-out items."""
+    """A leave-one-out split: per user, the training prefix and the two held-out items.
+    ``users`` (U,) int64: each kept user's index in the sequences split (row u of every field
+    is user ``users[u]``; users with fewer than 3 items are not kept)."""
 
     train: list[np.ndarray]
     valid_history: list[np.ndarray]
     valid_target: np.ndarray
     test_history: list[np.ndarray]
     test_target: np.ndarray
+    users: np.ndarray | None = None
 
     def histories(self, which: str, max_len: int) -> list[np.ndarray]:
         """Each user's ``"valid"`` or ``"test"`` history cut to its last ``max_len`` items, from
@@ -510,10 +571,19 @@ class Split:
 def leave_one_out(sequences: list[np.ndarray], max_history: int = 20) -> Split:
     """TIGER/GRID protocol: the last item of each sequence is the test target, the second-last
     the validation target, the rest the training sequence; histories are truncated to the
-    last ``max_history`` items. Users with fewer than 3 items are dropped."""
+    last ``max_history`` items. Users with fewer than 3 items are dropped (``Split.users``
+    holds the kept users' indices); a split that keeps none is an error. Items with equal
+    timestamps keep their file order (ml-100k: for 415 of 943 users the test and validation
+    targets share a timestamp)."""
     max_history = as_int(max_history, "max_history", 1)
-    keep = [s for s in sequences if len(s) >= 3]
+    users = np.array([u for u, s in enumerate(sequences) if len(s) >= 3], dtype=np.int64)
+    if not len(users):
+        raise ValueError(
+            f"sequences: expected some user with >= 3 items (train, valid, test), got {len(sequences)} users with fewer"
+        )
+    keep = [sequences[u] for u in users]
     return Split(
+        users=users,
         train=[s[:-2] for s in keep],
         valid_history=[s[:-2][-max_history:] for s in keep],
         valid_target=np.array([s[-2] for s in keep], dtype=np.int64),

@@ -72,7 +72,9 @@ def fit(
     its best weights); the state must come from a call with the same arguments, model and
     data (else ``ValueError``), except ``patience``, which a resume may change (e.g. raise, so
     that a noisy validation curve does not stop a run before its learning rate has decayed).
-    Resuming on the same device gives bit-identical weights.
+    Resuming on the same device gives bit-identical weights (on CUDA, as far as its kernels
+    are deterministic: ``fit`` does not turn on ``torch.use_deterministic_algorithms``).
+    ``seed`` seeds torch's global RNG (dropout draws from it) and the batch order.
     ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
     not fit in what is left (judged by the mean epoch so far), the state is saved and
     :class:`Paused` is raised; every call trains at least one epoch.
@@ -96,6 +98,8 @@ def fit(
             raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
         if not np.isfinite(v) or (v <= 0 if lo == "> 0" else v < 0):
             raise ValueError(f"{name}: expected a finite number {lo}, got {v}")
+    lr, weight_decay = float(lr), float(weight_decay)  # numpy scalars would not load from a state
+    seed = as_int(seed, "seed")
     if time_limit is not None and state is None:
         raise ValueError("time_limit: needs a state path to pause to (state=None)")
     if time_limit is not None and not time_limit >= 0:
@@ -115,6 +119,10 @@ def fit(
     model.to(device)
     inputs = torch.as_tensor(train.inputs)
     targets = torch.as_tensor(train.targets)
+    if len(inputs) != len(targets) or not len(inputs):
+        raise ValueError(
+            f"train: expected the same number (>= 1) of inputs and targets, got {len(inputs)} and {len(targets)}"
+        )
     steps = epochs * max(1, -(-len(inputs) // batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     factor = lr_factor(schedule, steps, warmup)
@@ -256,8 +264,10 @@ def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str
         "seed",
         "amp",
     )
+    # Plain Python values: a state loads with weights_only=True, which refuses numpy scalars.
+    plain = [s.item() if isinstance(s, np.generic) else s for s in settings]
     return {
-        **dict(zip(names, settings, strict=True)),
+        **dict(zip(names, plain, strict=True)),
         "parameters": ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()),
         "train": digest(train.inputs, train.targets),
         "valid": None if valid is None else digest(valid.inputs, valid.items),

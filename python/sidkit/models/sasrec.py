@@ -30,20 +30,32 @@ class SeqExamples:
     items: np.ndarray
 
 
-def _left_pad(seqs: Sequence[np.ndarray], width: int) -> np.ndarray:
+def _left_pad(seqs: Sequence[np.ndarray], width: int, name: str = "histories") -> np.ndarray:
     out = np.zeros((len(seqs), width), dtype=np.int64)
     for r, s in enumerate(seqs):
-        s = np.asarray(s, dtype=np.int64)[-width:]
-        if len(s):
-            out[r, width - len(s) :] = s
+        a = np.asarray(s)
+        if a.size and a.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integer item ids, got dtype {a.dtype} in row {r}")
+        a = a.astype(np.int64, copy=False).ravel()[-width:]
+        if len(a):
+            out[r, width - len(a) :] = a
     return out
 
 
 def sasrec_examples(
     histories: Sequence[np.ndarray], targets: Sequence[int] | np.ndarray, max_len: int = 50
 ) -> SeqExamples:
-    """Evaluation examples: each history (oldest first) predicts its target."""
-    items = np.asarray(targets, dtype=np.int64)
+    """Evaluation examples: each non-empty history (oldest first, item ids >= 1) predicts its
+    target; the last ``max_len`` items of a history are kept."""
+    max_len = as_int(max_len, "max_len", 1)
+    t = np.asarray(to_numpy(targets, "targets")).ravel()
+    if t.size and t.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected integer item ids, got dtype {t.dtype}")
+    if len(t) != len(histories):
+        raise ValueError(f"targets: expected one per history ({len(histories)}), got {len(t)}")
+    if any(len(h) == 0 for h in histories):
+        raise ValueError("histories: expected at least one item per history, got an empty one")
+    items = t.astype(np.int64)
     inputs = _left_pad(histories, max_len)
     tgt = np.zeros_like(inputs)
     tgt[:, -1] = items
@@ -58,8 +70,7 @@ def sasrec_train_examples(train: Sequence[np.ndarray], max_len: int = 50) -> Seq
 
     Returns: :class:`SeqExamples` with (M, max_len) ``inputs`` and ``targets``, M >= the number of
     sequences with 2 or more items."""
-    if max_len < 1:
-        raise ValueError(f"max_len: expected >= 1, got {max_len}")
+    max_len = as_int(max_len, "max_len", 1)
     rows = []
     for s in train:
         s = np.asarray(s)

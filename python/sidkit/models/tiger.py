@@ -81,7 +81,8 @@ def make_examples(
 def sliding_window(train: Sequence[np.ndarray], min_history: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
     """Every prefix of every training sequence predicts its next item (TIGER/GRID's
     augmentation): returns (histories, targets); :func:`sliding_window_users` gives the
-    sequence index of each example."""
+    sequence index of each example. ``min_history`` >= 1: the shortest history kept."""
+    min_history = as_int(min_history, "min_history", 1)
     histories, targets = [], []
     for seq in train:
         for t in range(min_history, len(seq)):
@@ -93,6 +94,7 @@ def sliding_window(train: Sequence[np.ndarray], min_history: int = 1) -> tuple[l
 def sliding_window_users(train: Sequence[np.ndarray], min_history: int = 1) -> np.ndarray:
     """(M,) int64: for each example of ``sliding_window(train, min_history)``, in the same
     order, the index of the sequence (user) it comes from."""
+    min_history = as_int(min_history, "min_history", 1)
     counts = [max(0, len(seq) - min_history) for seq in train]
     return np.repeat(np.arange(len(train), dtype=np.int64), counts)
 
