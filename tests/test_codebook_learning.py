@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sidkit as sk
@@ -160,3 +162,20 @@ def test_rq_kmeans_is_deterministic_across_thread_counts():
     for cb, codes in out[1:]:
         assert cb == out[0][0]
         np.testing.assert_array_equal(codes, out[0][1])
+
+
+def test_torch_backend_checks_magnitudes_and_width_as_rust_does():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
+    for bad, at in ((x * 1e20, "at (0, 0)"), (np.where(np.arange(4) == 2, np.nan, x), "at (0, 2)")):
+        for backend in ("torch", "rust"):
+            with pytest.raises(ValueError, match="x: expected finite values within ±1e15"):
+                sk.kmeans(torch.from_numpy(bad.astype(np.float32)), 5, backend=backend, init="random")
+        with pytest.raises(ValueError, match=f"x: expected finite values within ±1e15, got .* {re.escape(at)}"):
+            sk.kmeans(torch.from_numpy(bad.astype(np.float32)), 5, backend="torch", init="random")
+    huge = torch.from_numpy(x.astype(np.float64)) * 1e300  # beyond float32: named, not cast to inf
+    with pytest.raises(ValueError, match="got .*e\\+299"):
+        sk.kmeans(huge, 5, backend="torch", init="random")
+    with pytest.raises(ValueError, match=r"x: expected at least one dimension \(N, D >= 1\)"):
+        sk.kmeans(torch.zeros(10, 0), 2, backend="torch", init="random")
+    sk.RQKMeans(2, 4, iters=2, sample=np.int64(100), verbose=False).fit(x)  # numpy ints are ints

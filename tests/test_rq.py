@@ -198,3 +198,44 @@ def test_load_rejects_foreign_files(tmp_path):
         sk.Codebooks.load(tmp_path / "junk.npz")
     with pytest.raises(FileNotFoundError):
         sk.Codebooks.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_load_refuses_a_flipped_bit_and_bad_metadata(rng, tmp_path, suffix):
+    """safetensors has no checksum of its own: the SHA-256 in the metadata catches a flipped
+    bit in the arrays (npz's zip CRC catches it there too)."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    cb = sk.Codebooks([rng.standard_normal((64, 8)).astype(np.float32)] * 2)
+    path = tmp_path / f"cb{suffix}"
+    cb.save(path)
+    raw = path.read_bytes()
+    at = raw.find(cb.data[5].tobytes()) if suffix == ".safetensors" else len(raw) // 2
+    assert at > 0
+    bad = bytearray(raw)
+    bad[at + 1] ^= 0x01
+    (tmp_path / f"bad{suffix}").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="path: .*(damaged|could not read)"):
+        sk.Codebooks.load(tmp_path / f"bad{suffix}")
+    if suffix == ".npz":
+        import json
+
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays["meta"]))
+        for broken in ({**meta, "levels": 5}, {**meta, "method": 123}):
+            np.savez(tmp_path / "meta.npz", **{**arrays, "meta": np.array(json.dumps(broken))})
+            with pytest.raises(ValueError, match="path: .* is a damaged"):
+                sk.Codebooks.load(tmp_path / "meta.npz")
+        old = {k: v for k, v in meta.items() if k != "sha256"}  # files from before the digest load
+        np.savez(tmp_path / "old.npz", **{**arrays, "meta": np.array(json.dumps(old))})
+        assert sk.Codebooks.load(tmp_path / "old.npz") == cb
+
+
+def test_beam_beyond_the_limit_is_a_value_error(rng):
+    cb = sk.Codebooks([rng.standard_normal((4, 3)).astype(np.float32)] * 2)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    for beam in (4097, 2**64, np.uint64(2**63)):
+        with pytest.raises(ValueError, match="beam: expected 1 <= beam <= 4096"):
+            cb.encode(x, beam=beam)
+    np.testing.assert_array_equal(cb.encode(x, beam=4096), cb.encode(x, beam=16))  # 16 paths: all of them

@@ -69,7 +69,7 @@ def test_tensors_in_tensors_out(trained):
 
 def test_bad_input_and_collapse_warning():
     model = sk.RQVAE(4, latent_dim=2, hidden=(8,), levels=2, codebook_size=4)
-    with pytest.raises(ValueError, match=r"x: expected shape \(N, 4\)"):
+    with pytest.raises(ValueError, match=r"x: expected shape \(N >= 1, 4\)"):
         model.fit(np.zeros((10, 3), np.float32), epochs=1, verbose=False)
     bad = np.zeros((10, 4), np.float32)
     bad[0, 0] = np.nan
@@ -223,3 +223,35 @@ def test_train_rqvae_sample():
     for bad in (0, -3, 0.0, 1.5, True, "half"):
         with pytest.raises(ValueError, match="sample: expected None, an int >= 1 or a float in"):
             sk.train_rqvae(x, 2, 8, 4, epochs=1, sample=bad)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_load_refuses_a_flipped_bit(trained, tmp_path, suffix):
+    """Neither torch.load nor safetensors checks a checksum: the SHA-256 in the metadata does."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    _, model, _ = trained
+    path = tmp_path / f"vae{suffix}"
+    model.save(path)
+    raw = path.read_bytes()
+    at = raw.find(model.codebook.detach()[1, 3].numpy().tobytes())
+    assert at > 0
+    bad = bytearray(raw)
+    bad[at + 2] ^= 0x01
+    (tmp_path / f"bad{suffix}").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="path: .*(damaged|could not read)"):
+        sk.RQVAE.load(tmp_path / f"bad{suffix}")
+
+
+def test_fit_leaves_the_callers_rng_and_graph_alone():
+    x = torch.randn(200, 8, requires_grad=True)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    model = sk.RQVAE(8, latent_dim=4, hidden=(16,), levels=2, codebook_size=4, seed=0)
+    model.fit(x, epochs=2, batch_size=64, verbose=False, seed=7, min_utilisation=0.0)
+    assert torch.equal(torch.get_rng_state(), before)  # no reseeding of the global RNG
+    assert x.grad is None  # the input was detached
+    with pytest.raises(ValueError, match=r"x: expected shape \(N >= 1, 8\), got \(0, 8\)"):
+        model.fit(np.zeros((0, 8), np.float32), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="seed: expected"):
+        model.fit(x, epochs=1, verbose=False, seed=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -100,20 +101,21 @@ class Codebooks:
 
         Args:
             x: (N, D) embeddings, float32 (float16/64 and torch tensors converted once).
-            beam: 1 for greedy (nearest codeword per level); B > 1 keeps the B best partial
-                encodings by total residual error (as faiss's ResidualQuantizer), never worse
-                than greedy.
+            beam: 1 for greedy (nearest codeword per level); B in 2..4096 keeps the B best
+                partial encodings by total residual error (as faiss's ResidualQuantizer), never
+                worse than greedy (the codeword-product tables it uses are capped at 1 GiB).
             return_errors: also return (N, L) float32, the squared residual norm
                 ``||x - sum_{m<=l} c_m||²`` left after each level.
 
         Returns:
             codes (N, L) uint16 (int64 tensor on x's device when x is a torch tensor), and the
-            errors when asked. Ties go to the lowest code; identical for any thread count.
+            errors when asked. Greedy ties go to the lowest code (beam: tied paths in beam
+            order); identical for any thread count.
         """
         if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)):
             raise TypeError(f"beam: expected an int >= 1, got {type(beam).__name__}")
-        if beam < 1:
-            raise ValueError(f"beam: expected an int >= 1, got {beam}")
+        if not 1 <= beam <= MAX_BEAM:
+            raise ValueError(f"beam: expected 1 <= beam <= {MAX_BEAM}, got {beam}")
         device = torch_device(x)
         xs = as_float_matrix(x, "x", self.dim)
         codes, errors = _native.rq_encode(self.data, list(self.sizes), xs, int(beam))
@@ -131,8 +133,9 @@ class Codebooks:
         """Writes a ``.npz`` (default) or ``.safetensors`` file, atomically.
 
         The file holds ``codebooks`` ((sum K_l, D) float32) and ``sizes`` (int64), plus JSON
-        metadata (format, levels, sizes, dim, method, sidkit version, meta): readable with
-        plain ``numpy.load`` or ``safetensors`` and no sidkit.
+        metadata (format, levels, sizes, dim, method, sidkit version, meta, and a SHA-256 of
+        the two arrays that :meth:`load` checks): readable with plain ``numpy.load`` or
+        ``safetensors`` and no sidkit.
         """
         path = Path(path)
         meta = {
@@ -145,6 +148,7 @@ class Codebooks:
             "meta": self.meta,
         }
         sizes = np.asarray(self.sizes, dtype=np.int64)
+        meta["sha256"] = _digest(self.data, sizes)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             if path.suffix == ".safetensors":
                 from safetensors.numpy import save
@@ -188,14 +192,21 @@ class Codebooks:
             and (sizes >= 1).all()
             and int(sizes.sum()) == len(data)
             and list(sizes.tolist()) == meta.get("sizes", sizes.tolist())
+            and data.dtype.kind == "f"
             and meta.get("dim", data.shape[1]) == data.shape[1]
+            and meta.get("levels", len(sizes)) == len(sizes)
             and isinstance(meta.get("meta") or {}, dict)
+            and isinstance(meta.get("method") or "", str)
         )
         if not ok:
             raise ValueError(
                 f"path: {path} is a damaged {FORMAT!r} file: codebooks {data.dtype} {data.shape}, "
                 f"sizes {sizes.tolist()}, metadata sizes {meta.get('sizes')} and dim {meta.get('dim')} disagree"
             )
+        # Files from before the digest have none; a present one must match (safetensors has no
+        # checksum of its own, so a flipped bit would otherwise load as other codebooks).
+        if "sha256" in meta and meta["sha256"] != _digest(data.astype(np.float32), sizes.astype(np.int64)):
+            raise ValueError(f"path: {path} is a damaged {FORMAT!r} file: its arrays do not match their SHA-256")
         bounds = np.cumsum(sizes)[:-1]
         return cls(np.split(data, bounds), method=meta.get("method"), meta=meta.get("meta"))
 
@@ -209,3 +220,15 @@ class Codebooks:
         return self.sizes == other.sizes and np.array_equal(self.data, other.data)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+#: The largest ``beam`` :meth:`Codebooks.encode` takes (the core's limit).
+MAX_BEAM = 4096
+
+
+def _digest(data: np.ndarray, sizes: np.ndarray) -> str:
+    """SHA-256 of the codebook and size arrays' little-endian bytes."""
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(data, dtype="<f4"), np.ascontiguousarray(sizes, dtype="<i8")):
+        h.update(a.tobytes())
+    return h.hexdigest()

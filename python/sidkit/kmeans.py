@@ -197,13 +197,22 @@ def _ops(x: Any, backend: str, balanced: bool) -> tuple[Any, Any]:
             raise ValueError(f"x: expected a 2-D (N, D) array, got shape {tuple(t.shape)}")
         if not t.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got {t.dtype}")
-        t = t.detach().float().contiguous()
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("x: expected finite values, got NaN or inf")
-        return _TorchOps(balanced), t
+        if t.shape[1] < 1:
+            raise ValueError(f"x: expected at least one dimension (N, D >= 1), got shape {tuple(t.shape)}")
+        t = t.detach()
+        # As the Rust path: |x| <= 1e15 (squared distances stay finite in float32), checked
+        # before the cast so a float64 beyond float32's range is named, not turned into inf.
+        big = t.abs() > 1e15
+        bad = big | ~torch.isfinite(t)
+        if bool(bad.any()):
+            at = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(f"x: expected finite values within ±1e15, got {float(t[at])!r} at {at}")
+        return _TorchOps(balanced), t.float().contiguous()
     xs = as_float_matrix(x, "x")
-    if not np.isfinite(xs).all():
-        raise ValueError("x: expected finite values, got NaN or inf")
+    bad = ~(np.abs(xs) <= 1e15)  # NaN too; named here, before the core meets it in a codebook
+    if bad.any():
+        at = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        raise ValueError(f"x: expected finite values within ±1e15, got {float(xs[at])!r} at {at}")
     return _RustOps(balanced), xs
 
 
@@ -269,8 +278,8 @@ def _take(x: Any, rows: np.ndarray) -> Any:
 
 def check_sample(sample: Any) -> None:
     """Raises unless ``sample`` is None, a row count (int >= 1) or a share (float in (0, 1])."""
-    ok = (isinstance(sample, int) and not isinstance(sample, bool) and sample >= 1) or (
-        isinstance(sample, float) and 0 < sample <= 1
+    ok = (isinstance(sample, (int, np.integer)) and not isinstance(sample, (bool, np.bool_)) and sample >= 1) or (
+        isinstance(sample, (float, np.floating)) and 0 < sample <= 1
     )
     if sample is not None and not ok:
         raise ValueError(f"sample: expected None, an int >= 1 or a float in (0, 1], got {sample!r}")
@@ -281,7 +290,7 @@ def sample_rows(n: int, sample: int | float | None, rng: np.random.Generator) ->
     that share of ``n`` (float); None when it would keep every row."""
     if sample is None:
         return None
-    m = sample if isinstance(sample, int) else max(1, round(sample * n))
+    m = int(sample) if isinstance(sample, (int, np.integer)) else max(1, round(float(sample) * n))
     return np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
 
 

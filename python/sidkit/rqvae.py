@@ -10,6 +10,7 @@ restarts; ``fit`` warns when a level's utilisation stays low.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -58,7 +59,7 @@ class RQVAE(nn.Module):
         hidden: encoder layer widths (the decoder mirrors them).
         levels, codebook_size: L codebooks of K codewords.
         beta: commitment loss weight.
-        restart_threshold: a code used by fewer items than this share of an epoch is dead and
+        restart_threshold: a code used by at most this share of an epoch's items is dead and
             is re-seeded from a random encoded residual at the end of the epoch.
         seed: initialise the weights from this seed (the global torch RNG is left untouched);
             None draws them from the global RNG.
@@ -164,11 +165,15 @@ class RQVAE(nn.Module):
         epochs, batch_size = as_int(epochs, "epochs", 0), as_int(batch_size, "batch_size", 1)
         if not lr > 0:
             raise ValueError(f"lr: expected > 0, got {lr}")
+        seed = as_int(seed, "seed", 0, 2**63 - 1)
         device = device_arg(device)
-        torch.manual_seed(seed)
-        data = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x.float())
-        if data.ndim != 2 or data.shape[1] != self.in_dim:
-            raise ValueError(f"x: expected shape (N, {self.in_dim}), got {tuple(data.shape)}")
+        # Every draw below comes from `gen`: the global torch RNG is left alone. The input is
+        # detached: training never reaches back into the caller's graph.
+        data = torch.as_tensor(
+            np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x.detach().float()
+        )
+        if data.ndim != 2 or data.shape[1] != self.in_dim or not len(data):
+            raise ValueError(f"x: expected shape (N >= 1, {self.in_dim}), got {tuple(data.shape)}")
         if not torch.isfinite(data).all():
             raise ValueError("x: expected finite values, got NaN or inf")
         self.to(device)
@@ -265,8 +270,9 @@ class RQVAE(nn.Module):
         metadata) or any other suffix as a ``torch.save`` dict readable with
         ``torch.load(path, weights_only=True)``."""
         path = Path(path)
-        meta = {"format": FORMAT, "config": self.config}
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        # torch.save's zip and safetensors hold no checksum a load checks: a digest does.
+        meta = {"format": FORMAT, "config": self.config, "sha256": _state_digest(state)}
         with atomic_path(path) as tmp:
             if path.suffix == ".safetensors":
                 from safetensors.torch import save_file
@@ -298,8 +304,14 @@ class RQVAE(nn.Module):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             got = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
+        if "sha256" in meta and meta["sha256"] != _state_digest(state):
+            raise ValueError(f"path: the RQ-VAE file {path} is damaged: its weights do not match their SHA-256")
         try:  # seeded: loading leaves the global torch RNG alone
-            model = cls(**meta["config"], seed=0)
+            cfg = meta["config"]
+            want = (cfg["levels"], cfg["codebook_size"], cfg["latent_dim"])
+            if tuple(state["codebook"].shape) != tuple(want):  # before allocating a model of that size
+                raise ValueError(f"codebook {tuple(state['codebook'].shape)} vs config {want}")
+            model = cls(**cfg, seed=0)
             model.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"path: the RQ-VAE file {path} is damaged (config or weights do not match): {e}") from e
@@ -342,3 +354,13 @@ def train_rqvae(
     vae.fit(x, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, verbose=verbose)
     vae.sample_ = shape[0] if rows is None else len(rows)
     return vae
+
+
+def _state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}:{v.dtype}:{tuple(v.shape)};".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()

@@ -268,7 +268,7 @@ pub const MAX_CROSS_BYTES: usize = 1 << 30;
 #[inline(always)]
 fn window(cb: &Codebooks, l: usize, rn: f32) -> f32 {
     let cn = cb.max_norm(l);
-    rounding(cb) * (2.0 * (rn * cn).sqrt() + cn)
+    rounding(cb) * (2.0 * (rn * cn).sqrt() + cn) + underflow(cb)
 }
 
 /// The same window for beam distances assembled from `x·c` and the cross tables: each of the
@@ -277,13 +277,21 @@ fn window(cb: &Codebooks, l: usize, rn: f32) -> f32 {
 fn beam_window(cb: &Codebooks, l: usize, xn: f32, rn: f32) -> f32 {
     let cn = cb.max_norm(l);
     let cross: f32 = (0..l).map(|m| 2.0 * (cb.max_norm(m) * cn).sqrt()).sum();
-    rounding(cb) * (2.0 * (xn * cn).sqrt() + cross + cn + rn)
+    rounding(cb) * (2.0 * (xn * cn).sqrt() + cross + cn + rn) + (l as f32 + 2.0) * underflow(cb)
 }
 
 /// Relative rounding allowance of a length-D f32 dot product (`√D` growth, with slack).
 #[inline(always)]
 fn rounding(cb: &Codebooks) -> f32 {
     U * (16.0 + 4.0 * (cb.dim() as f32).sqrt())
+}
+
+/// Absolute rounding allowance: a product that falls into f32's subnormal range keeps an
+/// absolute error of up to one subnormal step (2^-149), which no relative term covers (tiny
+/// inputs, e.g. embeddings scaled by 1e-22). A norm and a dot product: 2·D + 4 such steps.
+#[inline(always)]
+fn underflow(cb: &Codebooks) -> f32 {
+    (2.0 * cb.dim() as f32 + 4.0) * f32::from_bits(1)
 }
 
 /// The exact nearest codeword of level `l` to `r`, given `v[j] ≈ ||r - c_j||² - ||r||²`

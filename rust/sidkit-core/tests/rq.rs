@@ -110,6 +110,40 @@ fn greedy_matches_brute_force() {
     }
 }
 
+/// Inputs so small that their products underflow into f32's subnormal range: the rounding
+/// window's absolute term keeps greedy exact and beam never worse than greedy.
+#[test]
+fn tiny_magnitudes_keep_the_exact_nearest() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (d, k, n) = (64, 64, 300);
+    for scale in [1e-21f32, 1e-22, 1e-23] {
+        let x: Vec<f32> = normal(&mut rng, n * d).iter().map(|v| v * scale).collect();
+        let cbv: Vec<f32> = normal(&mut rng, 2 * k * d)
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        let cb = Codebooks::new(cbv, &[k, k], d).unwrap();
+        let greedy = encode(&cb, &x, 1).unwrap();
+        let beam = encode(&cb, &x, 4).unwrap();
+        for (i, refs) in greedy_ref(&cb, &x).iter().enumerate() {
+            let r: Vec<f64> = x[i * d..(i + 1) * d].iter().map(|&v| v as f64).collect();
+            let got = d2(&r, cb.codeword(0, greedy.codes[i * 2] as usize));
+            assert!(
+                got <= refs[0].1,
+                "scale {scale} row {i}: {got} > nearest {}",
+                refs[0].1
+            );
+            let row = &x[i * d..(i + 1) * d];
+            let b = residual_after(&cb, row, &beam.codes[i * 2..i * 2 + 2]);
+            let g = residual_after(&cb, row, &greedy.codes[i * 2..i * 2 + 2]);
+            assert!(
+                b <= g * (1.0 + 1e-6),
+                "scale {scale} row {i}: beam {b} > greedy {g}"
+            );
+        }
+    }
+}
+
 #[test]
 fn beam_never_worse_than_greedy_and_exhaustive_when_wide() {
     let mut rng = StdRng::seed_from_u64(11);
