@@ -828,6 +828,8 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
         label = "train TIGER" if m == "tiger" else "train SASRec"
         assert parts["timings_s"][label] == pytest.approx(sum(row["seconds"] for row in parts["curve"][m]))
         assert not (tmp_path / "parts" / f"{m}_state.pt").exists()  # removed once the run ended
+    # The total holds every invocation's training, not only the last invocation's.
+    assert parts["timings_s"]["total"] >= parts["timings_s"]["train TIGER"] + parts["timings_s"]["train SASRec"]
     # A finished run has nothing to resume (its states are gone: resuming would start over).
     assert main(["bench", "--out", out, "--resume", "--quiet"]) == 2
     assert "is complete (results.json); nothing to resume" in capsys.readouterr().err
@@ -855,3 +857,55 @@ def test_embedding_cache_follows_the_item_content(tmp_path):
     path.write_bytes(path.read_bytes()[:20])  # cut short
     with pytest.raises(ValueError, match="data.embeddings: the cached embeddings .* are damaged"):
         bench._embed(a, cfg, 0, cache, "cpu")
+
+
+def test_bench_guards_an_earlier_run_and_names_bad_settings(tmp_path, capsys):
+    write_chains(tmp_path, users=200)
+    over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}}
+    # --resume into a directory that holds no run (a typo) is an error, and creates nothing.
+    assert main(["bench", "--out", str(tmp_path / "typo"), "--resume", "--quiet"]) == 2
+    assert "resume: no run to resume in" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    # A new run that fails on its inputs leaves an earlier run in --out as it was.
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("results.json", "results.md", "tiger.pt", "config.toml"):
+        (old / name).write_text("earlier")
+    from sidkit.data import load_recbole
+
+    rng, n = np.random.default_rng(0), load_recbole(tmp_path, "chains").num_items
+    emb = rng.standard_normal((n, 8)).astype(np.float32)
+    emb[3, 2] = np.nan  # found by the SID quality report, after the SIDs (the user's own) resolve
+    np.save(tmp_path / "nan.npy", emb)
+    np.save(tmp_path / "codes.npy", rng.integers(0, 8, size=(n, 2)))
+    nan_run = {**over, "data": {**over["data"], "embeddings": str(tmp_path / "nan.npy")}}
+    nan_run["sid"] = {**over["sid"], "path": str(tmp_path / "codes.npy")}
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        bench.run(bench.load_config(None, nan_run), old)
+    assert sorted(p.name for p in old.iterdir()) == ["config.toml", "results.json", "results.md", "tiger.pt"]
+    assert all(p.read_text() == "earlier" for p in old.iterdir())
+    for bad in ("tf-idf", str(tmp_path / "missing.npy"), str(tmp_path / "x.npz")):
+        with pytest.raises(ValueError, match="data.embeddings: expected 'tfidf', 'text' or an existing .npy file"):
+            bench.run(bench.load_config(None, {**over, "data": {**over["data"], "embeddings": bad}}), old)
+    # The device may change on a resume only where it cannot change the computation.
+    saved = bench.merge(bench.DEFAULTS, {**over, "run": {"device": "cpu"}})
+    moved = bench.merge(saved, {"run": {"device": "cuda"}})
+    with pytest.raises(
+        ValueError, match="run.device: a resume may change the device .* only with train.amp 'on' or 'off'"
+    ):
+        bench.check_resumable(saved, moved, old)
+    fixed = bench.merge(saved, {"train": {"amp": "off"}})
+    bench.check_resumable(fixed, bench.merge(fixed, {"run": {"device": "cuda"}}), old)  # allowed
+    # A config survives a round trip through config.toml, any character included.
+    odd = bench.merge(saved, {"data": {"path": 'runs/\U0001f4e6 \u00e9"q"'}})
+    (tmp_path / "odd.toml").write_text(bench.to_toml(odd))
+    assert bench.load_config(tmp_path / "odd.toml")["data"]["path"] == 'runs/\U0001f4e6 \u00e9"q"'
+    # compare names an incomplete results.json instead of a traceback.
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "results.json").write_text(
+        json.dumps({"most_popular": {}, "config": {}, "dataset": {}, "sid": {}})
+    )
+    assert main(["compare", str(tmp_path / "half")]) == 2
+    assert "is not a complete sidkit bench results.json (missing ['timings_s'])" in capsys.readouterr().err
+    (tmp_path / "half" / "results.json").write_text("{")
+    assert main(["compare", str(tmp_path / "half")]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err

@@ -259,6 +259,27 @@ def test_add_to_reassign_table_keeps_existing_sids(fitted, rng):
     assert len(np.unique(grown.codes, axis=0)) == 3000
 
 
+def test_add_uses_the_tables_resolve_settings(rng):
+    # Crowded SIDs (3000 items, 512 SIDs of capacity 8): new items compete for free codes, so
+    # the move order decides who goes where.
+    x = rng.standard_normal((3000, 12)).astype(np.float32)
+    cb = sk.RQKMeans(3, 8, iters=5, verbose=False).fit(x)
+    codes = cb.encode(x)
+    base = sk.resolve(codes[:2000], "reassign", embeddings=x[:2000], codebooks=cb, capacity=8, candidates=50)
+    assert {k: base.report[k] for k in ("candidates", "order", "seed")} == {"candidates": 50, "order": "knn", "seed": 0}
+    new = {}
+    for order, seed in (("knn", 0), ("random", 1), ("random", 2)):
+        report = {**base.report, "order": order, "seed": seed}
+        t = sk.SidTable(base.item_ids, base.codes, base.sizes, capacity=8, method="reassign", report=report)
+        grown = t.add(np.arange(2000, 3000), codes[2000:], embeddings=x[2000:], codebooks=cb)
+        np.testing.assert_array_equal(grown.codes[:2000], base.codes)
+        assert np.unique(grown.codes, axis=0, return_counts=True)[1].max() <= 8
+        new[(order, seed)] = grown.codes[2000:]
+    # The same existing SIDs; the new items placed in the table's own move order and seed.
+    assert not np.array_equal(new[("random", 1)], new[("random", 2)])
+    assert not np.array_equal(new[("knn", 0)], new[("random", 1)])
+
+
 def test_add_rejects_existing_ids(collided):
     codes, ids = collided
     table = sk.resolve(codes, item_ids=ids)

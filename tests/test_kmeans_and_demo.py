@@ -289,6 +289,19 @@ def test_metrics_cli(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "collision rate, prefix depth 2" in out and "relative_error" in out and "level 1 perplexity" in out
+    # A SID table pairs rows with embeddings by item id (0..N-1 or 1..N), not by its row order.
+    codes = cb.encode(x)
+    n = len(codes)
+    for ids in (np.arange(n)[::-1], np.arange(1, n + 1)[::-1]):
+        sk.SidTable(ids, codes[ids - ids.min()], (16, 16), capacity=n).save(tmp_path / "t.npz")
+        assert (
+            main(["metrics", str(tmp_path / "x.npy"), str(tmp_path / "t.npz"), "--codebooks", str(tmp_path / "cb.npz")])
+            == 0
+        )
+        assert capsys.readouterr().out == out
+    sk.SidTable(np.arange(5, n + 5), codes, (16, 16), capacity=n).save(tmp_path / "t.npz")
+    assert main(["metrics", str(tmp_path / "x.npy"), str(tmp_path / "t.npz")]) == 2
+    assert "the SID table's item ids must be 0..N-1 or 1..N" in capsys.readouterr().err
 
 
 def test_metrics_cli_plot(tmp_path, capsys):

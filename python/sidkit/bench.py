@@ -86,7 +86,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_examples": 0,  # train on this many sampled sliding-window examples (0 = all)
         "valid_users": 2000,  # validation subset per epoch (0 = all)
         "test_users": 0,  # 0 = all test users
-        "invalid_users": 500,  # users decoded without constraints to count invalid SIDs
+        "invalid_users": 500,  # users decoded without constraints to count invalid SIDs (0 = all)
     },
     "sasrec": {
         "enabled": True,
@@ -241,7 +241,7 @@ def to_toml(cfg: dict[str, dict[str, Any]]) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return json.dumps(v)
+            return json.dumps(v, ensure_ascii=False)  # TOML takes no surrogate-pair escapes
         return repr(v)
 
     return "\n".join(f"[{s}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in sorted(cfg[s].items())) for s in cfg)
@@ -251,6 +251,12 @@ class _Timer:
     def __init__(self, log: Any) -> None:
         self.stages: dict[str, float] = {}
         self.log = log
+        self.earlier = 0.0  # training seconds of earlier invocations of a resumed run
+
+    def all_invocations(self, name: str, seconds: float) -> None:
+        """Stage ``name`` as the sum over every invocation (``seconds``), not only this one's."""
+        self.earlier += max(0.0, seconds - self.stages.get(name, 0.0))
+        self.stages[name] = round(seconds, 3)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -293,8 +299,8 @@ def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None, device: 
             with atomic_path(cache / key) as tmp, open(tmp, "wb") as f:
                 np.save(f, emb)
         return emb
-    emb = np.load(how)
-    if emb.ndim != 2 or len(emb) != ds.num_items:
+    emb = np.load(how, allow_pickle=False)
+    if not isinstance(emb, np.ndarray) or emb.ndim != 2 or len(emb) != ds.num_items:
         raise ValueError(f"data.embeddings: expected a ({ds.num_items}, D) array in {how}, got shape {emb.shape}")
     return np.ascontiguousarray(emb, dtype=np.float32)
 
@@ -499,7 +505,7 @@ def _tiger(
             ema=tr["ema"],
         )
     if resumed:  # the training time of all invocations, not only this one's
-        timer.stages["train TIGER"] = round(sum(row["seconds"] for row in curve), 3)
+        timer.all_invocations("train TIGER", sum(row["seconds"] for row in curve))
     with timer("evaluate TIGER"):
         t = time.perf_counter()
         ranked = model.recommend(test_ex.inputs, beam_width=tr["beam_width"], top_k=10)
@@ -544,6 +550,15 @@ def _check_init(init: Run, cfg: dict[str, dict[str, Any]], table: Any) -> None:
         raise ValueError(f"{where} has weights that do not fit this run's model: {e}") from None
 
 
+def _check_embeddings_setting(how: str) -> None:
+    """``data.embeddings``: "tfidf", "text" or an existing ``.npy`` file (checked before any work)."""
+    if how in ("tfidf", "text"):
+        return
+    p = Path(how)
+    if p.suffix.lower() != ".npy" or not p.is_file():
+        raise ValueError(f"data.embeddings: expected 'tfidf', 'text' or an existing .npy file, got {how!r}")
+
+
 def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, Any]], out: Path) -> None:
     """ValueError naming every setting where ``cfg`` differs from the config ``saved`` in the
     run directory ``out``, except those a resume may change (:data:`RESUMABLE`)."""
@@ -557,6 +572,13 @@ def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, A
         raise ValueError(
             f"resume: {out / 'config.toml'} holds a different config: {', '.join(diff)}; "
             "resume with the run's own config (sidkit bench --out DIR --resume) or start a new run"
+        )
+    before, now = saved.get("run", {}).get("device"), cfg["run"]["device"]
+    if before != now and (cfg["train"]["amp"] == "auto" or cfg["sid"]["method"] == "rqvae"):
+        # "auto" chose bfloat16 by the first run's device, and RQ-VAE codebooks depend on it.
+        raise ValueError(
+            f"run.device: a resume may change the device ({before!r} there, {now!r} here) only with "
+            "train.amp 'on' or 'off' (not 'auto') and RQ-KMeans SIDs; resume on the run's own device"
         )
 
 
@@ -587,8 +609,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     (``out/config.toml`` must hold the same config, apart from the settings in
     :data:`RESUMABLE`: ``run.device``, ``run.threads``, ``run.time_limit``, ``train.patience``
     and ``sasrec.patience``; a complete run is not resumed); without it, what an earlier run
-    left in ``out`` (:data:`RUN_FILES`) is removed once the device, the data and the SIDs have
-    loaded and been checked.
+    left in ``out`` (:data:`RUN_FILES`) is removed once the device, the data, the SIDs and
+    their quality report have loaded and been checked. A resume may change ``run.device``
+    only with ``train.amp`` "on"/"off" and RQ-KMeans SIDs.
     With ``run.time_limit`` > 0, raises :class:`sidkit.train.Paused` when the time ran out during training; the run
     directory then holds what a resume needs."""
     import torch
@@ -602,6 +625,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
 
     cfg = merge(DEFAULTS, cfg)  # every setting's type and range checked, whoever built the dict
     out = Path(out)
+    if resume and not (out / "config.toml").is_file():
+        raise ValueError(f"resume: no run to resume in {out} (no config.toml there); start it without --resume")
     out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
@@ -635,6 +660,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         if not (resume and states["tiger"].is_file()):
             init = load_run(cfg["train"]["init"])  # before anything in `out` changes
             _check_init(init, cfg, None)
+    _check_embeddings_setting(cfg["data"]["embeddings"])
+    if cfg["model"]["enabled"]:
+        import transformers  # noqa: F401  (TIGER's, imported before anything in `out` changes)
     timer = _Timer(log)
     with timer("load"):
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
@@ -659,6 +687,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         )
     if init is not None:
         _check_init(init, cfg, table)
+    with timer("sid metrics"):  # also checks the embeddings, before an earlier run's files go
+        base_sizes = table.sizes[:-1] if table.method == "suffix" else table.sizes
+        quality = report(space, codes, cb, sizes=base_sizes, sequences=[s - 1 for s in split.train], seed=seed)
     if not resume:  # a new run: nothing of an earlier one in `out` may mix with it
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -667,9 +698,6 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     table.save(out / "sids.npz")
     if cb is not None:
         cb.save(out / "codebooks.npz")
-    with timer("sid metrics"):
-        base_sizes = table.sizes[:-1] if table.method == "suffix" else table.sizes
-        quality = report(space, codes, cb, sizes=base_sizes, sequences=[s - 1 for s in split.train], seed=seed)
 
     tr = cfg["train"]
     amp = None if tr["amp"] == "auto" else tr["amp"] == "on"
@@ -727,11 +755,12 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
                 time_limit=time_left(),
             )
         if resumed:  # the training time of all invocations, not only this one's
-            timer.stages["train SASRec"] = round(sum(row["seconds"] for row in s_curve), 3)
+            timer.all_invocations("train SASRec", sum(row["seconds"] for row in s_curve))
         with timer("evaluate SASRec"):
             results["sasrec"] = ranking_metrics(sas.recommend(s_test.inputs, top_k=10), s_test.items, ks=(5, 10))
         results["curve"]["sasrec"] = s_curve
-    results["timings_s"] = {**timer.stages, "total": round(time.perf_counter() - t0, 3)}
+    # total: this invocation's wall time plus the training time of earlier ones (a resume)
+    results["timings_s"] = {**timer.stages, "total": round(time.perf_counter() - t0 + timer.earlier, 3)}
     results["config"] = cfg
     results["versions"] = _versions()
     results["hardware"] = _hardware(device)
@@ -1039,9 +1068,17 @@ def load_results(path: str | Path) -> dict[str, Any]:
         p = p / "results.json"
     if not p.is_file():
         raise FileNotFoundError(f"runs: no results.json at {p}")
-    r = json.loads(p.read_text())
-    if not isinstance(r, dict) or not {"most_popular", "config", "dataset", "sid"} <= set(r):
-        raise ValueError(f"runs: {p} is not a sidkit bench results.json")
+    try:
+        r = json.loads(p.read_text())
+    except ValueError as e:
+        raise ValueError(f"runs: {p} is not valid JSON ({e})") from None
+    need = {"most_popular", "config", "dataset", "sid", "timings_s"}
+    if not isinstance(r, dict) or not need <= set(r):
+        missing = sorted(need - set(r)) if isinstance(r, dict) else "everything"
+        raise ValueError(f"runs: {p} is not a complete sidkit bench results.json (missing {missing})")
+    for section, keys in (("config", ("data", "sid", "train")), ("sid", ("sizes",))):
+        if not isinstance(r[section], dict) or not set(keys) <= set(r[section]):
+            raise ValueError(f"runs: {p} is not a complete sidkit bench results.json ({section} lacks {keys})")
     return dict(r)
 
 

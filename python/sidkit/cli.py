@@ -473,7 +473,15 @@ def metrics_cmd(args: argparse.Namespace) -> int:
 
     _writable(("--plot", args.plot))
     emb = _load_embeddings(args.embeddings, "embeddings")
-    codes, _ = _load_codes(args.codes)
+    codes, ids = _load_codes(args.codes)
+    if ids is not None:  # a SID table: row i of the embeddings is item id i (0-based) or i + 1
+        base = int(ids.min()) if len(ids) else 0
+        if base not in (0, 1) or not np.array_equal(np.sort(ids), np.arange(base, base + len(ids))):
+            raise ValueError(
+                f"codes: the SID table's item ids must be 0..N-1 or 1..N (row i of the embeddings is "
+                f"item i or i + 1), got ids from {ids.min() if len(ids) else None} to {ids.max() if len(ids) else None}"
+            )
+        codes = codes[np.argsort(ids, kind="stable")]  # table rows in embedding-row order
     cb = sk.Codebooks.load(args.codebooks) if args.codebooks else None
     if cb is not None and codes.shape[1] < cb.levels:
         raise ValueError(f"codes: expected at least the codebooks' {cb.levels} levels, got {codes.shape[1]}")
@@ -826,7 +834,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("run", help="bench run directory (sidkit bench --out)")
     ev.add_argument("--split", choices=["test", "valid"], default="test")
     ev.add_argument("--beam", type=_at_least(1), help="beam width (default: the run's)")
-    ev.add_argument("--k", type=_at_least(1), nargs="+", default=[5, 10], help="cut-offs (each <= the beam width)")
+    ev.add_argument(
+        "--k",
+        type=_at_least(1),
+        nargs="+",
+        default=[5, 10],
+        help="cut-offs (past the beam width: the empty slots count as misses)",
+    )
     ev.add_argument(
         "--users", type=_at_least(0), help="0 = all users, n = a seeded sample (default: the run's own users)"
     )

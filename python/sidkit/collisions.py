@@ -188,7 +188,7 @@ def resolve(
             raise ValueError(f"embeddings: expected {len(c)} rows to match codes, got {len(x)}")
         ids = np.arange(len(c), dtype=np.int64) if ids is None else ids
         r = _native.reassign(codebooks.data, list(k), x, c, ids, capacity, candidates, order, seed)
-        report = _reassign_report(r, len(c))
+        report = {**_reassign_report(r, len(c)), "candidates": candidates, "order": order, "seed": seed}
         if report["unresolved"]:
             stuck = ids[r["unresolved"][:5]].tolist()
             raise ValueError(
@@ -429,8 +429,15 @@ class SidTable:
             x = np.concatenate([codebooks.decode(self.codes), x_new])
             fixed = np.concatenate([np.ones(len(self), bool), np.zeros(len(c), bool)])
             all_in = np.concatenate([self.codes, c])
+            # The settings the table was resolved with (FORGE's defaults for a table without them).
+            rep = self.report
+            candidates, order, seed = (
+                int(rep.get("candidates", 200)),
+                str(rep.get("order", "knn")),
+                int(rep.get("seed", 0)),
+            )
             r = _native.reassign(
-                codebooks.data, list(self.sizes), x, all_in, all_ids, self.capacity, 200, "knn", 0, fixed
+                codebooks.data, list(self.sizes), x, all_in, all_ids, self.capacity, candidates, order, seed, fixed
             )
             if len(r["unresolved"]):
                 raise ValueError(

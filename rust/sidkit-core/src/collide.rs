@@ -54,6 +54,11 @@ pub fn check_table(codes: &[u16], sizes: &[usize], item_ids: Option<&[i64]>) -> 
             format!("{k} at level {l}"),
         ));
     }
+    let rows = codes.len() / levels;
+    if rows >= u32::MAX as usize {
+        // Rows are indexed as u32 in the ranking, the moves and the trie.
+        return Err(Error::value("codes", "fewer than 2^32 - 1 rows", rows));
+    }
     if let Some(ids) = item_ids {
         if codes.len() != ids.len() * levels {
             return Err(Error::shape(
