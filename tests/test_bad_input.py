@@ -483,3 +483,51 @@ def test_outputs_too_large_are_errors_not_aborts():
     with pytest.raises(ValueError, match=r"beam: expected 1 \(greedy\) for these codebooks"):
         big.encode(np.ones((2, 1), np.float32), beam=2)
     assert big.encode(np.ones((2, 1), np.float32)).shape == (2, 2)
+
+
+def test_native_calls_with_caller_sized_or_aliased_buffers_are_errors():
+    """Zero-width prefixes of a huge row count, outputs K times their input, outputs that share
+    memory with another argument, bool bytes other than 0/1 and mismatched shapes: each is a
+    clear error or a right answer, never a panic, an abort or undefined behaviour."""
+    from sidkit import _native
+
+    t = _native.Trie(np.array([[0, 1], [1, 0]], np.uint16), [2, 2], np.array([5, 6]))
+    with pytest.raises((MemoryError, ValueError), match="prefixes"):
+        t.walk(np.zeros((2**61, 0), np.uint16))  # was a PanicException (capacity overflow)
+    assert t.walk(np.zeros((3, 0), np.uint16)).tolist() == [0, 0, 0]  # the root
+    one = _native.Trie(np.arange(65536, dtype=np.uint16)[:, None], [65536], np.arange(65536))
+    with pytest.raises((MemoryError, ValueError), match="node_ids"):
+        one.children(np.zeros(2**18, np.int64))  # 2**34 outputs (170 GB) from 2 MB of input
+    offsets, codes, ids = one.children(np.zeros(2, np.int64))
+    assert offsets.tolist() == [0, 65536, 131072] and codes[65535] == 65535 and ids[0] == 1
+
+    rng = np.random.default_rng(0)
+    xb = bytearray(rng.standard_normal(16).astype(np.float32).tobytes())
+    x = np.frombuffer(xb, np.float32).reshape(8, 2)
+    cents = x[:3].copy()
+    # Arrays over one Python buffer have different numpy bases: numpy's borrow check misses them.
+    buf = bytearray(32)
+    labels, err = np.frombuffer(buf, np.uint32), np.frombuffer(buf, np.float32)
+    with pytest.raises(ValueError, match="labels: expected an array that shares no memory with err"):
+        _native.assign_bounded(cents, x, labels, err, np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="err: expected an array that shares no memory with x"):
+        _native.assign_bounded(
+            cents, x, np.zeros(8, np.uint32), np.frombuffer(xb, np.float32, 8), np.zeros(8, np.float32)
+        )
+    searched = _native.assign_bounded(
+        cents, x, np.zeros(8, np.uint32), np.zeros(8, np.float32), np.zeros(8, np.float32)
+    )
+    assert searched == 8
+
+    cb = sk.Codebooks([np.array([[0.0], [1.0], [2.0]], np.float32)])
+    codes = np.zeros((4, 1), np.uint16)
+    xs = np.array([[0.0], [0.1], [0.2], [0.3]], np.float32)
+    ids = np.arange(4, dtype=np.int64)
+    for byte in (1, 2, 255):  # any non-zero byte means "fixed"
+        fixed = np.array([0, 0, 0, byte], np.uint8)
+        r = _native.reassign(cb.data, [3], xs, codes, ids, 1, 200, "knn", 0, fixed)
+        assert r["codes"][3, 0] == 0 and len(r["unresolved"]) == 1  # the fixed item keeps code 0
+    with pytest.raises(ValueError, match=r"x: expected shape \(4, 1\)"):
+        _native.reassign(cb.data, [3], xs.reshape(2, 2), codes, ids)
+    with pytest.raises(ValueError, match=r"codes: expected shape \(4, 1\)"):
+        _native.reassign(cb.data, [3], xs, np.zeros((2, 2), np.uint16), ids)

@@ -91,7 +91,7 @@ def reassign(
     candidates: int = 200,
     order: str = "knn",
     seed: int = 0,
-    fixed: npt.NDArray[np.bool_] | None = None,
+    fixed: npt.NDArray[np.uint8] | None = None,
 ) -> dict[str, Any]:
     """Fixed-length collision resolution: codes, moved, unresolved, added_error, groups, max_group, colliding_groups."""
 

@@ -427,7 +427,7 @@ class SidTable:
                 raise ValueError(f"embeddings: expected {len(c)} rows to match codes, got {len(x_new)}")
             # Existing rows are fixed: they are decoded back for a placeholder embedding.
             x = np.concatenate([codebooks.decode(self.codes), x_new])
-            fixed = np.concatenate([np.ones(len(self), bool), np.zeros(len(c), bool)])
+            fixed = np.concatenate([np.ones(len(self), np.uint8), np.zeros(len(c), np.uint8)])
             all_in = np.concatenate([self.codes, c])
             # The settings the table was resolved with (FORGE's defaults for a table without them).
             rep = self.report

@@ -649,6 +649,7 @@ impl<T: Probe> Ranked<T> {
         } else if keep < v.len() {
             v.select_nth_unstable_by(keep - 1, T::order);
             v.truncate(keep);
+            v.shrink_to_fit(); // a mover keeps `keep` candidates, not the whole codebook
         }
         let head = HEAD.min(v.len());
         if head > 0 && head < v.len() {
@@ -847,21 +848,23 @@ impl PrefixCtx<'_> {
             let xi = &self.x[i as usize * d..(i as usize + 1) * d];
             resid.extend(xi.iter().zip(&prefix).map(|(&a, &b)| a - b));
         }
-        let mut dist = Vec::new();
-        crate::rq::distances(cb, last, &resid, movers.len(), &mut dist);
+        // In blocks of movers, so the (movers, K) distance matrix stays within 64 MiB; each
+        // mover keeps only its `candidates` nearest codes.
         let take = self.candidates.min(k);
-        let mut cands: Vec<Ranked<(f32, u16)>> = resid
-            .chunks(d)
-            .zip(dist.chunks(k))
-            .map(|(r, v)| {
+        let block = ((16usize << 20) / k).max(1);
+        let (mut dist, mut cands) = (Vec::new(), Vec::with_capacity(movers.len()));
+        for rb in resid.chunks(block * d) {
+            crate::rq::distances(cb, last, rb, rb.len() / d, &mut dist);
+            cands.extend(rb.chunks(d).zip(dist.chunks(k)).map(|(r, v)| {
                 let rn = crate::kernels::sq_norm(r) as f32;
                 let row = v
                     .iter()
                     .enumerate()
                     .map(|(j, &e)| ((rn + e).max(0.0), j as u16));
                 Ranked::new(row.collect(), take)
-            })
-            .collect();
+            }));
+        }
+        let mut cands: Vec<Ranked<(f32, u16)>> = cands;
         let mut place = |m: usize, (dist, code): (f32, u16)| {
             if (taken[code as usize] as usize) >= self.capacity {
                 return false;

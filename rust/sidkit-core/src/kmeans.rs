@@ -233,11 +233,15 @@ pub fn kmeans_pp(
         .map(|p| crate::kernels::sq_dist(p, row(first)))
         .collect();
     let mut sums: Vec<f64> = d2.par_chunks(CHUNK).map(|c| c.iter().sum()).collect();
-    // Candidate distances, candidate-major: cand_d2[t * n + i].
+    // Candidate distances, chunk-major: the points of chunk c (from `base = c·CHUNK`, `len`
+    // of them) hold candidate t's distances at `cand_d2[base·trials + t·len ..][..len]`, and
+    // its chunk sum at `cand_sums[c·trials + t]`: each chunk's block is written in place by
+    // one worker (nothing else is allocated per draw).
     let trials = trials.min(draws - 1).max(1); // k = 1 draws no candidates
     let len = crate::alloc::elements::<f64>("trials", &[trials, n])?;
     let mut cand_d2 = crate::alloc::try_filled("trials", len, 0.0f64)?;
-    let mut cand_sums = crate::alloc::try_filled("trials", trials * sums.len(), 0.0f64)?;
+    let nchunks = sums.len();
+    let mut cand_sums = crate::alloc::try_filled("trials", trials * nchunks, 0.0f64)?;
     for draw in uniform[1..draws].chunks_exact(trials) {
         let total: f64 = sums.iter().sum();
         let cands: Vec<usize> = draw
@@ -252,41 +256,42 @@ pub fn kmeans_pp(
             })
             .collect();
         // One pass over the points computes every candidate's distances and chunk sums.
-        let nchunks = sums.len();
-        let mut per_chunk: Vec<(&[f64], &[f32], usize)> = Vec::with_capacity(nchunks);
-        for (ci, (dc, xc)) in d2.chunks(CHUNK).zip(x.chunks(CHUNK * d)).enumerate() {
-            per_chunk.push((dc, xc, ci));
-        }
-        let results: Vec<Vec<(Vec<f64>, f64)>> = per_chunk
-            .par_iter()
-            .map(|&(dc, xc, _)| {
-                cands
-                    .iter()
-                    .map(|&c| {
-                        let cd = min_dists(dc, xc, row(c));
-                        let s = cd.iter().sum();
-                        (cd, s)
-                    })
-                    .collect()
-            })
-            .collect();
-        for (ci, per_cand) in results.into_iter().enumerate() {
-            let base = ci * CHUNK;
-            for (t, (cd, s)) in per_cand.into_iter().enumerate() {
-                cand_d2[t * n + base..t * n + base + cd.len()].copy_from_slice(&cd);
-                cand_sums[t * nchunks + ci] = s;
-            }
-        }
+        cand_d2
+            .par_chunks_mut(CHUNK * trials)
+            .zip(cand_sums.par_chunks_mut(trials))
+            .zip(d2.par_chunks(CHUNK).zip(x.par_chunks(CHUNK * d)))
+            .for_each(|((block, chunk_sums), (dc, xc))| {
+                let m = dc.len();
+                for (t, &c) in cands.iter().enumerate() {
+                    let out = &mut block[t * m..(t + 1) * m];
+                    min_dists(out, dc, xc, row(c));
+                    chunk_sums[t] = out.iter().sum();
+                }
+            });
         let potential =
-            |t: usize| -> f64 { cand_sums[t * nchunks..(t + 1) * nchunks].iter().sum() };
+            |t: usize| -> f64 { (0..nchunks).map(|ci| cand_sums[ci * trials + t]).sum() };
         let best = (0..trials)
             .min_by(|&a, &b| potential(a).total_cmp(&potential(b)).then(a.cmp(&b)))
             .unwrap_or(0);
         chosen.push(cands[best]);
-        d2.copy_from_slice(&cand_d2[best * n..(best + 1) * n]);
-        sums.copy_from_slice(&cand_sums[best * nchunks..(best + 1) * nchunks]);
+        for (ci, dc) in d2.chunks_mut(CHUNK).enumerate() {
+            let (base, m) = (ci * CHUNK, dc.len());
+            dc.copy_from_slice(&cand_d2[base * trials + best * m..base * trials + (best + 1) * m]);
+            sums[ci] = cand_sums[ci * trials + best];
+        }
     }
     Ok(chosen)
+}
+
+/// `out_i = min(d2_i, ||x_i - c||²)` for the rows of one chunk.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn min_dists(out: &mut [f64], d2: &[f64], x: &[f32], c: &[f32]) {
+    for ((o, &v), p) in out.iter_mut().zip(d2).zip(x.chunks_exact(c.len())) {
+        *o = v.min(crate::kernels::sq_dist(p, c));
+    }
 }
 
 /// The point a D² draw lands on: `target` in [0, Σ d2), searched chunk sums first. Rounding
@@ -318,18 +323,6 @@ fn d2_sample(d2: &[f64], sums: &[f64], chunk: usize, mut target: f64) -> usize {
         .find(|&i| d2[i] > 0.0)
         .or_else(|| d2.iter().position(|&v| v > 0.0))
         .unwrap_or(pick)
-}
-
-/// `min(d2_i, ||x_i - c||²)` for the rows of one chunk.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn min_dists(d2: &[f64], x: &[f32], c: &[f32]) -> Vec<f64> {
-    d2.iter()
-        .zip(x.chunks_exact(c.len()))
-        .map(|(&v, p)| v.min(crate::kernels::sq_dist(p, c)))
-        .collect()
 }
 
 /// Nearest-centroid assignment with Hamerly's bounds (Hamerly, 2010), for Lloyd iterations.

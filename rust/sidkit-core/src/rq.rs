@@ -19,8 +19,11 @@ use crate::kernels::{self, sq_dist, sq_norm, sub_sq_norm};
 
 /// Rows of the distance GEMM per tile (the whole tile's residuals stay in L2 across levels).
 const TILE_ROWS: usize = 256;
-/// Items per tile in beam search (the GEMM runs over the items, not their beams).
+/// Items per tile in beam search (the GEMM runs over the items, not their beams), fewer when
+/// their scratch (`beam × (K + 2·D)` floats each) would pass [`BEAM_TILE_BYTES`].
 const BEAM_TILE_ITEMS: usize = 128;
+/// Scratch of one beam-search tile (per worker thread).
+const BEAM_TILE_BYTES: usize = 64 << 20;
 /// Largest beam width accepted; more than `K^(L-1)` beams never changes the result anyway.
 pub const MAX_BEAM: usize = 4096;
 /// Unit round-off of f32.
@@ -83,11 +86,24 @@ pub fn encode(cb: &Codebooks, x: &[f32], beam: usize) -> Result<Encoding> {
             |s, x, c, e| greedy_tile(s, cb, x, c, e),
         );
     } else {
+        // Each item holds `beam` residuals (now and next level) and `beam × K` distances.
+        let max_k = cb.sizes().iter().copied().max().unwrap_or(1);
+        let per_item = beam
+            .saturating_mul(max_k.saturating_add(2 * d))
+            .saturating_mul(std::mem::size_of::<f32>());
+        if per_item > MAX_CROSS_BYTES {
+            return Err(Error::value(
+                "beam",
+                format!("beam x (K + 2*D) x 4 bytes <= {MAX_CROSS_BYTES} of scratch per item"),
+                format!("beam {beam} with K = {max_k}, D = {d}"),
+            ));
+        }
+        let items = (BEAM_TILE_BYTES / per_item).clamp(1, BEAM_TILE_ITEMS);
         let cross = cross_tables(cb)?;
         tiles(
             &mut enc,
             x,
-            BEAM_TILE_ITEMS,
+            items,
             levels,
             d,
             || BeamScratch::new(beam, &cross),

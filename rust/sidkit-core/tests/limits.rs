@@ -78,3 +78,16 @@ fn a_beam_step_offset_that_overflows_is_an_error() {
     );
     s.step(&trie, &logp, 4, 2).unwrap();
 }
+
+#[test]
+fn a_beam_whose_scratch_per_item_passes_a_gib_is_refused() {
+    // 4,096 beams over a level of 65,536 codes: 1 GiB of distances for every item.
+    let sizes = [4096usize, 65_536];
+    let data: Vec<f32> = (0..sizes.iter().sum::<usize>())
+        .map(|i| (i % 89) as f32)
+        .collect();
+    let cb = Codebooks::new(data, &sizes, 1).unwrap();
+    let e = encode(&cb, &[1.0, 2.0], 4096).unwrap_err();
+    assert!(e.to_string().contains("scratch per item"), "{e}");
+    assert_eq!(arg(e), "beam");
+}

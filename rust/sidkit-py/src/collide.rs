@@ -97,7 +97,7 @@ pub fn reassign<'py>(
     candidates: usize,
     order: &str,
     seed: u64,
-    fixed: Option<PyReadonlyArray1<'py, bool>>,
+    fixed: Option<PyReadonlyArray1<'py, u8>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cb = codebooks(&data, &sizes)?;
     let order = match order {
@@ -110,14 +110,40 @@ pub fn reassign<'py>(
         }
     };
     let n = item_ids.shape()[0];
+    let (d, levels) = (data.shape()[1], sizes.len());
+    if x.shape() != [n, d] {
+        return Err(PyValueError::new_err(format!(
+            "x: expected shape ({n}, {d}) (item_ids, codebooks), got {:?}",
+            x.shape()
+        )));
+    }
+    if codes.shape() != [n, levels] {
+        return Err(PyValueError::new_err(format!(
+            "codes: expected shape ({n}, {levels}) (item_ids, sizes), got {:?}",
+            codes.shape()
+        )));
+    }
     let (xs, cs, ids) = (
         slice("x", &x)?,
         slice("codes", &codes)?,
         slice1("item_ids", &item_ids)?,
     );
-    let fixed = fixed.as_ref().map(|a| slice1("fixed", a)).transpose()?;
+    // Bytes, not numpy bools: a bool array's byte may hold any value, a Rust bool only 0 or 1.
+    let fixed: Option<Vec<bool>> = fixed
+        .as_ref()
+        .map(|a| slice1("fixed", a).map(|f| f.iter().map(|&b| b != 0).collect()))
+        .transpose()?;
     let r = pool::run(py, || {
-        collide::reassign(&cb, xs, cs, ids, capacity, candidates, order, fixed)
+        collide::reassign(
+            &cb,
+            xs,
+            cs,
+            ids,
+            capacity,
+            candidates,
+            order,
+            fixed.as_deref(),
+        )
     })?
     .map_err(CoreError)?;
     let out = PyDict::new(py);
@@ -231,8 +257,35 @@ pub fn assign_bounded<'py>(
     let ls = labels.as_slice_mut().map_err(|_| strided("labels"))?;
     let es = err.as_slice_mut().map_err(|_| strided("err"))?;
     let los = lower.as_slice_mut().map_err(|_| strided("lower"))?;
+    // Views of one buffer with different bases escape numpy's borrow tracking: the outputs
+    // may share memory neither with each other nor with an input.
+    let outs = [
+        ("labels", span(ls)),
+        ("err", span(es)),
+        ("lower", span(los)),
+    ];
+    let ins = [
+        ("centroids", span(cs)),
+        ("x", span(xs)),
+        ("previous", prev.map_or((0, 0), span)),
+    ];
+    for (i, &(a, ra)) in outs.iter().enumerate() {
+        for &(b, rb) in outs[i + 1..].iter().chain(&ins) {
+            if ra.0 < ra.1 && rb.0 < rb.1 && ra.0 < rb.1 && rb.0 < ra.1 {
+                return Err(PyValueError::new_err(format!(
+                    "{a}: expected an array that shares no memory with {b}, got one that does"
+                )));
+            }
+        }
+    }
     pool::run(py, || {
         sidkit_core::kmeans::assign_bounded(cs, xs, d, ls, es, los, prev)
     })?
     .map_err(|e| CoreError(e).into())
+}
+
+/// The byte range `[start, end)` a slice occupies (empty slices occupy nothing).
+fn span<T>(s: &[T]) -> (usize, usize) {
+    let start = s.as_ptr() as usize;
+    (start, start + std::mem::size_of_val(s))
 }

@@ -125,14 +125,18 @@ impl PyTrie {
         let rows = prefixes.shape()[0];
         let p = slice("prefixes", &prefixes)?;
         let trie = &self.inner;
+        if t == 0 {
+            // The empty prefix is the root. `rows` is a caller's shape (a zero-width array
+            // costs nothing to make): the output is allocated fallibly.
+            let len = elements::<i64>("prefixes", &[rows]).map_err(CoreError)?;
+            return Ok(try_filled("prefixes", len, 0i64)
+                .map_err(CoreError)?
+                .into_pyarray(py));
+        }
         let out: Vec<i64> = py.detach(|| {
-            if t == 0 {
-                vec![0; rows] // the empty prefix is the root
-            } else {
-                p.chunks(t)
-                    .map(|row| node_or_none(trie.walk(row)))
-                    .collect()
-            }
+            p.chunks(t)
+                .map(|row| node_or_none(trie.walk(row)))
+                .collect()
         });
         Ok(out.into_pyarray(py))
     }
@@ -189,7 +193,17 @@ impl PyTrie {
     )> {
         let nodes = self.nodes("node_ids", slice1("node_ids", &node_ids)?)?;
         let mut offsets = Vec::with_capacity(nodes.len() + 1);
-        let (mut codes, mut ids) = (Vec::new(), Vec::new());
+        // The output can be K times the input: counted first, then reserved fallibly.
+        let total: usize = nodes
+            .iter()
+            .filter(|&&v| v != NONE)
+            .map(|&v| self.inner.children(v).len())
+            .fold(0usize, usize::saturating_add);
+        let len = elements::<i64>("node_ids", &[total]).map_err(CoreError)?;
+        let mut codes: Vec<u16> = try_filled("node_ids", len, 0u16).map_err(CoreError)?;
+        let mut ids: Vec<i64> = try_filled("node_ids", len, 0i64).map_err(CoreError)?;
+        codes.clear();
+        ids.clear();
         offsets.push(0i64);
         for &v in &nodes {
             if v != NONE {
