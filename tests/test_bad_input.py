@@ -360,6 +360,12 @@ def test_set_num_threads_range():
         with pytest.raises(exc, match="n: expected"):
             sk.set_num_threads(bad)
     assert sk.get_num_threads() == before
+    from sidkit import _native
+
+    for bad in (0, 4097, 10**9):  # the native call too: a count no pool can start is refused
+        with pytest.raises(ValueError, match="n: expected 1..4096 threads"):
+            _native.set_num_threads(bad)
+    assert sk.get_num_threads() == before
 
 
 def test_sid_table_add_checks_embeddings_and_codebooks():

@@ -110,6 +110,22 @@ def test_resolve_cli_round_trip(tmp_path, capsys):
         == 2
     )
     assert "--embeddings, --codebooks" in capsys.readouterr().err
+    # A flag of the other method is refused, not ignored.
+    c_ = str(tmp_path / "codes.npy")
+    for flags, msg in (
+        (["--capacity", "2"], "--capacity: not a setting of --method suffix"),
+        (["--order", "random"], "--order: not a setting of --method suffix"),
+        (["--method", "reassign", "--max-suffix", "3"], "--max-suffix: not a setting of --method reassign"),
+        (["--codebooks", str(tmp_path / "cb.npz")], "--embeddings, --codebooks: expected both"),
+    ):
+        assert main(["resolve", c_, "--out", str(tmp_path / "f.npz"), *flags]) == 2
+        assert msg in capsys.readouterr().err
+    both = ["--embeddings", str(tmp_path / "x.npy"), "--codebooks", str(tmp_path / "cb.npz")]
+    assert (
+        main(["resolve", c_, "--out", str(tmp_path / "f.npz"), "--method", "reassign", "--capacity", "5000", *both])
+        == 0
+    )
+    assert sk.SidTable.load(tmp_path / "f.npz").capacity == 5000
 
 
 def test_cli_reports_import_errors_sidkit_raises(tmp_path, capsys, monkeypatch):

@@ -550,6 +550,11 @@ def _check_init(init: Run, cfg: dict[str, dict[str, Any]], table: Any) -> None:
         raise ValueError(f"{where} has weights that do not fit this run's model: {e}") from None
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
 def _check_embeddings_setting(how: str) -> None:
     """``data.embeddings``: "tfidf", "text" or an existing ``.npy`` file (checked before any work)."""
     if how in ("tfidf", "text"):
@@ -693,7 +698,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     if not resume:  # a new run: nothing of an earlier one in `out` may mix with it
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg))
+    _write_atomic(out / "config.toml", to_toml(cfg))
     # The SIDs are the run's first product: saved before training, read back by load_run.
     table.save(out / "sids.npz")
     if cb is not None:
@@ -764,8 +769,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     results["config"] = cfg
     results["versions"] = _versions()
     results["hardware"] = _hardware(device)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
-    (out / "results.md").write_text(markdown(results))
+    # results.json last: its presence marks the run complete (resume, load_run).
+    _write_atomic(out / "results.md", markdown(results))
+    _write_atomic(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
     for p in states.values():  # the run is complete: nothing left to resume
         p.unlink(missing_ok=True)
     try:

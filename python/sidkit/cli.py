@@ -144,7 +144,7 @@ def _train_demo(args: argparse.Namespace) -> None:
         bench.merge(bench.DEFAULTS, bench.SMALL),
         {
             "data": {"path": args.data, "dataset": args.dataset, "dim": args.dim},
-            "sid": {"levels": args.levels, "codebook_size": args.codebook_size},
+            "sid": {"levels": args.levels, "codebook_size": args.codebook_size, "iters": args.iters},
             "run": {"seed": args.seed, "threads": args.threads},
         },
     )
@@ -157,7 +157,7 @@ def _train_demo(args: argparse.Namespace) -> None:
     )
     r = bench.run(cfg, args.out, verbose=args.verbose)
     print(bench.markdown(r).split("\nPer-epoch curve:")[0])
-    print(f"wrote {args.out}/results.json, results.md, config.toml, curve.png, sids.npz and tiger.pt")
+    print(f"wrote {args.out}/" + ", ".join(_written(Path(args.out))))
     print(f"next items for a history: sidkit recommend {args.out} --history ITEM_ID ...")
 
 
@@ -523,16 +523,21 @@ def resolve_cmd(args: argparse.Namespace) -> int:
         if item_ids is not None:
             raise ValueError(f"--item-ids: expected none, {args.codes} has an 'item_id' column")
         item_ids = _load_npy(args.item_ids, "--item-ids", "(N,) integer item ids")
+    # A flag of the other method is an error, as `fit` has it, not silently ignored.
+    other = ("--capacity", "--order") if args.method == "suffix" else ("--max-suffix",)
+    given = [f for f in other if getattr(args, f[2:].replace("-", "_")) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not a setting of --method {args.method}")
     kwargs: dict[str, Any] = {}
-    if args.method == "reassign" or args.embeddings:
+    if args.method == "reassign" or args.embeddings or args.codebooks:
         if not (args.embeddings and args.codebooks):
-            raise ValueError("--embeddings, --codebooks: expected both (reassign needs them)")
+            raise ValueError("--embeddings, --codebooks: expected both (reassign needs them; suffix orders by them)")
         kwargs = {
             "embeddings": _load_embeddings(args.embeddings, "--embeddings"),
             "codebooks": sk.Codebooks.load(args.codebooks),
         }
     if args.method == "reassign":
-        kwargs.update(capacity=args.capacity, order=args.order)
+        kwargs.update(capacity=args.capacity or 1, order=args.order or "knn")
     elif args.max_suffix is not None:
         kwargs["max_suffix"] = args.max_suffix
     table = sk.resolve(codes, args.method, item_ids=item_ids, **kwargs)
@@ -597,11 +602,16 @@ def bench_cmd(args: argparse.Namespace) -> int:
         )
         return 3
     print(bench.markdown(r))
-    weights = [f"{m}.pt" for m in ("tiger", "sasrec") if m in r]
-    print(
-        f"wrote {Path(args.out) / 'results.json'}, results.md, config.toml, curve.png, sids.npz, " + ", ".join(weights)
-    )
+    print(f"wrote {Path(args.out)}/" + ", ".join(_written(Path(args.out))))
     return 0
+
+
+def _written(out: Path) -> list[str]:
+    """The files of a finished bench run that exist (curve.png needs matplotlib)."""
+    from sidkit import bench
+
+    names = ("results.json", "results.md", "config.toml", *bench.RUN_FILES)
+    return [n for n in dict.fromkeys(names) if (out / n).is_file()]
 
 
 def compare_cmd(args: argparse.Namespace) -> int:
@@ -747,8 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--item-ids", help=".npy of (N,) item ids (default 0..N-1, or the 'item_id' column)")
     r.add_argument("--embeddings", help=".npy of (N, D) embeddings (orders groups; needed by reassign)")
     r.add_argument("--codebooks", help="codebooks file from Codebooks.save (needed by reassign)")
-    r.add_argument("--capacity", type=_at_least(1), default=1, help="reassign: items allowed per SID")
-    r.add_argument("--order", choices=["knn", "random"], default="knn", help="reassign: move order")
+    r.add_argument("--capacity", type=_at_least(1), help="reassign: items allowed per SID (default 1)")
+    r.add_argument("--order", choices=["knn", "random"], help="reassign: move order (default knn)")
     r.add_argument("--max-suffix", type=_at_least(1), help="suffix: fail if a group needs more suffix values")
     m = sub.add_parser("metrics", help="SID quality report: embeddings + codes (+ codebooks, + sequences)")
     m.add_argument("embeddings", help=".npy of (N, D) item embeddings")

@@ -593,8 +593,9 @@ def leave_one_out(sequences: list[np.ndarray], max_history: int = 20) -> Split:
 
 
 def most_popular(train: list[np.ndarray], k: int = 10) -> np.ndarray:
-    """The ``k`` most frequent items of the training sequences (ties → lower id): the
-    most-popular baseline every generative recommender must clearly beat."""
+    """The ``k`` most frequent items of the training sequences (ties → lower id; fewer than
+    ``k`` when the sequences hold fewer distinct items): the most-popular baseline every
+    generative recommender must clearly beat."""
     k = as_int(k, "k", 1)
     items = np.concatenate(train) if train else np.zeros(0, np.int64)
     ids, counts = np.unique(items, return_counts=True)

@@ -483,7 +483,7 @@ pub fn reassign(
 ) -> Result<Reassigned> {
     let (d, levels, sizes) = (cb.dim(), cb.levels(), cb.sizes());
     let n = item_ids.len();
-    if x.len() != n * d {
+    if n.checked_mul(d) != Some(x.len()) {
         return Err(Error::shape(
             "embeddings",
             format!("({n}, {d})"),

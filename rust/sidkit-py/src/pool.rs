@@ -11,6 +11,8 @@ use pyo3::prelude::*;
 use rayon::ThreadPool;
 
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+/// The most threads `set_num_threads` takes (as the Python wrapper).
+const MAX_THREADS: usize = 4096;
 static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
 
 fn configured_threads() -> PyResult<usize> {
@@ -65,18 +67,26 @@ pub fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, f: F) -> PyResult<T
 /// Sets the number of threads sidkit uses (results do not depend on it).
 #[pyfunction]
 pub fn set_num_threads(n: usize) -> PyResult<()> {
-    if n == 0 {
-        return Err(PyValueError::new_err(
-            "n: expected a positive number of threads, got 0",
-        ));
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(PyValueError::new_err(format!(
+            "n: expected 1..{MAX_THREADS} threads, got {n}"
+        )));
     }
     REQUESTED.store(n, Ordering::Relaxed);
     let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
     if guard
         .as_ref()
-        .is_some_and(|(_, p)| p.current_num_threads() != n)
+        .is_some_and(|(owner, p)| *owner != pid || p.current_num_threads() != n)
     {
-        *guard = None;
+        if let Some((owner, stale)) = guard.take() {
+            if owner == pid {
+                drop(stale);
+            } else {
+                // Inherited through fork: its worker threads do not exist here (see `pool`).
+                std::mem::forget(stale);
+            }
+        }
     }
     Ok(())
 }
