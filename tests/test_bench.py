@@ -808,14 +808,16 @@ def test_bench_pauses_on_its_time_limit_and_resumes_to_the_same_results(tmp_path
     assert "train.epochs (3 there, 4 here)" in capsys.readouterr().err
     assert main(["bench", "--out", out, "--resume", "--ema", "0.5", "--quiet"]) == 2
     assert f"train.ema ({ema} there, 0.5 here)" in capsys.readouterr().err
-    calls = 1
+    calls, tiger_kept = 1, 0
     while True:
         calls += 1
         # A resume may change the patience (when early stopping gives up), not what is computed.
         more = ["--patience", "7"] if calls == 2 else []
         if (code := main(["bench", "--out", out, "--resume", "--time-limit", "0.001", "--quiet", *more])) != 3:
             break
-    assert code == 0
+        # Once TIGER is done, its results wait for SASRec's resumes (not trained or decoded again).
+        tiger_kept += (tmp_path / "parts" / "tiger_results.json").is_file()
+    assert code == 0 and tiger_kept == 2 and not (tmp_path / "parts" / "tiger_results.json").exists()
     # TIGER epochs 2, 3 and its evaluation; then SASRec one epoch per call.
     assert calls == 3 + 3 - 1
     parts = bench.load_results(out)

@@ -591,6 +591,7 @@ def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, A
 RUN_FILES = (
     "tiger_state.pt",
     "sasrec_state.pt",
+    "tiger_results.json",
     "results.json",
     "results.md",
     "tiger.pt",
@@ -729,10 +730,23 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
             "quality": quality,
         },
     }
-    if cfg["model"]["enabled"]:
+    tiger_done = out / "tiger_results.json"  # TIGER's results while SASRec still trains
+    if cfg["model"]["enabled"] and resume and tiger_done.is_file():
+        # An earlier invocation finished TIGER (training and evaluation): not done again.
+        saved_tiger = json.loads(tiger_done.read_text())
+        results["tiger"], results["curve"]["tiger"] = saved_tiger["metrics"], saved_tiger["curve"]
+        timer.stages.update(saved_tiger["timings_s"])
+        timer.earlier += sum(saved_tiger["timings_s"].values())
+        log(f"[TIGER] done in an earlier invocation ({tiger_done.name})")
+    elif cfg["model"]["enabled"]:
+        before = dict(timer.stages)
         results["tiger"], results["curve"]["tiger"] = _tiger(
             cfg, table, split, vi, ti, out, timer, log, verbose, states["tiger"], time_left(), init
         )
+        if cfg["sasrec"]["enabled"]:  # a pause during SASRec resumes without redoing TIGER
+            stages = {k: v for k, v in timer.stages.items() if k not in before}
+            done = {"metrics": results["tiger"], "curve": results["curve"]["tiger"], "timings_s": stages}
+            _write_atomic(tiger_done, json.dumps(done, default=_jsonable))
     sc = cfg["sasrec"]
     if sc["enabled"]:
         sas = SASRec(ds.num_items, sc["max_len"], sc["d_model"], sc["num_layers"], dropout=sc["dropout"], seed=seed)
@@ -772,7 +786,7 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     # results.json last: its presence marks the run complete (resume, load_run).
     _write_atomic(out / "results.md", markdown(results))
     _write_atomic(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
-    for p in states.values():  # the run is complete: nothing left to resume
+    for p in (*states.values(), tiger_done):  # the run is complete: nothing left to resume
         p.unlink(missing_ok=True)
     try:
         if results["curve"]:
