@@ -15,6 +15,10 @@ SIDs, beam 20, top 10) five ways, measured side by side in one process:
   user, its cache expanded to the beams, cross-attention keys/values never reordered;
 - ``TIGER.recommend()``: the same with its default CPU batch of ~1,024 beams.
 
+Every way gets the same batches: users sorted by history length, ``--peer-batch`` of them at a
+time (default: ``TIGER.recommend()``'s own CPU batch, 1,024 // beam), each batch without its
+all-padding columns, as ``TIGER.recommend`` prepares them; the speed-ups measure decoding only.
+
 Reports users/s, the ratio to each peer, and how often the peers' top-1 item agrees with
 sidkit's (Hugging Face's beam search keeps 2 x beams candidates per step, so its beams can
 differ slightly; both only return valid items).
@@ -40,12 +44,14 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="skip the slow dict-trie peer")
     p.add_argument("--repeat", type=int, default=2, help="runs of each way, interleaved; the best counts")
+    p.add_argument("--peer-batch", type=int, help="users per batch of the peers (default: 1024 // beam)")
     args = p.parse_args()
     import torch
     from sidkit import bench
     from sidkit.data import leave_one_out, load_dataset
     from sidkit.hf import SidLogitsProcessor
     from sidkit.models.tiger import TIGER, make_examples
+    from sidkit.train import trim_left_padding
     from transformers import LogitsProcessorList
 
     torch.set_num_threads(args.threads)
@@ -71,25 +77,37 @@ def main() -> int:
     )
     inputs, tm, trie, beam = ex.inputs, model.token_map, model.trie, args.beam
     t5 = model.t5
+    peer_batch = args.peer_batch or max(1, 1024 // beam)
+    # The batches TIGER.recommend makes: by history length, all-padding columns dropped.
+    order = np.argsort((inputs != 0).sum(1), kind="stable")
+    batches = [
+        (rows, torch.as_tensor(trim_left_padding(inputs[rows])))
+        for rows in (order[s : s + peer_batch] for s in range(0, len(inputs), peer_batch))
+    ]
 
-    def hf(extra: dict, batch: int = 256) -> np.ndarray:
-        out = []
+    def per_batch(decode) -> np.ndarray:  # top-1 item per user, in input order
+        out = np.full(len(inputs), -1, dtype=np.int64)
         with torch.no_grad():
-            for s in range(0, len(inputs), batch):
-                x = torch.as_tensor(inputs[s : s + batch])
-                seqs = t5.generate(
-                    x,
-                    attention_mask=x != 0,
-                    num_beams=beam,
-                    num_return_sequences=1,
-                    max_new_tokens=trie.depth,
-                    min_new_tokens=trie.depth,
-                    do_sample=False,
-                    eos_token_id=None,
-                    **extra,
-                )
-                out.append(table.items(tm.to_codes(seqs[:, 1:].numpy())))
-        return np.concatenate(out)
+            for rows, x in batches:
+                out[rows] = decode(x)
+        return out
+
+    def hf(extra: dict) -> np.ndarray:
+        def decode(x):
+            seqs = t5.generate(
+                x,
+                attention_mask=x != 0,
+                num_beams=beam,
+                num_return_sequences=1,
+                max_new_tokens=trie.depth,
+                min_new_tokens=trie.depth,
+                do_sample=False,
+                eos_token_id=None,
+                **extra,
+            )
+            return table.items(tm.to_codes(seqs[:, 1:].numpy()))
+
+        return per_batch(decode)
 
     d: dict = {}
     for row in tm.to_tokens(table.codes).tolist():
@@ -103,17 +121,16 @@ def main() -> int:
             node = node.get(tok, {})
         return list(node.keys()) or [0]
 
-    def plain_cache(batch: int = 256) -> np.ndarray:
+    def plain_cache() -> np.ndarray:
         """sidkit.generate with a plain Hugging Face cache (the pre-session-10 TIGER.recommend)."""
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(inputs), batch):
-                x = torch.as_tensor(inputs[s : s + batch])
-                enc = t5.get_encoder()(input_ids=x, attention_mask=x != 0).last_hidden_state
-                step = plain_cache_step(t5, enc.repeat_interleave(beam, 0), (x != 0).repeat_interleave(beam, 0))
-                items, _, _ = sk.generate(step, trie, len(x), beam, top_k=1, token_map=tm)
-                out.append(items[:, 0])
-        return np.concatenate(out)
+
+        def decode(x):
+            enc = t5.get_encoder()(input_ids=x, attention_mask=x != 0).last_hidden_state
+            step = plain_cache_step(t5, enc.repeat_interleave(beam, 0), (x != 0).repeat_interleave(beam, 0))
+            items, _, _ = sk.generate(step, trie, len(x), beam, top_k=1, token_map=tm)
+            return items[:, 0]
+
+        return per_batch(decode)
 
     ways = [
         (
@@ -140,7 +157,10 @@ def main() -> int:
         print(f"  {name}: {len(inputs) / times[name]:.0f} users/s", file=sys.stderr)
     ours = times["TIGER.recommend()"]
     ref = top1["TIGER.recommend()"]
-    print(f"\n#### TIGER decoding, {len(inputs):,} Beauty test users, beam {beam}, threads {args.threads}\n")
+    print(
+        f"\n#### TIGER decoding, {len(inputs):,} Beauty test users, beam {beam}, threads {args.threads}, "
+        f"peers' batch {peer_batch} users (length-sorted, trimmed)\n"
+    )
     print("| decoder | users/s | TIGER.recommend() speed-up | top-1 = sidkit's |")
     print("|---|---:|---:|---:|")
     for name, _ in ways:
