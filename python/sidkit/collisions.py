@@ -8,8 +8,9 @@
 - ``"reassign"`` (fixed length; FORGE's KNN post-processing, LC-Rec's uniform mapping): keep the
   ``capacity`` items of each SID closest to its reconstruction and move every other item to the
   nearest last-level code under the same prefix with room, cheapest move first; an item whose
-  ``candidates`` nearest codes are all full then tries the rest of its prefix's codes and the
-  other codes of the level above, nearest first, in row order.
+  ``candidates`` nearest codes are all full then takes, in row order, the cheaper of the
+  nearest free code of its prefix past them and the nearest free code under the first other
+  code of the level above (nearest first) with room.
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ def resolve(
         capacity: ``"reassign"`` only: items allowed per SID (FORGE uses 5).
         order: ``"reassign"``: ``"knn"`` (global greedy by added error) or ``"random"``.
         candidates: ``"reassign"``: nearest last-level codes each item tries in the
-            cheapest-move-first pass (FORGE: 200); an item none of them has room for goes on
-            to the rest of its prefix, then to the other codes of the level above.
+            cheapest-move-first pass (FORGE: 200); an item none of them has room for takes
+            the cheaper of the rest of its prefix and the first other prefix with room.
         seed: seed of ``order="random"``.
 
     Returns:

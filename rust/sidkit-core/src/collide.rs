@@ -575,6 +575,7 @@ pub fn reassign(
             x,
             cost: &cost,
             capacity,
+            skip: candidates,
             block: Escalation::block_for(sizes),
         };
         unresolved = esc.run(&mut out, &unresolved, &mut moved, &mut added);
@@ -589,27 +590,31 @@ pub fn reassign(
     })
 }
 
-/// Escalation of the items whose `candidates` nearest codes had no room: in row order, each
-/// item tries the codes of the level above the last (nearest first, its own included, so the
-/// rest of its own prefix's codes come first when its own code is the nearest, as after a
-/// greedy encode), each with every last-level code (nearest first), and takes the first tuple
-/// with room. The searches (the alternatives'
-/// order and the last-level order under the first) are planned in parallel for blocks of
-/// items; only the placement, which must see earlier placements, runs in row order, so the
-/// result is that of the one-item-at-a-time loop.
+/// Escalation of the items whose `candidates` nearest codes had no room. In row order, each
+/// item finds two places: the nearest free last-level code under its own prefix past those
+/// `candidates` (in exact distance order), and the nearest free one under the first other code of the level above
+/// (nearest first) that has room; it takes the cheaper of the two (ties: its own prefix).
+/// Both are measured as the same squared reconstruction error. The searches (the
+/// alternatives' order and the last-level orders under its own code and the first other one)
+/// are planned in parallel for blocks of items; only the placement, which must see earlier
+/// placements, runs in row order, so the result is that of the one-item-at-a-time loop.
 struct Escalation<'a> {
     cb: &'a crate::Codebooks<'a>,
     x: &'a [f32],
     cost: &'a [f32],
     capacity: usize,
+    /// Codes of its own prefix an item skips, nearest first: the `candidates` it already tried.
+    skip: usize,
     /// Items planned at once, in parallel.
     block: usize,
 }
 
 /// One stuck item's search: the alternative codes of the level above in probe order, and the
-/// last-level codes under the first of them in probe order (with their squared distances).
+/// last-level codes (with their squared distances) in probe order under its own code and
+/// under the first other one.
 struct Plan {
     alts: Ranked<(f64, usize)>,
+    own: Ranked<(f64, usize)>,
     first: Option<Ranked<(f64, usize)>>,
 }
 
@@ -713,10 +718,32 @@ impl Escalation<'_> {
             };
             for (&row, plan) in block.iter().zip(&mut plans) {
                 let i = row as usize;
-                let mut placed = false;
+                let own = out[i * levels + up] as usize;
+                let mut has_room = |a: usize, j: usize| {
+                    tuple.copy_from_slice(&out[i * levels..(i + 1) * levels]);
+                    tuple[up] = a as u16;
+                    tuple[last] = j as u16;
+                    // A probe inserts nothing: only a placement adds to the map.
+                    (taken.get(&pack_row(&tuple, &bits)).copied().unwrap_or(0) as usize)
+                        < self.capacity
+                };
+                // The nearest free code under its own prefix...
+                let mut pick: Option<(f64, usize, usize)> = None;
+                let mut q = self.skip;
+                while let Some((dist, j)) = plan.own.get(q) {
+                    q += 1;
+                    if has_room(own, j) {
+                        pick = Some((dist, own, j));
+                        break;
+                    }
+                }
+                // ... against the nearest free one under the first other prefix with room.
                 let (mut p, mut alt) = (0, 0);
                 'alts: while let Some((_, a)) = plan.alts.get(p) {
                     p += 1;
+                    if a == own {
+                        continue;
+                    }
                     let mut later;
                     let list = match (alt, plan.first.as_mut()) {
                         (0, Some(first)) => first,
@@ -729,22 +756,25 @@ impl Escalation<'_> {
                     let mut q = 0;
                     while let Some((dist, j)) = list.get(q) {
                         q += 1;
-                        tuple.copy_from_slice(&out[i * levels..(i + 1) * levels]);
-                        tuple[up] = a as u16;
-                        tuple[last] = j as u16;
-                        let count = taken.entry(pack_row(&tuple, &bits)).or_insert(0);
-                        if (*count as usize) < self.capacity {
-                            *count += 1;
-                            out[i * levels..(i + 1) * levels].copy_from_slice(&tuple);
-                            moved.push(row);
-                            *added += dist - self.cost[i] as f64;
-                            placed = true;
+                        if has_room(a, j) {
+                            if pick.is_none_or(|(d, _, _)| dist < d) {
+                                pick = Some((dist, a, j));
+                            }
                             break 'alts;
                         }
                     }
                 }
-                if !placed {
-                    still.push(row);
+                match pick {
+                    Some((dist, a, j)) => {
+                        tuple.copy_from_slice(&out[i * levels..(i + 1) * levels]);
+                        tuple[up] = a as u16;
+                        tuple[last] = j as u16;
+                        *taken.entry(pack_row(&tuple, &bits)).or_insert(0) += 1;
+                        out[i * levels..(i + 1) * levels].copy_from_slice(&tuple);
+                        moved.push(row);
+                        *added += dist - self.cost[i] as f64;
+                    }
+                    None => still.push(row),
                 }
             }
         }
@@ -784,9 +814,19 @@ impl Escalation<'_> {
         let levels = self.cb.levels();
         let up = levels - 2;
         let base = self.base(out, i);
+        let own = out[i * levels + up] as usize;
         let mut alts = self.ranked(&base, up);
-        let first = alts.get(0).map(|(_, a)| self.last_level(&base, a));
-        Plan { alts, first }
+        let first = (0..)
+            .map_while(|p| alts.get(p))
+            .find(|&(_, a)| a != own)
+            .map(|(_, a)| self.last_level(&base, a));
+        let mut own_codes = self.last_level(&base, own);
+        own_codes.get(self.skip); // sorted up to where the placement starts, here in parallel
+        Plan {
+            own: own_codes,
+            alts,
+            first,
+        }
     }
 }
 
@@ -988,32 +1028,55 @@ mod tests {
                 let c = e.cb.codeword(l, out[i * levels + l] as usize);
                 base.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
             }
-            let alts = sorted(&base, up).into_iter().map(|(_, a)| a);
-            let mut placed = false;
-            'alts: for (p, a) in alts.enumerate() {
+            let own = out[i * levels + up] as usize;
+            let under = |a: usize| {
                 let r: Vec<f32> = base
                     .iter()
                     .zip(e.cb.codeword(up, a))
                     .map(|(&p, &q)| p - q)
                     .collect();
-                for (q, (dist, j)) in sorted(&r, last).into_iter().enumerate() {
-                    let mut tuple = out[i * levels..(i + 1) * levels].to_vec();
-                    tuple[up] = a as u16;
-                    tuple[last] = j as u16;
-                    let count = taken.entry(tuple.clone()).or_insert(0);
-                    if *count < e.capacity {
-                        *count += 1;
-                        out[i * levels..(i + 1) * levels].copy_from_slice(&tuple);
-                        moved.push(row);
-                        *added += dist - e.cost[i] as f64;
-                        placed = true;
-                        deepest = (deepest.0.max(p), deepest.1.max(q));
-                        break 'alts;
-                    }
+                sorted(&r, last)
+            };
+            let tuple_of = |a: usize, j: usize| {
+                let mut t = out[i * levels..(i + 1) * levels].to_vec();
+                t[up] = a as u16;
+                t[last] = j as u16;
+                t
+            };
+            let free = |t: &Vec<u16>| taken.get(t).copied().unwrap_or(0) < e.capacity;
+            // Its own prefix's nearest free code, and the first other prefix's with room.
+            let mine = under(own)
+                .into_iter()
+                .enumerate()
+                .skip(e.skip)
+                .find(|&(_, (_, j))| free(&tuple_of(own, j)))
+                .map(|(q, (dist, j))| (dist, own, j, (0, q)));
+            let other = sorted(&base, up)
+                .into_iter()
+                .map(|(_, a)| a)
+                .filter(|&a| a != own)
+                .enumerate()
+                .find_map(|(p, a)| {
+                    under(a)
+                        .into_iter()
+                        .enumerate()
+                        .find(|&(_, (_, j))| free(&tuple_of(a, j)))
+                        .map(|(q, (dist, j))| (dist, a, j, (p, q)))
+                });
+            let pick = match (mine, other) {
+                (Some(m), Some(o)) => Some(if o.0 < m.0 { o } else { m }),
+                (m, o) => m.or(o),
+            };
+            match pick {
+                Some((dist, a, j, depth)) => {
+                    let t = tuple_of(a, j);
+                    *taken.entry(t.clone()).or_insert(0) += 1;
+                    out[i * levels..(i + 1) * levels].copy_from_slice(&t);
+                    moved.push(row);
+                    *added += dist - e.cost[i] as f64;
+                    deepest = (deepest.0.max(depth.0), deepest.1.max(depth.1));
                 }
-            }
-            if !placed {
-                still.push(row);
+                None => still.push(row),
             }
         }
         (still, deepest)
@@ -1060,7 +1123,8 @@ mod tests {
                 x: &x,
                 cost: &cost,
                 capacity,
-                block: 64, // several blocks in every case
+                skip: 1 + sizes.len() % 2, // its own prefix past its first 1 or 2 codes
+                block: 64,                 // several blocks in every case
             };
             let (mut out_a, mut moved_a, mut added_a) = (codes.clone(), Vec::new(), 0.0);
             let still_a = e.run(&mut out_a, &unresolved, &mut moved_a, &mut added_a);
