@@ -476,6 +476,9 @@ def test_sasrec_recommend_names_bad_inputs():
     top = m.recommend(torch.as_tensor(good), top_k=7)
     assert top.shape == (2, 7) and (top[:, 5:] == -1).all() and sorted(top[0, :5]) == [1, 2, 3, 4, 5]
     np.testing.assert_array_equal(m.recommend(good.astype(np.uint8), top_k=7), top)
+    # A history wider than max_len (4) keeps its last 4 columns, as the examples do.
+    wide = np.array([[5, 4, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(m.recommend(wide, top_k=5), m.recommend(wide[:, -4:], top_k=5))
 
 
 def test_outputs_too_large_are_errors_not_aborts():

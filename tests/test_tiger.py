@@ -315,3 +315,27 @@ def test_tiger_trains_and_decodes_on_cuda():
     on_cpu = model.to("cpu").recommend(test.inputs, beam_width=10, top_k=10)
     assert (on_gpu[:, 0] == on_cpu[:, 0]).mean() > 0.95  # float near-ties aside, the same best item
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(on_gpu, on_cpu, strict=True)]) > 0.95
+
+
+def test_recommend_restores_the_mode_and_make_examples_checks_users():
+    from sidkit.models.tiger import TIGER, make_examples
+
+    table = sk.SidTable([1, 2, 3], [[0, 1], [1, 0], [1, 1]], (2, 2))
+    model = TIGER(table, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32, user_buckets=4)
+    tm = model.token_map
+    model.train()
+    ex = make_examples([np.array([1, 2])], [3], table, tm, users=[7], user_buckets=4)
+    model.recommend(ex.inputs, beam_width=2, top_k=2)
+    assert model.training  # put back as found (a training loop calling it keeps training)
+    model.eval()
+    model.recommend(ex.inputs, beam_width=2, top_k=2)
+    assert not model.training
+    for users, exc, msg in (
+        ([1.7], TypeError, "users: expected integer user ids"),
+        ([True], TypeError, "users: expected integer user ids"),
+        ([1, 2], ValueError, r"users: expected 1 users \(one per history\), got shape \(2,\)"),
+    ):
+        with pytest.raises(exc, match=msg):
+            make_examples([np.array([1, 2])], [3], table, tm, users=users, user_buckets=4)
+    with pytest.raises(ValueError, match="users: given, but user_buckets = 0"):
+        make_examples([np.array([1, 2])], [3], table, tm, users=[1])

@@ -18,6 +18,7 @@ from torch import nn
 
 from .._arrays import as_int, to_numpy
 from ._dropout import use_fast_dropout
+from ._eval import evaluates
 
 
 @dataclass
@@ -148,7 +149,8 @@ class SASRec(nn.Module):
         return nn.functional.cross_entropy(logits, targets[keep] - 1)
 
     def _inputs(self, inputs: Any) -> np.ndarray:
-        """``inputs`` checked: (B, T) integer item ids in [0, num_items] (0 = padding), as int64."""
+        """``inputs`` checked: (B, T) integer item ids in [0, num_items] (0 = padding), as int64;
+        a history wider than ``max_len`` keeps its last ``max_len`` columns (as the examples do)."""
         arr = np.asarray(to_numpy(inputs, "inputs"))
         if arr.dtype.kind not in "iu":
             raise TypeError(f"inputs: expected integer item ids, got dtype {arr.dtype}")
@@ -157,7 +159,7 @@ class SASRec(nn.Module):
         if arr.size and (arr.min() < 0 or arr.max() > self.num_items):
             bad = int(arr.min() if arr.min() < 0 else arr.max())
             raise ValueError(f"inputs: expected item ids in [0, {self.num_items}] (0 = padding), got {bad}")
-        return arr.astype(np.int64, copy=False)
+        return arr[:, -self.max_len :].astype(np.int64, copy=False)
 
     @torch.no_grad()
     def scores(self, inputs: Any) -> torch.Tensor:
@@ -167,11 +169,11 @@ class SASRec(nn.Module):
         return self.hidden(torch.as_tensor(arr, device=self.items.weight.device))[:, -1] @ self.items.weight[1:].T
 
     @torch.no_grad()
+    @evaluates
     def recommend(self, inputs: Any, beam_width: int = 0, top_k: int = 10, batch_size: int = 1024) -> np.ndarray:
         """Top-k item ids (B, top_k) over the full catalog of histories (B, T) of item ids, -1
         past the catalog's size (``beam_width`` is ignored: there is no decoding, it is accepted
         so ``sidkit.train.fit`` can evaluate either model)."""
-        self.eval()
         from ..train import trim_left_padding
 
         arr = self._inputs(inputs)

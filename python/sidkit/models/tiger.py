@@ -22,6 +22,7 @@ from ..collisions import SidTable
 from ..decode import generate
 from ..trie import TokenMap, Trie
 from ._dropout import _FAST, _Dropout, draw_seed, use_fast_dropout
+from ._eval import evaluates
 
 PAD, EOS = 0, 1
 
@@ -63,8 +64,15 @@ def make_examples(
         raise ValueError(f"targets: expected {len(histories)} targets (one per history), got {len(targets)}")
     if user_buckets and users is None:
         raise ValueError(f"users: expected one user per history with user_buckets = {user_buckets}, got None")
-    if user_buckets and len(users) != len(histories):  # type: ignore[arg-type]
-        raise ValueError(f"users: expected {len(histories)} users (one per history), got {len(users)}")  # type: ignore[arg-type]
+    if users is not None and not user_buckets:
+        raise ValueError("users: given, but user_buckets = 0 (no user tokens); pass user_buckets > 0 or no users")
+    if users is not None:
+        u = np.asarray(to_numpy(users, "users") if not isinstance(users, Sequence) else users)
+        if u.size and (u.dtype.kind not in "iu"):
+            raise TypeError(f"users: expected integer user ids, got dtype {u.dtype}")
+        if u.shape != (len(histories),):
+            raise ValueError(f"users: expected {len(histories)} users (one per history), got shape {u.shape}")
+        users = u
     levels = table.levels
     width = max_history * levels + 1
     inputs = np.zeros((len(histories), width), dtype=np.int64)
@@ -313,6 +321,7 @@ class TIGER(nn.Module):
         return self.t5(input_ids=inputs, attention_mask=inputs != PAD, labels=targets).loss
 
     @torch.no_grad()
+    @evaluates
     def recommend(
         self,
         inputs: Any,
@@ -335,7 +344,6 @@ class TIGER(nn.Module):
         rounding)."""
         from ..train import trim_left_padding
 
-        self.eval()
         device = next(self.parameters()).device
         arr = np.asarray(to_numpy(inputs, "inputs"))
         if arr.dtype.kind not in "iu":
@@ -371,7 +379,9 @@ class TIGER(nn.Module):
 
         def step(tokens: np.ndarray, parents: np.ndarray) -> torch.Tensor:
             dec = torch.as_tensor(np.concatenate([np.zeros((len(tokens), 1), np.int64), tokens], 1), device=device)
-            logits = self.t5(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
+            logits = self.t5(
+                encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec, use_cache=False
+            ).logits[:, -1]
             return torch.log_softmax(logits.float(), -1).cpu()
 
         return step
