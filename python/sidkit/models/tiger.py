@@ -250,6 +250,11 @@ def use_sidkit_attention(t5: Any) -> bool:
         return False
     if t5.config._attn_implementation != "sdpa":  # e.g. eager asked for explicitly: keep it
         return False
+    # The function reads each attention module's `is_causal` (as transformers' SDPA path does):
+    # a T5 without it (another version) keeps its own attention rather than guess.
+    attentions = [m for m in t5.modules() if isinstance(m, modeling_t5.T5Attention)]
+    if not attentions or not all(isinstance(getattr(m, "is_causal", None), bool) for m in attentions):
+        return False
     AttentionInterface.register(ATTENTION, _t5_attention)
     # Without a registered mask function transformers builds no mask at all for a custom name.
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)
