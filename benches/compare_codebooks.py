@@ -8,7 +8,7 @@ and every result is scored the same way: all points are encoded with sidkit's ex
 assignment against that peer's codebooks, and the table gives the mean squared reconstruction
 error per point (Σ over dimensions) and its ratio to Σ||x||². Peers:
 
-- sidkit ``RQKMeans`` (k-means++ seeding on a 32·K subsample, Rust assignment + update);
+- sidkit ``RQKMeans`` (k-means++ seeding on a 16·K subsample, Rust assignment + update);
 - faiss ``Kmeans`` per level on the residuals, on all points (``max_points_per_centroid``
   raised) and with faiss's default, which silently trains on 256 points per centroid
   (65,536 of 100k);

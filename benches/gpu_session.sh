@@ -58,10 +58,14 @@ if [ -z "${GPU_RESUME:-}" ]; then
         echo "== CUDA paths of the test suite"
         # The tests that take a cuda branch when torch sees a GPU (k-means torch backend,
         # masks and decoding on the device, TIGER trained and decoded on CUDA).
+        status=0
         timeout 150 "$PY" -m pytest -q -p no:cacheprovider -x \
             tests/test_codebook_learning.py tests/test_decode.py tests/test_tiger.py tests/test_hf.py \
-            >"$OUT/tests.log" 2>&1
+            >"$OUT/tests.log" 2>&1 || status=$?
         tail -n 15 "$OUT/tests.log"
+        # Kept, not fatal: the training below still runs, and the status is in $OUT.
+        echo "$status" >"$OUT/tests.status"
+        [ "$status" -eq 0 ] || echo "!! the CUDA tests FAILED (exit $status): see tests.log"
     fi
     rm -rf "$RUN" "$RUN.log"
     echo "== TIGER, the paper's configuration, on $DEVICE"
