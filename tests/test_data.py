@@ -206,3 +206,19 @@ def test_text_embeddings_reject_bad_input(minilm):
 
     with pytest.raises(ValueError, match="model: expected finite"):
         text_embeddings(["a", "b"], model=Broken())
+
+
+def test_load_interactions_ids_named_na_uppercase_suffixes_and_no_rows(tmp_path):
+    pytest.importorskip("pyarrow")
+    (tmp_path / "a.CSV").write_text("user_id,item_id,timestamp\nNA,null,1\nNA,x,2\nu2,null,3\n")
+    ds = load_interactions(tmp_path / "a.CSV")  # "NA" and "null" are ids, not missing values
+    assert ds.user_tokens == ["NA", "u2"] and ds.item_tokens == ["", "null", "x"]
+    assert [s.tolist() for s in ds.sequences] == [[1, 2], [1]]
+    (tmp_path / "b.TSV").write_text("user_id\titem_id\ttimestamp\n1\t5\t1\n1\t6\t2\n")
+    assert load_interactions(tmp_path / "b.TSV").item_tokens == ["", "5", "6"]  # tab-separated
+    (tmp_path / "c.csv").write_text("user_id,item_id,timestamp\n1,,1\n")
+    with pytest.raises(ValueError, match="item: column 'item_id' has 1 missing value"):
+        load_interactions(tmp_path / "c.csv")  # an empty field is what is missing
+    (tmp_path / "d.csv").write_text("user_id,item_id,timestamp\n")
+    with pytest.raises(ValueError, match="path: expected at least one interaction in d.csv, got none"):
+        load_interactions(tmp_path / "d.csv")

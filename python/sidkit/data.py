@@ -246,24 +246,32 @@ def load_interactions(
     if not path.is_file():
         raise FileNotFoundError(f"path: {path} not found")
     try:
-        if path.suffix == ".parquet":
+        suffixes = [x.lower() for x in path.suffixes]
+        if suffixes[-1:] == [".parquet"]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
         else:
             import pyarrow.csv as pacsv
 
-            delimiter = "\t" if path.suffix in (".tsv", ".inter") else ","
+            # by extension, compressed ones too (pyarrow reads .gz/.bz2 itself): data.tsv.gz is TSV
+            plain = [x for x in suffixes if x not in (".gz", ".bz2", ".zst", ".lz4")]
+            delimiter = "\t" if plain[-1:] in ([".tsv"], [".inter"]) else ","
             table = pacsv.read_csv(
                 path,
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 # Ids as text, converted below without a detour through float64.
                 convert_options=pacsv.ConvertOptions(
-                    column_types={user: pa.string(), item: pa.string()}, strings_can_be_null=True
+                    # Only an empty field is missing: an id spelled "NA" or "null" is an id.
+                    column_types={user: pa.string(), item: pa.string()},
+                    strings_can_be_null=True,
+                    null_values=[""],
                 ),
             )
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"path: could not read {path} as {path.suffix.lstrip('.') or 'CSV'}: {e}") from None
+    if table.num_rows == 0:
+        raise ValueError(f"path: expected at least one interaction in {path.name}, got none (columns only)")
     for arg, col in (("user", user), ("item", item), ("time", time)):
         if col not in table.column_names:
             raise ValueError(f"{arg}: column {col!r} not in {path.name} (columns: {table.column_names})")
