@@ -337,5 +337,6 @@ def test_recommend_restores_the_mode_and_make_examples_checks_users():
     ):
         with pytest.raises(exc, match=msg):
             make_examples([np.array([1, 2])], [3], table, tm, users=users, user_buckets=4)
-    with pytest.raises(ValueError, match="users: given, but user_buckets = 0"):
-        make_examples([np.array([1, 2])], [3], table, tm, users=[1])
+    # Without user buckets the users are not read (the harness passes them either way).
+    plain = make_examples([np.array([1, 2])], [3], table, tm, users=[1.5])
+    np.testing.assert_array_equal(plain.inputs, make_examples([np.array([1, 2])], [3], table, tm).inputs)

@@ -47,7 +47,8 @@ def make_examples(
     user_buckets: int = 0,
 ) -> Examples:
     """Tokenises histories of item ids (each item -> its SID tokens, oldest first, the last
-    ``max_history`` items), left-padded, with an optional hashed user token first."""
+    ``max_history`` items), left-padded, with an optional hashed user token first
+    (``users``, integer ids, one per history: read only when ``user_buckets`` > 0)."""
     max_history = as_int(max_history, "max_history", 1)
     user_buckets = as_int(user_buckets, "user_buckets", 0)
     if token_map.offset < 2 + user_buckets:  # PAD, EOS, then the user tokens: SID tokens start after
@@ -64,9 +65,7 @@ def make_examples(
         raise ValueError(f"targets: expected {len(histories)} targets (one per history), got {len(targets)}")
     if user_buckets and users is None:
         raise ValueError(f"users: expected one user per history with user_buckets = {user_buckets}, got None")
-    if users is not None and not user_buckets:
-        raise ValueError("users: given, but user_buckets = 0 (no user tokens); pass user_buckets > 0 or no users")
-    if users is not None:
+    if users is not None and user_buckets:  # without user buckets the users are not read
         u = np.asarray(to_numpy(users, "users") if not isinstance(users, Sequence) else users)
         if u.size and (u.dtype.kind not in "iu"):
             raise TypeError(f"users: expected integer user ids, got dtype {u.dtype}")
