@@ -664,6 +664,10 @@ def test_every_config_is_tested():
     paper, cpu = bench.load_config(root / "beauty-cpu-paper-model.toml"), bench.load_config(root / "beauty-cpu.toml")
     assert paper["model"] == bench.load_config(root / "beauty.toml")["model"]
     assert paper["train"] == {**cpu["train"], "amp": "on"} and paper["sid"] == cpu["sid"]
+    # beauty-cpu.toml's TIGER run (bf16, no SASRec) with 32 collaborative dimensions in the SIDs.
+    cf = bench.load_config(root / "beauty-cpu-cf.toml")
+    assert cf["data"] == {**cpu["data"], "cf_dim": 32} and cf["model"] == cpu["model"] and cf["sid"] == cpu["sid"]
+    assert cf["train"] == {**cpu["train"], "amp": "on"} and not cf["sasrec"]["enabled"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -911,3 +915,31 @@ def test_bench_guards_an_earlier_run_and_names_bad_settings(tmp_path, capsys):
     (tmp_path / "half" / "results.json").write_text("{")
     assert main(["compare", str(tmp_path / "half")]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_bench_with_collaborative_dimensions(tmp_path):
+    """data.cf_dim appends co-occurrence dimensions from the training sequences to the SIDs'
+    embeddings; a run rebuilt from its config alone (no sids.npz) gets the same SIDs."""
+    write_chains(tmp_path, users=200)
+    over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path), "cf_dim": 6}, "sasrec": {"enabled": False}}
+    over["train"] = {**TINY["train"], "epochs": 1}
+    r = bench.run(bench.load_config(None, over), tmp_path / "cf", verbose=False)
+    assert r["config"]["data"]["cf_dim"] == 6 and "| tfidf + cf 6 |" in bench.compare([r])
+    saved = sk.SidTable.load(tmp_path / "cf" / "sids.npz")
+    (tmp_path / "cf" / "sids.npz").unlink()
+    (tmp_path / "cf" / "codebooks.npz").unlink(missing_ok=True)
+    run = bench.load_run(tmp_path / "cf")  # rebuilt with the collaborative part, its checksum checked
+    np.testing.assert_array_equal(run.table.codes, saved.codes)
+    full = bench.load_config(None, over)
+    content_only = bench.merge(full, {"data": {"cf_dim": 0}, "model": {"enabled": False}})
+    plain = bench.run(content_only, tmp_path / "n", verbose=False)
+    assert plain["sid"]["checksum"] != r["sid"]["checksum"]
+    for key, bad, msg in (
+        ("cf_dim", -1, "data.cf_dim: expected >= 0, got -1"),
+        ("cf_window", 0, "data.cf_window: expected >= 1, got 0"),
+        ("cf_weight", 0.0, "data.cf_weight: expected a finite number > 0, got 0.0"),
+        ("cf_weight", float("nan"), "data.cf_weight expected a finite number, got nan"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            bench.run(bench.merge(full, {"data": {key: bad}}), tmp_path / "bad")
+        assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # checked before any work

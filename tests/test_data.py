@@ -222,3 +222,75 @@ def test_load_interactions_ids_named_na_uppercase_suffixes_and_no_rows(tmp_path)
     (tmp_path / "d.csv").write_text("user_id,item_id,timestamp\n")
     with pytest.raises(ValueError, match="path: expected at least one interaction in d.csv, got none"):
         load_interactions(tmp_path / "d.csv")
+
+
+def _ppmi_reference(train, n, window):
+    """Dense PPMI of item pairs at most ``window`` apart, by explicit loops (1-based ids)."""
+    c = np.zeros((n, n))
+    for s in train:
+        for i in range(len(s)):
+            for j in range(i + 1, min(i + window, len(s) - 1) + 1):
+                if s[i] != s[j]:
+                    c[s[i] - 1, s[j] - 1] += 1
+                    c[s[j] - 1, s[i] - 1] += 1
+    total, m = c.sum(), c.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(c * total / np.outer(m, m))
+    return np.where((c > 0) & (pmi > 0), pmi, 0.0)
+
+
+def test_cooccurrence_embeddings_factorise_the_ppmi_matrix():
+    """With ``dim`` at the matrix's size the randomized SVD is exact: E·Eᵀ = U·S·Uᵀ of a dense
+    SVD of the PPMI matrix built by loops (sign-free, so independent of SVD sign choices)."""
+    from sidkit.data import cooccurrence_embeddings
+
+    rng = np.random.default_rng(3)
+    n = 9
+    train = [rng.integers(1, n + 1, size=rng.integers(0, 8)) for _ in range(40)]
+    for window in (1, 3):
+        m = _ppmi_reference(train, n, window)
+        u, s, _ = np.linalg.svd(m)
+        emb = cooccurrence_embeddings(train, n, dim=n, window=window, seed=1)
+        assert emb.shape == (n, n) and emb.dtype == np.float32
+        np.testing.assert_allclose(emb @ emb.T, (u * s) @ u.T, atol=2e-4)
+        # Deterministic, and the same on another seed up to the (fixed) signs.
+        np.testing.assert_array_equal(emb, cooccurrence_embeddings(train, n, dim=n, window=window, seed=1))
+    # An item in no pair (id 10 never occurs) gets a zero row; ids past num_items are refused.
+    emb = cooccurrence_embeddings(train, n + 1, dim=4)
+    assert emb.shape == (n + 1, 4) and not emb[n].any() and emb[:n].any(axis=1).all()
+
+
+def test_cooccurrence_embeddings_find_planted_chains():
+    """Users walk along 20 chains of 10 items: each item's nearest neighbours are on its chain."""
+    from sidkit.data import cooccurrence_embeddings
+
+    rng = np.random.default_rng(0)
+    train = []
+    for _ in range(600):
+        c, start = rng.integers(20), rng.integers(0, 5)
+        train.append(c * 10 + start + np.arange(rng.integers(3, 6)) + 1)
+    emb = cooccurrence_embeddings(train, 200, dim=24, window=2)
+    seen = np.unique(np.concatenate(train)) - 1  # the 10th item of a chain is never reached
+    assert not emb[np.setdiff1d(np.arange(200), seen)].any()
+    e = emb[seen] / np.linalg.norm(emb[seen], axis=1, keepdims=True)
+    sims = e @ e.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = seen[sims.argmax(1)]
+    assert (nearest // 10 == seen // 10).mean() > 0.95
+
+
+def test_cooccurrence_embeddings_reject_bad_input():
+    from sidkit.data import cooccurrence_embeddings
+
+    ok = [np.array([1, 2, 3])]
+    with pytest.raises(ValueError, match=r"train\[1\]: expected item ids in \[1, 3\], got 0..2"):
+        cooccurrence_embeddings([*ok, np.array([0, 2])], 3)
+    with pytest.raises(ValueError, match=r"train\[0\]: expected a 1-D integer array of item ids, got float64"):
+        cooccurrence_embeddings([np.array([1.0, 2.0])], 3)
+    with pytest.raises(ValueError, match="train: expected sequences with at least two items"):
+        cooccurrence_embeddings([np.array([1]), np.array([], dtype=np.int64)], 3)
+    with pytest.raises(TypeError, match="train: expected a list of 1-D integer arrays"):
+        cooccurrence_embeddings(np.array([[1, 2]]), 3)
+    for kw, msg in (({"dim": 0}, "dim"), ({"window": 0}, "window"), ({"num_items": 0}, "num_items")):
+        with pytest.raises(ValueError, match=msg):
+            cooccurrence_embeddings(ok, **{"num_items": 3, **kw})

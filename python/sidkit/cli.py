@@ -571,6 +571,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     put("data", "path", args.data)
     put("data", "dataset", args.dataset)
     put("data", "embeddings", args.embeddings)
+    put("data", "cf_dim", args.cf_dim)
     put("sid", "method", args.sid)
     put("sid", "collisions", args.collisions)
     put("sid", "path", args.sids)
@@ -779,6 +780,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--dataset", help="dataset name inside --data (Beauty, ml-100k, ...)")
     b.add_argument(
         "--embeddings", help="tfidf (text + attributes, LSA), text (all-MiniLM-L6-v2; the text extra) or a .npy path"
+    )
+    b.add_argument(
+        "--cf-dim",
+        type=_at_least(0),
+        help="append this many collaborative dimensions (item co-occurrence in the training sequences) "
+        "to the embeddings the SIDs are learned from (data.cf_dim; 0 = content only)",
     )
     b.add_argument("--sid", choices=["rqkmeans", "balanced", "rqvae"])
     b.add_argument("--collisions", choices=["suffix", "reassign"])
