@@ -255,3 +255,28 @@ def test_fit_leaves_the_callers_rng_and_graph_alone():
         model.fit(np.zeros((0, 8), np.float32), epochs=1, verbose=False)
     with pytest.raises(ValueError, match="seed: expected"):
         model.fit(x, epochs=1, verbose=False, seed=-1)
+
+
+def test_restarted_codes_start_without_the_old_codes_adam_moments():
+    """A dead code re-seeded from a residual would otherwise keep moving by its predecessor's
+    momentum (exp_avg) and step size (exp_avg_sq); live codes keep theirs."""
+    model = sk.RQVAE(8, latent_dim=4, hidden=(16,), levels=2, codebook_size=4, restart_threshold=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):  # some Adam state on every code
+        opt.zero_grad()
+        (model.codebook.sum() ** 2 + model(torch.randn(32, 8))["loss"]).backward()
+        opt.step()
+    state = opt.state[model.codebook]
+    before = {m: state[m].clone() for m in ("exp_avg", "exp_avg_sq")}
+    assert all(before[m].abs().min() > 0 for m in before)
+    usage = torch.ones(2, 4)
+    usage[0, 2] = 0  # code 2 of level 0 is dead
+    old = model.codebook.detach().clone()
+    assert model._restart_dead(usage, z, torch.Generator().manual_seed(1), opt) == 1
+    assert not torch.equal(model.codebook[0, 2], old[0, 2])
+    for m in before:
+        assert not state[m][0, 2].any()
+        keep = torch.ones(2, 4, dtype=torch.bool)
+        keep[0, 2] = False
+        assert torch.equal(state[m][keep], before[m][keep])

@@ -128,9 +128,17 @@ class RQVAE(nn.Module):
         self.initialised.fill_(True)  # type: ignore[operator]
 
     @torch.no_grad()
-    def _restart_dead(self, usage: torch.Tensor, z_sample: torch.Tensor, generator: torch.Generator) -> int:
-        """Re-seeds codes used less than the threshold with random residuals of z_sample."""
+    def _restart_dead(
+        self,
+        usage: torch.Tensor,
+        z_sample: torch.Tensor,
+        generator: torch.Generator,
+        opt: torch.optim.Optimizer | None = None,
+    ) -> int:
+        """Re-seeds codes used less than the threshold with random residuals of z_sample and
+        clears their optimizer moments (a restarted code must not move by its old code's momentum)."""
         restarted = 0
+        state = opt.state.get(self.codebook, {}) if opt is not None else {}
         residual = z_sample
         for l in range(self.levels):
             share = usage[l] / usage[l].sum().clamp(min=1)
@@ -138,6 +146,9 @@ class RQVAE(nn.Module):
             if len(dead):
                 pick = torch.randint(len(residual), (len(dead),), generator=generator, device="cpu").to(residual.device)
                 self.codebook[l, dead] = residual[pick]
+                for moment in ("exp_avg", "exp_avg_sq"):
+                    if isinstance(state.get(moment), torch.Tensor):
+                        state[moment][l, dead] = 0.0
                 restarted += len(dead)
             d = (
                 (residual**2).sum(-1, keepdim=True)
@@ -205,7 +216,7 @@ class RQVAE(nn.Module):
             if self.restart_threshold > 0:
                 with torch.no_grad():
                     z = self.encoder(data[order[: 20 * self.codebook_size]])
-                row["restarted"] = self._restart_dead(usage, z, gen)
+                row["restarted"] = self._restart_dead(usage, z, gen, opt)
             history.append(row)
         self.eval()
         self.history_ = history
