@@ -70,6 +70,22 @@ def test_max_suffix(collided):
         sk.resolve(codes, item_ids=ids, max_suffix=3)
 
 
+def test_max_suffix_holds_for_added_items_and_survives_save(tmp_path):
+    # Two items on SID (1, 2), one on (0, 0): max_suffix 3 allows a third on (1, 2), not a fourth.
+    codes = np.array([[1, 2], [0, 0], [1, 2]], np.uint16)
+    table = sk.resolve(codes, sizes=(4, 4), item_ids=[10, 11, 12], max_suffix=3)
+    assert table.report["max_suffix"] == 3 and table.sizes == (4, 4, 2)
+    grown = table.add([13, 14], np.array([[1, 2], [0, 0]], np.uint16))
+    assert grown.sid([13, 14]).tolist() == [[1, 2, 2], [0, 0, 1]]
+    for suffix in (".npz", ".parquet"):
+        grown.save(tmp_path / f"t{suffix}")
+        loaded = sk.SidTable.load(tmp_path / f"t{suffix}")
+        with pytest.raises(ValueError, match="item id 15 would take suffix 3, past the table's max_suffix = 3"):
+            loaded.add([15], np.array([[1, 2]], np.uint16))
+    # Without the setting, the suffix level grows.
+    assert sk.resolve(codes, sizes=(4, 4)).add([5, 6], np.array([[1, 2]] * 2, np.uint16)).sizes == (4, 4, 4)
+
+
 @pytest.fixture
 def fitted(rng):
     x = rng.standard_normal((3000, 12)).astype(np.float32)

@@ -137,7 +137,8 @@ def resolve(
             a group are ordered by distance to their reconstruction (closest first) instead of
             by item id, and ``reassign`` can measure move costs.
         max_suffix: ``"suffix"`` only: the largest size the suffix level may have, i.e. the
-            largest collision group allowed (2: suffixes 0 and 1); a larger group raises.
+            largest collision group allowed (2: suffixes 0 and 1); a larger group raises, in
+            ``SidTable.add`` too (the setting is kept in the table's ``report``).
         capacity: ``"reassign"`` only: items allowed per SID (FORGE uses 5).
         order: ``"reassign"``: ``"knn"`` (global greedy by added error) or ``"random"``.
         candidates: ``"reassign"``: nearest last-level codes each item tries in the
@@ -177,6 +178,8 @@ def resolve(
             "mean_added_error": 0.0,
             "unresolved": 0,
         }
+        if max_suffix is not None:  # kept for add(), which must respect it too
+            report["max_suffix"] = max_suffix
         ids = np.arange(len(c), dtype=np.int64) if ids is None else ids
         return SidTable._trusted(ids, out, (*k, max(max_group, 1)), 1, "suffix", report)
     if method == "reassign":
@@ -417,6 +420,13 @@ class SidTable:
             suffix = already + rank.astype(np.int64)
             if suffix.size and suffix.max() > 65535:
                 raise ValueError("codes: a collision group outgrew 65,536 items; use method='reassign'")
+            limit = self.report.get("max_suffix")
+            if limit is not None and suffix.size and suffix.max() >= int(limit):
+                worst = int(np.argmax(suffix))
+                raise ValueError(
+                    f"codes: item id {int(ids[worst])} would take suffix {int(suffix[worst])}, past the "
+                    f"table's max_suffix = {int(limit)} (its resolve setting); resolve again with a larger one"
+                )
             new = np.hstack([c, suffix.astype(np.uint16)[:, None]])
             sizes = (*k, max(self.sizes[-1], int(suffix.max()) + 1 if suffix.size else 1))
             all_codes = np.concatenate([self.codes, new])
