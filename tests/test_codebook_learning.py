@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import numpy as np
@@ -179,3 +180,22 @@ def test_torch_backend_checks_magnitudes_and_width_as_rust_does():
     with pytest.raises(ValueError, match=r"x: expected at least one dimension \(N, D >= 1\)"):
         sk.kmeans(torch.zeros(10, 0), 2, backend="torch", init="random")
     sk.RQKMeans(2, 4, iters=2, sample=np.int64(100), verbose=False).fit(x)  # numpy ints are ints
+
+
+def test_torch_backend_means_at_the_largest_codebook_size(monkeypatch):
+    """The torch update's per-cluster means equal a float64 numpy reference for k = 65,536 (a
+    one-hot buffer would be N · k · 8 bytes), across chunk boundaries, with empty clusters."""
+    torch = pytest.importorskip("torch")
+    km = importlib.import_module("sidkit.kmeans")  # the module (sidkit.kmeans is also the function)
+    monkeypatch.setattr(km, "_TORCH_CHUNK", 1000)  # several chunks, clusters spanning them
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((5000, 6)) * 10 + 3).astype(np.float32)
+    labels = rng.choice([0, 7, 65535, *rng.integers(0, 65536, 300)], size=5000)
+    means, counts = km._TorchOps(False).update(torch.from_numpy(x), torch.from_numpy(labels), 65536)
+    ref_counts = np.bincount(labels, minlength=65536)
+    ref = np.zeros((65536, 6))
+    np.add.at(ref, labels, x.astype(np.float64))
+    ref /= np.maximum(ref_counts, 1)[:, None]
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(means.numpy(), ref.astype(np.float32), rtol=1e-6, atol=1e-5)
+    assert means.shape == (65536, 6) and not means[ref_counts == 0].any()
