@@ -16,7 +16,10 @@ error per point (Σ over dimensions) and its ratio to Σ||x||². Peers:
   ``n_init=1``) and, with ``--semantic-id-defaults``, as users run it (``n_init=10``,
   ``max_iter=100``).
 
-The ratio column is the peer's time over sidkit's (> 1: sidkit is faster).
+The ratio column is the peer's time over sidkit's (> 1: sidkit is faster). The iterations
+column is what each peer ran per level in its last fit: sidkit stops a level when no label
+changes, sklearn on its tolerance (semantic-id's n_init=10 counts the best init's), faiss runs
+all of them; a peer that ran fewer did less work for its time.
 """
 
 from __future__ import annotations
@@ -62,19 +65,29 @@ def make_points(n: int, d: int, seed: int = 0) -> np.ndarray:
     return centres[which] + 0.5 * rng.standard_normal((n, d), dtype=np.float32)
 
 
+#: Lloyd iterations each peer actually ran per level in its last fit (a peer that stops on
+#: convergence or a tolerance does less work than ``--iters``; the table shows it).
+ITERS: dict[str, list[int]] = {}
+
+
 def sidkit_fit(x: np.ndarray) -> np.ndarray:
-    return sk.RQKMeans(args.levels, args.k, iters=args.iters, seed=0, verbose=False).fit(x).to_numpy()
+    m = sk.RQKMeans(args.levels, args.k, iters=args.iters, seed=0, verbose=False)
+    books = m.fit(x).to_numpy()
+    ITERS["sidkit"] = [len(h) - 1 for h in m.history_]  # history_[l][0] is the seeding's error
+    return books
 
 
 def faiss_fit(x: np.ndarray, all_points: bool) -> np.ndarray:
     import faiss
 
     residual, books = x.copy(), []
+    ITERS["faiss"] = []
     for l in range(args.levels):
         # ClusteringParameters are read at construction: setting the attribute later is a no-op.
         extra = {"max_points_per_centroid": len(x) // args.k + 1} if all_points else {}
         km = faiss.Kmeans(x.shape[1], args.k, niter=args.iters, seed=l + 1, verbose=False, **extra)
         km.train(residual)
+        ITERS.setdefault("faiss", []).append(len(km.obj))
         _, j = km.index.search(residual, 1)
         residual -= km.centroids[j[:, 0]]
         books.append(km.centroids.copy())
@@ -83,9 +96,22 @@ def faiss_fit(x: np.ndarray, all_points: bool) -> np.ndarray:
 
 def semantic_id_fit(x: np.ndarray, n_init: int, max_iter: int) -> np.ndarray:
     from semantic_id import RQKMeans
+    from sklearn.cluster import KMeans
 
-    m = RQKMeans(n_levels=args.levels, n_clusters=args.k, max_iter=max_iter, n_init=n_init, random_state=0)
-    m.fit(x)
+    # sklearn stops on its tolerance: record each level's n_iter_ (the fit is wrapped, not changed).
+    ITERS["semantic-id"], fit = [], KMeans.fit
+
+    def counted(self, *a, **kw):  # type: ignore[no-untyped-def]
+        out = fit(self, *a, **kw)
+        ITERS["semantic-id"].append(int(self.n_iter_))
+        return out
+
+    KMeans.fit = counted
+    try:
+        m = RQKMeans(n_levels=args.levels, n_clusters=args.k, max_iter=max_iter, n_init=n_init, random_state=0)
+        m.fit(x)
+    finally:
+        KMeans.fit = fit
     return np.stack([np.asarray(c, dtype=np.float32) for c in m.codebooks_])
 
 
@@ -122,15 +148,16 @@ def main() -> None:
                 continue
             mse, rel = score(x, books)
             base = base or t
-            rows.append((f"{n}x{d}", name, t, t / base, mse, rel))
+            ran = ITERS.get(name.split()[0], [])
+            rows.append((f"{n}x{d}", name, "/".join(map(str, ran)) or "?", t, t / base, mse, rel))
     lines = [
         f"RQ-KMeans fit, {args.levels} levels x {args.k}, {args.iters} iterations, {args.threads} threads, "
         f"{platform.processor() or platform.machine()}, numpy {np.__version__}",
         "",
-        "| points | method | seconds | time / sidkit | MSE per point | relative error |",
-        "|---|---|---:|---:|---:|---:|",
+        "| points | method | iterations run per level | seconds | time / sidkit | MSE per point | relative error |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {s} | {m} | {t:.2f} | {r:.2f}x | {e:.4f} | {q:.4f} |" for s, m, t, r, e, q in rows]
+    lines += [f"| {s} | {m} | {i} | {t:.2f} | {r:.2f}x | {e:.4f} | {q:.4f} |" for s, m, i, t, r, e, q in rows]
     text = "\n".join(lines)
     print(text)
     if args.out:
