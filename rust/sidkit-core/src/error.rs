@@ -71,8 +71,29 @@ impl Error {
 pub const MAX_ABS: f32 = 1e15;
 
 /// Fails with [`Error::NonFinite`] at the first NaN, infinity or value beyond [`MAX_ABS`].
+///
+/// The scan is branch-free over fixed blocks (so it vectorises) and runs the blocks in
+/// parallel; only a block that holds a bad value is searched for its first one. It is called
+/// on every input of every k-means iteration, so a scalar early-exit scan cost a tenth of a
+/// Lloyd iteration's time.
 pub fn check_finite(arg: &'static str, data: &[f32]) -> Result<()> {
-    match data.iter().position(|v| v.is_nan() || v.abs() > MAX_ABS) {
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 14;
+    // `!(|v| <= MAX_ABS)` is true for NaN, ±inf and values beyond the limit.
+    let bad = |block: &[f32]| block.iter().fold(false, |b, v| b | !(v.abs() <= MAX_ABS));
+    let first_block = if data.len() <= 4 * BLOCK {
+        data.chunks(BLOCK).position(bad)
+    } else {
+        data.par_chunks(BLOCK).position_first(bad)
+    };
+    let first = first_block.and_then(|b| {
+        let start = b * BLOCK;
+        data[start..(start + BLOCK).min(data.len())]
+            .iter()
+            .position(|v| !(v.abs() <= MAX_ABS))
+            .map(|i| start + i)
+    });
+    match first {
         None => Ok(()),
         Some(index) => Err(Error::NonFinite {
             arg,
@@ -83,5 +104,59 @@ pub fn check_finite(arg: &'static str, data: &[f32]) -> Result<()> {
             },
             index,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first bad value a scalar scan finds, for every kind of bad value, at block edges,
+    /// in the short (sequential) and long (parallel) paths, with later bad values present.
+    #[test]
+    fn check_finite_names_the_first_bad_value() {
+        let scalar = |d: &[f32]| d.iter().position(|v| v.is_nan() || v.abs() > MAX_ABS);
+        for n in [0usize, 1, 17, 16_384, 65_536, 65_537, 300_001] {
+            let clean: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e14).collect();
+            assert!(check_finite("x", &clean).is_ok());
+            for (bad, what) in [
+                (f32::NAN, "NaN"),
+                (f32::INFINITY, "inf"),
+                (f32::NEG_INFINITY, "inf"),
+                (-2e15, "a value beyond ±1e15"),
+            ] {
+                for at in [
+                    0,
+                    16_383,
+                    16_384,
+                    65_535,
+                    65_536,
+                    n / 2,
+                    n.saturating_sub(1),
+                ] {
+                    if at >= n {
+                        continue;
+                    }
+                    let mut d = clean.clone();
+                    d[at] = bad;
+                    if at + 3 < n {
+                        d[n - 1] = f32::NAN; // a later bad value must not win
+                    }
+                    let want = scalar(&d).unwrap();
+                    match check_finite("x", &d) {
+                        Err(Error::NonFinite {
+                            arg,
+                            what: w,
+                            index,
+                        }) => {
+                            assert_eq!((arg, w, index), ("x", what, want));
+                        }
+                        other => panic!("n = {n}, at = {at}: {other:?}"),
+                    }
+                }
+            }
+        }
+        // The limit itself is accepted.
+        assert!(check_finite("x", &[MAX_ABS, -MAX_ABS]).is_ok());
     }
 }
