@@ -81,6 +81,38 @@ def test_bounded_assignment_matches_exhaustive_search(rng):
     assert searched[0] == 4000 and min(searched[1:]) < 4000
 
 
+def test_lloyd_matches_a_numpy_reference_when_bounds_are_skipped(rng, monkeypatch):
+    """On diffuse data Hamerly's bounds prune too little, so iterations alternate between the
+    bound test and a direct full search: the result must still be plain Lloyd's, exactly."""
+    kmeans_module = importlib.import_module("sidkit.kmeans")
+    x = rng.standard_normal((3000, 8)).astype(np.float32)  # one blob: no cluster structure
+    init = x[:40].copy()
+    calls = []
+    native_assign = _native.assign_bounded
+
+    def spy(centres, x_, labels, err, lower, previous=None):
+        searched = native_assign(centres, x_, labels, err, lower, previous)
+        calls.append((previous is not None, searched))
+        return searched
+
+    monkeypatch.setattr(kmeans_module._native, "assign_bounded", spy)
+    centres, labels, history = sk.kmeans(x, 40, iters=12, init=init)
+    # Reference: float64 Lloyd from the same centres (no cluster empties on this data).
+    c = init.astype(np.float64)
+    xd = x.astype(np.float64)
+    for _ in range(12):
+        lab = ((xd[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        assert np.bincount(lab, minlength=40).min() > 0
+        c = np.stack([xd[lab == j].mean(0) for j in range(40)])
+    lab = ((xd[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(labels, lab)
+    np.testing.assert_allclose(centres, c, rtol=1e-4, atol=1e-5)
+    # Some call with bounds searched every point, and the call after it skipped the test.
+    full = [i for i, (bounded, n) in enumerate(calls) if bounded and n == 3000]
+    assert full and all(not calls[i + 1][0] for i in full if i + 1 < len(calls))
+    assert len(history) == len(calls)
+
+
 def test_sample_fits_on_a_subset_and_codes_cover_every_row():
     x = synthetic_catalog(5000, 16, (16, 4), seed=6)
     model = sk.RQKMeans(levels=2, codebook_size=16, iters=10, seed=0, verbose=False, sample=1000)

@@ -56,16 +56,21 @@ class _RustOps:
 
     The unbalanced assignment keeps Hamerly's bounds between iterations (``_bounds``), so
     after the first few iterations only the points whose nearest centroid may have changed
-    are searched; the labels are exactly those of a full search.
+    are searched; the labels are exactly those of a full search. Where the bounds pruned too
+    little to pay (the call fell back to searching every point, as on diffuse residual
+    levels), the next iteration skips the bound test and searches every point directly (its
+    result refreshes the bounds), and the one after tries the bounds again.
     """
 
     def __init__(self, balanced: bool) -> None:
         self.balanced = balanced
         self._bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._skip_bounds = False
         self.searched = 0
 
     def reset(self) -> None:
         self._bounds = None
+        self._skip_bounds = False
 
     def host_rows(self, x: np.ndarray) -> Any:
         return lambda idx: x[idx]
@@ -80,7 +85,11 @@ class _RustOps:
             previous = None
         else:
             labels, err, lower, previous = self._bounds
-        self.searched += _native.assign_bounded(centres, x, labels, err, lower, previous)
+            if self._skip_bounds:
+                previous = None
+        searched = _native.assign_bounded(centres, x, labels, err, lower, previous)
+        self._skip_bounds = previous is not None and searched == len(x)
+        self.searched += searched
         self._bounds = (labels, err, lower, centres.copy())
         return labels.copy(), err.copy()
 

@@ -2,6 +2,10 @@
 //! number of CPUs. A pool is tied to the process that built it: after a `fork` (torch
 //! DataLoader workers) the child's copy has no threads behind it and would deadlock, so a
 //! process whose pid differs from the pool's builds a fresh pool of its own.
+//!
+//! `POOL`'s lock is only ever taken with the GIL held (`run` takes it before detaching), and
+//! `os.fork` holds the GIL too, so no other Python thread can hold the lock at the moment of a
+//! fork: the child never inherits it locked, and no `pthread_atfork` handler is needed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
