@@ -75,6 +75,14 @@ def _restore_threads():
     sk.set_num_threads(n)
 
 
+def flip_bit(path, offset: int, out):
+    """Writes ``path``'s bytes to ``out`` with the lowest bit of byte ``offset`` flipped."""
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    out.write_bytes(bytes(raw))
+    return out
+
+
 def clustered(rng: np.random.Generator, n: int, d: int, centres: int = 6, scale: float = 3.0) -> np.ndarray:
     """Points around a few far-apart centres: large residual norms and many near-ties."""
     c = rng.standard_normal((centres, d)) * scale

@@ -8,7 +8,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 import sidkit as sk
-from conftest import clustered, greedy_reference
+from conftest import clustered, flip_bit, greedy_reference
 
 
 def residual_norm(cb: np.ndarray, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -212,11 +212,9 @@ def test_load_refuses_a_flipped_bit_and_bad_metadata(rng, tmp_path, suffix):
     raw = path.read_bytes()
     at = raw.find(cb.data[5].tobytes()) if suffix == ".safetensors" else len(raw) // 2
     assert at > 0
-    bad = bytearray(raw)
-    bad[at + 1] ^= 0x01
-    (tmp_path / f"bad{suffix}").write_bytes(bytes(bad))
+    bad = flip_bit(path, at + 1, tmp_path / f"bad{suffix}")
     with pytest.raises(ValueError, match="path: .*(damaged|could not read)"):
-        sk.Codebooks.load(tmp_path / f"bad{suffix}")
+        sk.Codebooks.load(bad)
     if suffix == ".npz":
         import json
 

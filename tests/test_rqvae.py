@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import sidkit as sk
+from conftest import flip_bit
 from sidkit.data import synthetic_catalog
 
 torch = pytest.importorskip("torch")
@@ -236,11 +237,9 @@ def test_load_refuses_a_flipped_bit(trained, tmp_path, suffix):
     raw = path.read_bytes()
     at = raw.find(model.codebook.detach()[1, 3].numpy().tobytes())
     assert at > 0
-    bad = bytearray(raw)
-    bad[at + 2] ^= 0x01
-    (tmp_path / f"bad{suffix}").write_bytes(bytes(bad))
+    bad = flip_bit(path, at + 2, tmp_path / f"bad{suffix}")
     with pytest.raises(ValueError, match="path: .*(damaged|could not read)"):
-        sk.RQVAE.load(tmp_path / f"bad{suffix}")
+        sk.RQVAE.load(bad)
 
 
 def test_fit_leaves_the_callers_rng_and_graph_alone():
