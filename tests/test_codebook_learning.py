@@ -63,6 +63,33 @@ def test_centroid_means_match_numpy(rng):
         _native.centroid_means(x, labels, 4)
 
 
+def greedy_kmeans_pp_reference(x: np.ndarray, k: int, trials: int, uniform: np.ndarray) -> list[int]:
+    """Greedy k-means++ as documented: D² draws, the candidate with the least potential wins."""
+
+    def dist(c):
+        return ((x - x[c]).astype(np.float64) ** 2).sum(1)
+
+    chosen = [min(int(uniform[0] * len(x)), len(x) - 1)]
+    d2 = dist(chosen[0])
+    for j in range(1, k):
+        draw = uniform[1 + (j - 1) * trials : 1 + j * trials]
+        cands = [int(np.searchsorted(np.cumsum(d2), u * d2.sum(), side="right")) for u in draw]
+        pots = [np.minimum(d2, dist(c)) for c in cands]
+        best = int(np.argmin([p.sum() for p in pots]))
+        chosen.append(cands[best])
+        d2 = pots[best]
+    return chosen
+
+
+@pytest.mark.parametrize("n, d, k, trials", [(3000, 5, 40, 1), (2500, 33, 50, 3), (3000, 300, 24, 7)])
+def test_kmeans_pp_matches_a_numpy_reference(rng, n, d, k, trials):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    uniform = rng.random(1 + (k - 1) * trials)
+    picked = _native.kmeans_pp(x, k, trials, uniform)
+    assert picked.tolist() == greedy_kmeans_pp_reference(x, k, trials, uniform)
+    assert len(set(picked.tolist())) == k
+
+
 def test_bounded_assignment_matches_exhaustive_search(rng):
     x = synthetic_catalog(4000, 12, (30, 3), seed=3)
     c = x[rng.choice(4000, 50, replace=False)].copy()
