@@ -527,6 +527,39 @@ def test_native_calls_with_caller_sized_or_aliased_buffers_are_errors():
         cents, x, np.zeros(8, np.uint32), np.zeros(8, np.float32), np.zeros(8, np.float32)
     )
     assert searched == 8
+    # subtract_centroids writes x in place: it must not alias the centroids, and bad labels,
+    # shapes, dtypes and strides are errors before anything is written.
+    r = rng.standard_normal((6, 2)).astype(np.float32)
+    before = r.copy()
+    with pytest.raises(TypeError, match="already borrowed"):  # numpy's own borrow check
+        _native.subtract_centroids(r, r[:3], np.zeros(6, np.uint32))
+    rb = bytearray(48)
+    with pytest.raises(ValueError, match="x: expected an array that shares no memory with centroids"):
+        _native.subtract_centroids(
+            np.frombuffer(rb, np.float32).reshape(6, 2),
+            np.frombuffer(rb, np.float32, 6).reshape(3, 2),
+            np.zeros(6, np.uint32),
+        )
+    with pytest.raises(ValueError, match=r"labels: expected values in 0\.\.3, got 3"):
+        _native.subtract_centroids(r, cents, np.array([0, 1, 2, 3, 0, 0], np.uint32))
+    with pytest.raises(ValueError, match=r"x: expected \(5, 2\)"):
+        _native.subtract_centroids(r, cents, np.zeros(5, np.uint32))
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, 2\)"):
+        _native.subtract_centroids(r.reshape(3, 4), cents, np.zeros(3, np.uint32))
+    with pytest.raises(ValueError, match="x: expected a C-contiguous array"):
+        _native.subtract_centroids(np.asfortranarray(r), cents, np.zeros(6, np.uint32))
+    # A Fortran-ordered input is contiguous too, but read as C order it would be transposed:
+    # it was silently misread (means of the wrong values) before the C-order check.
+    with pytest.raises(ValueError, match="x: expected a C-contiguous array"):
+        _native.centroid_means(np.asfortranarray(r), np.zeros(6, np.uint32), 1)
+    with pytest.raises(ValueError, match="centroids: expected a C-contiguous array"):
+        _native.subtract_centroids(r, np.asfortranarray(cents), np.zeros(6, np.uint32))
+    with pytest.raises(TypeError):
+        _native.subtract_centroids(r.astype(np.float64), cents, np.zeros(6, np.uint32))
+    np.testing.assert_array_equal(r, before)
+    lab = np.array([2, 0, 1, 1, 0, 2], np.uint32)
+    _native.subtract_centroids(r, cents, lab)
+    np.testing.assert_array_equal(r, before - cents[lab])  # one f32 subtraction per value
 
     cb = sk.Codebooks([np.array([[0.0], [1.0], [2.0]], np.float32)])
     codes = np.zeros((4, 1), np.uint16)

@@ -20,6 +20,7 @@ __all__ = [
     "rq_decode",
     "rq_encode",
     "set_num_threads",
+    "subtract_centroids",
     "suffix",
 ]
 
@@ -49,6 +50,11 @@ def assign_bounded(
     previous: npt.NDArray[np.float32] | None = None,
 ) -> int:
     """Hamerly-bounded nearest-centroid assignment, updating labels/err/lower in place."""
+
+def subtract_centroids(
+    x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], labels: npt.NDArray[np.uint32]
+) -> None:
+    """x[i] -= centroids[labels[i]] in place (x (N, D), centroids (K, D), labels (N,) in 0..K)."""
 
 def centroid_means(
     x: npt.NDArray[np.float32], labels: npt.NDArray[np.uint32], k: int

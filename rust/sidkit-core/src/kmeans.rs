@@ -134,7 +134,6 @@ pub fn centroid_means(
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
         return Err(Error::value("labels", format!("values in 0..{k}"), bad));
     }
-    check_finite("x", x)?;
     let len = crate::alloc::elements::<f32>("k", &[k, d])?;
     let mut means = crate::alloc::try_filled("k", len, 0.0f32)?;
     let mut counts = crate::alloc::try_filled("k", k, 0u64)?;
@@ -151,29 +150,114 @@ pub fn centroid_means(
         members[fill[l as usize]] = i as u32;
         fill[l as usize] += 1;
     }
-    means.par_chunks_mut(d).enumerate().for_each(|(j, out)| {
-        let rows = &members[start[j]..start[j + 1]];
-        if rows.is_empty() {
-            return;
-        }
-        let mut acc = vec![0.0f64; d];
-        for &i in rows {
-            accumulate(&mut acc, &x[i as usize * d..(i as usize + 1) * d]);
-        }
-        let inv = 1.0 / rows.len() as f64;
-        out.iter_mut()
-            .zip(&acc)
-            .for_each(|(o, &a)| *o = (a * inv) as f32);
-    });
+    // Every row is read exactly once here, so the finite check rides along (non-finite sums,
+    // the largest |v|); only when a cluster is bad is `x` scanned for the first bad value.
+    let bad = means
+        .par_chunks_mut(d)
+        .enumerate()
+        .map(|(j, out)| {
+            let rows = &members[start[j]..start[j + 1]];
+            if rows.is_empty() {
+                return false;
+            }
+            let mut acc = vec![0.0f64; d];
+            let mut big = [0.0f32; crate::kernels::LANES];
+            for (t, &i) in rows.iter().enumerate() {
+                if let Some(&next) = rows.get(t + 1) {
+                    prefetch(&x[next as usize * d..(next as usize + 1) * d]);
+                }
+                accumulate(&mut acc, &x[i as usize * d..(i as usize + 1) * d], &mut big);
+            }
+            let inv = 1.0 / rows.len() as f64;
+            out.iter_mut()
+                .zip(&acc)
+                .for_each(|(o, &a)| *o = (a * inv) as f32);
+            acc.iter().any(|a| !a.is_finite()) | big.iter().any(|&b| b > crate::error::MAX_ABS)
+        })
+        .reduce(|| false, |a, b| a | b);
+    if bad {
+        check_finite("x", x)?;
+    }
     Ok((means, counts))
 }
 
+/// `x[i] -= centroids[labels[i]]` for every row of `x` ((n, D), in place): the residuals of
+/// one residual-k-means level, in parallel without a gathered (n, D) temporary. `centroids`
+/// is (k, D); labels must lie in `0..k`. Checked before anything is written.
+pub fn subtract_centroids(
+    x: &mut [f32],
+    d: usize,
+    centroids: &[f32],
+    labels: &[u32],
+) -> Result<()> {
+    if d == 0 || centroids.is_empty() || centroids.len() % d != 0 {
+        return Err(Error::shape(
+            "centroids",
+            format!("(K >= 1, D = {d})"),
+            centroids.len(),
+        ));
+    }
+    if x.len() != labels.len() * d {
+        return Err(Error::shape(
+            "x",
+            format!("({}, {d}) (one row per label)", labels.len()),
+            x.len(),
+        ));
+    }
+    let k = centroids.len() / d;
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+        return Err(Error::value("labels", format!("values in 0..{k}"), bad));
+    }
+    x.par_chunks_mut(d)
+        .with_min_len(64)
+        .zip(labels.par_iter())
+        .for_each(|(r, &l)| {
+            let c = &centroids[l as usize * d..(l as usize + 1) * d];
+            r.iter_mut().zip(c).for_each(|(a, &b)| *a -= b);
+        });
+    Ok(())
+}
+
+/// Asks the CPU to start loading `row` (the next member row: they are scattered in `x`).
+#[inline(always)]
+fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(16) {
+        // SAFETY: a prefetch hint never faults; the address is inside `row`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+/// `acc += row` in f64 and `big[i] = max(big[i], |row_i|)` over lanes. A NaN or infinity
+/// in `row` makes `acc` non-finite (f64 sums of f32 values cannot overflow), so `acc` and
+/// `big` together tell whether every value was finite and within range.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
     "x86_64+avx2+fma"
 ))]
-fn accumulate(acc: &mut [f64], row: &[f32]) {
-    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+fn accumulate(acc: &mut [f64], row: &[f32], big: &mut [f32; crate::kernels::LANES]) {
+    use crate::kernels::LANES;
+    let split = row.len() - row.len() % LANES;
+    for (a, r) in acc[..split]
+        .chunks_exact_mut(LANES)
+        .zip(row[..split].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            a[i] += r[i] as f64;
+            let v = r[i].abs();
+            big[i] = if v > big[i] { v } else { big[i] };
+        }
+    }
+    for (i, (a, &v)) in acc[split..].iter_mut().zip(&row[split..]).enumerate() {
+        *a += v as f64;
+        big[i] = if v.abs() > big[i] { v.abs() } else { big[i] };
+    }
 }
 
 /// Greedy k-means++ seeding (Arthur & Vassilvitskii, 2007; the greedy variant of scikit-learn)
@@ -335,6 +419,11 @@ fn d2_sample(d2: &[f64], sums: &[f64], chunk: usize, mut target: f64) -> usize {
 /// of a full search (ties → lowest index, strict inequality with a rounding margin). Without
 /// `previous`, every point is searched (the first iteration). `centroids` is (K, D) and `x`
 /// (n, D). Returns the number of points searched.
+///
+/// One pass over fixed tiles of rows: each row is read once for its bound test, and the rows
+/// of a tile that fail it are gathered and searched at once while they are in cache, so a
+/// bound test that prunes little costs little more than a plain search. Tiles are fixed, so
+/// the result does not depend on the thread count.
 pub fn assign_bounded(
     centroids: &[f32],
     x: &[f32],
@@ -371,68 +460,125 @@ pub fn assign_bounded(
         }
     }
     check_finite("x", x)?;
-    let mut search: Vec<bool> = vec![true; n];
-    if let Some(prev) = previous {
-        if prev.len() != centroids.len() {
-            return Err(Error::shape("previous", format!("({k}, {d})"), prev.len()));
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-            return Err(Error::value("labels", format!("values in 0..{k}"), bad));
-        }
-        let drift: Vec<f64> = centroids
-            .chunks_exact(d)
-            .zip(prev.chunks_exact(d))
-            .map(|(c, p)| crate::kernels::sq_dist(c, p).sqrt())
-            .collect();
-        let (mut a1, mut m1, mut m2) = (0usize, 0.0f64, 0.0f64);
-        for (j, &v) in drift.iter().enumerate() {
-            if v > m1 {
-                (m2, m1, a1) = (m1, v, j);
-            } else if v > m2 {
-                m2 = v;
+    // The largest and second-largest centroid drift, and where the largest is.
+    let drift = match previous {
+        None => None,
+        Some(prev) => {
+            if prev.len() != centroids.len() {
+                return Err(Error::shape("previous", format!("({k}, {d})"), prev.len()));
             }
+            if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+                return Err(Error::value("labels", format!("values in 0..{k}"), bad));
+            }
+            let (mut a1, mut m1, mut m2) = (0usize, 0.0f64, 0.0f64);
+            for (j, (c, p)) in centroids
+                .chunks_exact(d)
+                .zip(prev.chunks_exact(d))
+                .enumerate()
+            {
+                let v = crate::kernels::sq_dist(c, p).sqrt();
+                if v > m1 {
+                    (m2, m1, a1) = (m1, v, j);
+                } else if v > m2 {
+                    m2 = v;
+                }
+            }
+            Some((a1, m1, m2))
         }
-        x.par_chunks(d)
-            .zip(labels.par_iter())
-            .zip(err.par_iter_mut())
-            .zip(lower.par_iter_mut())
-            .zip(search.par_iter_mut())
-            .for_each(|((((p, &a), e), lo), s)| {
-                let a = a as usize;
-                let bound = *lo as f64 - if a == a1 { m2 } else { m1 };
+    };
+    // One pass over fixed tiles of rows: the bound test reads each row once, and the rows
+    // that fail it are searched right away, from a per-thread buffer, while they are in cache.
+    const T: usize = crate::rq::TILE_ROWS;
+    let searched = labels
+        .par_chunks_mut(T)
+        .zip(err.par_chunks_mut(T))
+        .zip(lower.par_chunks_mut(T))
+        .zip(x.par_chunks(T * d))
+        .map_init(BoundScratch::default, |s, (((lab, e), lo), xt)| {
+            bounded_tile(&cb, drift, xt, lab, e, lo, s)
+        })
+        .sum();
+    Ok(searched)
+}
+
+/// Per-thread buffers of [`bounded_tile`].
+#[derive(Default)]
+struct BoundScratch {
+    rows: Vec<usize>,
+    buf: Vec<f32>,
+    dist: Vec<f32>,
+    lab: Vec<u32>,
+    err: Vec<f32>,
+    second: Vec<f32>,
+}
+
+/// [`assign_bounded`] on one tile of rows: returns how many rows were searched.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn bounded_tile(
+    cb: &Codebooks,
+    drift: Option<(usize, f64, f64)>,
+    x: &[f32],
+    labels: &mut [u32],
+    err: &mut [f32],
+    lower: &mut [f32],
+    s: &mut BoundScratch,
+) -> usize {
+    let d = cb.dim();
+    s.rows.clear();
+    match drift {
+        None => s.rows.extend(0..labels.len()),
+        Some((a1, m1, m2)) => {
+            for (i, p) in x.chunks_exact(d).enumerate() {
+                let a = labels[i] as usize;
+                let bound = lower[i] as f64 - if a == a1 { m2 } else { m1 };
                 let e2 = crate::kernels::sq_dist(p, cb.codeword(0, a));
                 if e2.sqrt() * (1.0 + 1e-5) < bound {
-                    *e = e2 as f32;
-                    *lo = (bound * (1.0 - 1e-7)) as f32;
-                    *s = false;
+                    err[i] = e2 as f32;
+                    lower[i] = (bound * (1.0 - 1e-7)) as f32;
+                } else {
+                    s.rows.push(i);
                 }
-            });
+            }
+        }
     }
-    let rows: Vec<usize> = (0..n).filter(|&i| search[i]).collect();
-    if rows.is_empty() {
-        return Ok(0);
+    let m = s.rows.len();
+    if m == 0 {
+        return 0;
     }
-    // Gathering rows costs a copy; past this share a full search is as cheap.
-    if rows.len() * 10 >= n * 7 {
-        let mut second = vec![0.0f32; n];
-        crate::rq::nearest_with_bound(&cb, 0, x, labels, err, &mut second);
+    s.second.clear();
+    s.second.resize(m, 0.0);
+    if m == labels.len() {
+        crate::rq::bound_tile(cb, 0, x, &mut s.dist, labels, err, &mut s.second);
         lower
-            .par_iter_mut()
-            .zip(&second)
-            .for_each(|(lo, &s)| *lo = s.sqrt());
-        return Ok(n);
+            .iter_mut()
+            .zip(&s.second)
+            .for_each(|(lo, &v)| *lo = v.sqrt());
+        return m;
     }
-    let m = rows.len();
-    let mut buf = vec![0.0f32; m * d];
-    buf.par_chunks_mut(d)
-        .zip(rows.par_iter())
-        .for_each(|(b, &i)| b.copy_from_slice(&x[i * d..(i + 1) * d]));
-    let (mut lab, mut e, mut second) = (vec![0u32; m], vec![0.0f32; m], vec![0.0f32; m]);
-    crate::rq::nearest_with_bound(&cb, 0, &buf, &mut lab, &mut e, &mut second);
-    for (t, &i) in rows.iter().enumerate() {
-        labels[i] = lab[t];
-        err[i] = e[t];
-        lower[i] = second[t].sqrt();
+    s.buf.clear();
+    for &i in &s.rows {
+        s.buf.extend_from_slice(&x[i * d..(i + 1) * d]);
     }
-    Ok(m)
+    s.lab.clear();
+    s.lab.resize(m, 0);
+    s.err.clear();
+    s.err.resize(m, 0.0);
+    crate::rq::bound_tile(
+        cb,
+        0,
+        &s.buf,
+        &mut s.dist,
+        &mut s.lab,
+        &mut s.err,
+        &mut s.second,
+    );
+    for (t, &i) in s.rows.iter().enumerate() {
+        labels[i] = s.lab[t];
+        err[i] = s.err[t];
+        lower[i] = s.second[t].sqrt();
+    }
+    m
 }

@@ -18,7 +18,7 @@ use crate::error::{check_finite, Error, Result};
 use crate::kernels::{self, sq_dist, sq_norm, sub_sq_norm};
 
 /// Rows of the distance GEMM per tile (the whole tile's residuals stay in L2 across levels).
-const TILE_ROWS: usize = 256;
+pub(crate) const TILE_ROWS: usize = 256;
 /// Items per tile in beam search (the GEMM runs over the items, not their beams), fewer when
 /// their scratch (`beam × (K + 2·D)` floats each) would pass [`BEAM_TILE_BYTES`].
 const BEAM_TILE_ITEMS: usize = 128;
@@ -650,35 +650,15 @@ pub fn decode<C: Code>(cb: &Codebooks, codes: &[C]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// For every row of `x` ((n, D)) against level `l` of `cb`: the exact nearest codeword
-/// (ties → lowest code), its squared distance, and a lower bound on the squared distance to
-/// every other codeword (the GEMM value of the runner-up minus its rounding window). Fixed
-/// tiles, so the result does not depend on the thread count. Used by k-means' bounded
-/// (Hamerly) assignment.
-pub(crate) fn nearest_with_bound(
-    cb: &Codebooks,
-    l: usize,
-    x: &[f32],
-    labels: &mut [u32],
-    err: &mut [f32],
-    second: &mut [f32],
-) {
-    let d = cb.dim();
-    labels
-        .par_chunks_mut(TILE_ROWS)
-        .zip(err.par_chunks_mut(TILE_ROWS))
-        .zip(second.par_chunks_mut(TILE_ROWS))
-        .zip(x.par_chunks(TILE_ROWS * d))
-        .for_each_init(Vec::new, |dist, (((lab, e), s), x)| {
-            bound_tile(cb, l, x, dist, lab, e, s)
-        });
-}
-
+/// For every row of `x` ((rows, D), one tile) against level `l` of `cb`: the exact nearest
+/// codeword (ties → lowest code), its squared distance, and a lower bound on the squared
+/// distance to every other codeword (the GEMM value of the runner-up minus its rounding
+/// window). Used by k-means' bounded (Hamerly) assignment.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
     "x86_64+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
 ))]
-fn bound_tile(
+pub(crate) fn bound_tile(
     cb: &Codebooks,
     l: usize,
     x: &[f32],

@@ -1,7 +1,7 @@
 //! k-means kernels against plain loops and hand-worked cases.
 
 use rand::{Rng, SeedableRng};
-use sidkit_core::kmeans::{centroid_means, kmeans_pp};
+use sidkit_core::kmeans::{centroid_means, kmeans_pp, subtract_centroids};
 use sidkit_core::Error;
 
 #[test]
@@ -43,6 +43,50 @@ fn centroid_means_reject_bad_input() {
     ));
     let nan = [0.0f32, f32::NAN];
     assert!(centroid_means(&nan, 2, &[0], 1).is_err());
+}
+
+/// The finite check rides on the accumulation (non-finite sums, the largest |v| per lane):
+/// every kind of bad value, in any lane, row or cluster (also one that cancels in the sum,
+/// inf and -inf), is reported at the index a scalar scan finds first.
+#[test]
+fn centroid_means_name_the_first_bad_value() {
+    let (n, d, k) = (40, 37, 5);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 2e15, -1.5e15] {
+        for at in [0, 15, 16, 36, d + 3, 17 * d + 20, n * d - 1] {
+            let mut y = x.clone();
+            y[at] = bad;
+            // A second bad value later, in another cluster's row: the first is named.
+            y[n * d - 2] = f32::INFINITY;
+            if at == n * d - 1 {
+                y[n * d - 2] = x[n * d - 2];
+            }
+            match centroid_means(&y, d, &labels, k) {
+                Err(Error::NonFinite {
+                    arg: "x", index, ..
+                }) => assert_eq!(index, at),
+                other => panic!("{bad} at {at}: {other:?}"),
+            }
+        }
+    }
+    // inf and -inf in one cluster's column sum to NaN, not to a finite value.
+    let mut y = x.clone();
+    let (a, b) = {
+        let rows: Vec<usize> = (0..n).filter(|&i| labels[i] == 2).collect();
+        (rows[0], rows[1])
+    };
+    y[a * d + 4] = f32::INFINITY;
+    y[b * d + 4] = f32::NEG_INFINITY;
+    assert!(matches!(
+        centroid_means(&y, d, &labels, k),
+        Err(Error::NonFinite { index, .. }) if index == a * d + 4
+    ));
+    // 1e15 itself is allowed.
+    let mut y = x.clone();
+    y[7] = 1e15;
+    assert!(centroid_means(&y, d, &labels, k).is_ok());
 }
 
 #[test]
@@ -162,4 +206,39 @@ fn bounded_assignment_equals_a_full_search_through_lloyd_iterations() {
         pruned_total > 5 * n,
         "bounds pruned only {pruned_total} point-iterations"
     );
+}
+
+#[test]
+fn subtract_centroids_matches_a_plain_loop_and_checks_first() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let (n, d, k) = (1000, 19, 7);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-3.0..3.0)).collect();
+    let c: Vec<f32> = (0..k * d).map(|_| rng.random_range(-3.0..3.0)).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+    let mut r = x.clone();
+    subtract_centroids(&mut r, d, &c, &labels).unwrap();
+    for i in 0..n {
+        for j in 0..d {
+            assert_eq!(r[i * d + j], x[i * d + j] - c[labels[i] as usize * d + j]);
+        }
+    }
+    let mut r = x.clone();
+    let mut bad = labels.clone();
+    bad[n - 1] = k as u32;
+    assert!(matches!(
+        subtract_centroids(&mut r, d, &c, &bad),
+        Err(Error::Value { arg: "labels", .. })
+    ));
+    assert!(matches!(
+        subtract_centroids(&mut r, d, &c, &labels[1..]),
+        Err(Error::Shape { arg: "x", .. })
+    ));
+    assert!(matches!(
+        subtract_centroids(&mut r, d, &c[1..], &labels),
+        Err(Error::Shape {
+            arg: "centroids",
+            ..
+        })
+    ));
+    assert_eq!(r, x, "nothing is written before the checks pass");
 }

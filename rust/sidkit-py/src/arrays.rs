@@ -1,6 +1,6 @@
 //! Borrowing numpy arrays' data (the Python layer makes inputs C-contiguous first).
 
-use numpy::{PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::PyResult;
 
@@ -10,12 +10,27 @@ fn strided(arg: &str) -> pyo3::PyErr {
     ))
 }
 
-/// The data of a C-contiguous 2-D array.
+/// The data of a C-contiguous 2-D array. (`as_slice` alone also accepts a Fortran-ordered
+/// array, whose data would then be read transposed.)
 pub fn slice<'a, T: numpy::Element>(
     arg: &str,
     a: &'a PyReadonlyArray2<'_, T>,
 ) -> PyResult<&'a [T]> {
+    if !a.is_c_contiguous() {
+        return Err(strided(arg));
+    }
     a.as_slice().map_err(|_| strided(arg))
+}
+
+/// The data of a writable C-contiguous 2-D array.
+pub fn slice_mut<'a, T: numpy::Element>(
+    arg: &str,
+    a: &'a mut PyReadwriteArray2<'_, T>,
+) -> PyResult<&'a mut [T]> {
+    if !a.is_c_contiguous() {
+        return Err(strided(arg));
+    }
+    a.as_slice_mut().map_err(|_| strided(arg))
 }
 
 /// The data of a C-contiguous 1-D array.

@@ -2,14 +2,14 @@
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyReadwriteArray1, PyUntypedArrayMethods,
+    PyReadwriteArray1, PyReadwriteArray2, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sidkit_core::collide::{self, MoveOrder};
 
-use crate::arrays::{slice, slice1};
+use crate::arrays::{slice, slice1, slice_mut};
 use crate::errors::CoreError;
 use crate::pool;
 use crate::rq::codebooks;
@@ -202,6 +202,35 @@ pub fn centroid_means<'py>(
         means.into_pyarray(py).reshape([k, d])?,
         counts.into_pyarray(py),
     ))
+}
+
+/// `x[i] -= centroids[labels[i]]` in place: x (N, D) float32, centroids (K, D) float32,
+/// labels (N,) uint32 in 0..K (the residuals of one residual-k-means level).
+#[pyfunction]
+pub fn subtract_centroids<'py>(
+    py: Python<'py>,
+    mut x: PyReadwriteArray2<'py, f32>,
+    centroids: PyReadonlyArray2<'py, f32>,
+    labels: PyReadonlyArray1<'py, u32>,
+) -> PyResult<()> {
+    let d = centroids.shape()[1];
+    if x.shape()[1] != d {
+        return Err(PyValueError::new_err(format!(
+            "x: expected shape (N, {d}), got {:?}",
+            x.shape()
+        )));
+    }
+    let (cs, ls) = (slice("centroids", &centroids)?, slice1("labels", &labels)?);
+    let xs = slice_mut("x", &mut x)?;
+    if span(xs).0 < span(cs).1 && span(cs).0 < span(xs).1 {
+        return Err(PyValueError::new_err(
+            "x: expected an array that shares no memory with centroids, got one that does",
+        ));
+    }
+    pool::run(py, || {
+        sidkit_core::kmeans::subtract_centroids(xs, d, cs, ls)
+    })?
+    .map_err(|e| CoreError(e).into())
 }
 
 /// Greedy k-means++ seeding: k row indices of x (N, D) float32, the best of `trials` D² draws

@@ -16,7 +16,8 @@ use pyo3::prelude::*;
 mod _native {
     #[pymodule_export]
     use crate::collide::{
-        assign_bounded, balanced_assign, centroid_means, group_ranks, kmeans_pp, reassign, suffix,
+        assign_bounded, balanced_assign, centroid_means, group_ranks, kmeans_pp, reassign,
+        subtract_centroids, suffix,
     };
     #[pymodule_export]
     use crate::dropout::dropout;
