@@ -242,3 +242,36 @@ fn subtract_centroids_matches_a_plain_loop_and_checks_first() {
     ));
     assert_eq!(r, x, "nothing is written before the checks pass");
 }
+
+/// The first bad value of `x` is named, whichever tile (of 256 rows) it is in and whatever
+/// later tiles hold, with or without bounds, and the state is left as it was.
+#[test]
+fn bounded_assignment_names_the_first_bad_value() {
+    use sidkit_core::kmeans::assign_bounded;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let (n, d, k) = (1100, 6, 10);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let c: Vec<f32> = x[..k * d].to_vec();
+    let (mut labels, mut err, mut lower) = (vec![0u32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    assign_bounded(&c, &x, d, &mut labels, &mut err, &mut lower, None).unwrap();
+    let moved: Vec<f32> = c.iter().map(|v| v + 0.01).collect();
+    for bad in [f32::NAN, f32::NEG_INFINITY, 3e15] {
+        for at in [0, 5, 256 * d - 1, 256 * d, 700 * d + 2, n * d - 1] {
+            let mut y = x.clone();
+            y[at] = bad;
+            if at + 1 < n * d {
+                y[n * d - 1] = f32::INFINITY; // a later bad value in the last tile
+            }
+            for prev in [None, Some(&c[..])] {
+                let (mut l, mut e, mut lo) = (labels.clone(), err.clone(), lower.clone());
+                match assign_bounded(&moved, &y, d, &mut l, &mut e, &mut lo, prev) {
+                    Err(Error::NonFinite {
+                        arg: "x", index, ..
+                    }) => assert_eq!(index, at),
+                    other => panic!("{bad} at {at}: {other:?}"),
+                }
+                assert!(l == labels && e == err && lo == lower);
+            }
+        }
+    }
+}
