@@ -197,7 +197,7 @@ pub fn subtract_centroids(
             centroids.len(),
         ));
     }
-    if x.len() != labels.len() * d {
+    if labels.len().checked_mul(d) != Some(x.len()) {
         return Err(Error::shape(
             "x",
             format!("({}, {d}) (one row per label)", labels.len()),
