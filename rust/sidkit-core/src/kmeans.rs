@@ -309,6 +309,8 @@ pub fn kmeans_pp(
     }
     check_finite("x", x)?;
     const CHUNK: usize = 1024;
+    // Points per sub-block of a chunk: about 128 KiB of rows.
+    let sub = (32_768 / d).clamp(1, CHUNK);
     let row = |i: usize| &x[i * d..(i + 1) * d];
     let first = ((uniform[0] * n as f64) as usize).min(n - 1);
     let mut chosen = vec![first];
@@ -346,10 +348,21 @@ pub fn kmeans_pp(
             .zip(d2.par_chunks(CHUNK).zip(x.par_chunks(CHUNK * d)))
             .for_each(|((block, chunk_sums), (dc, xc))| {
                 let m = dc.len();
-                for (t, &c) in cands.iter().enumerate() {
-                    let out = &mut block[t * m..(t + 1) * m];
-                    min_dists(out, dc, xc, row(c));
-                    chunk_sums[t] = out.iter().sum();
+                // Sub-blocks of points small enough to stay in L2 while every candidate
+                // scans them (a whole chunk at D = 768 is 3 MB); the same values either way.
+                for s0 in (0..m).step_by(sub) {
+                    let s1 = (s0 + sub).min(m);
+                    for (t, &c) in cands.iter().enumerate() {
+                        min_dists(
+                            &mut block[t * m + s0..t * m + s1],
+                            &dc[s0..s1],
+                            &xc[s0 * d..s1 * d],
+                            row(c),
+                        );
+                    }
+                }
+                for t in 0..cands.len() {
+                    chunk_sums[t] = block[t * m..(t + 1) * m].iter().sum();
                 }
             });
         let potential =
