@@ -554,8 +554,16 @@ def test_native_calls_with_caller_sized_or_aliased_buffers_are_errors():
         _native.centroid_means(np.asfortranarray(r), np.zeros(6, np.uint32), 1)
     with pytest.raises(ValueError, match="centroids: expected a C-contiguous array"):
         _native.subtract_centroids(r, np.asfortranarray(cents), np.zeros(6, np.uint32))
-    with pytest.raises(TypeError):
-        _native.subtract_centroids(r.astype(np.float64), cents, np.zeros(6, np.uint32))
+    # rust-numpy's dtype error ("type mismatch: from=float64, to=float32") does not name the
+    # argument; PyO3 attaches it as a PEP 678 note, which every traceback prints.
+    for args, name in (
+        ((r.astype(np.float64), cents, np.zeros(6, np.uint32)), "x"),
+        ((r, cents.astype(np.float64), np.zeros(6, np.uint32)), "centroids"),
+        ((r, cents, np.zeros(6, np.int64)), "labels"),
+    ):
+        with pytest.raises(TypeError, match="float64|int64") as err:
+            _native.subtract_centroids(*args)
+        assert f"while processing '{name}'" in getattr(err.value, "__notes__", [])
     np.testing.assert_array_equal(r, before)
     lab = np.array([2, 0, 1, 1, 0, 2], np.uint32)
     _native.subtract_centroids(r, cents, lab)
