@@ -80,6 +80,25 @@ def test_trie_from_table_and_duplicates(rng):
         dup.items_of([[0, 1]])
     with pytest.raises(ValueError, match=r"codes: expected shape \(B, 2\)"):
         dup.items_of([0])
+    # Trie(table) is Trie.from_table(table); a table brings its own ids, sizes and capacity.
+    same = sk.Trie(table)
+    assert same.sizes == table.sizes and same.num_nodes == trie.num_nodes
+    np.testing.assert_array_equal(same.lookup(table.codes), table.item_ids)
+    with pytest.raises(ValueError, match="item_ids, sizes: expected none with a SidTable"):
+        sk.Trie(table, [1, 2, 3], (2, 2, 2))
+    with pytest.raises(TypeError, match="table: expected a sidkit.SidTable, got ndarray"):
+        sk.Trie.from_table(codes)
+    # A table with capacity 2: two items share SID (0, 0); each is its own result, same score.
+    emb = np.eye(4, dtype=np.float32)
+    cb = sk.Codebooks([emb[:2], emb[:2]])
+    shared = sk.resolve(
+        np.array([[0, 0], [0, 0], [0, 1], [1, 0]]), "reassign", embeddings=emb, codebooks=cb, capacity=2
+    )
+    assert shared.capacity == 2 and shared.codes.tolist() == [[0, 0], [0, 0], [0, 1], [1, 0]]
+    logp = np.log(np.array([0.6, 0.4], np.float32))
+    items, scores, sids = sk.generate(lambda tok, par: np.tile(logp, (len(par), 1)), sk.Trie(shared), 1, 3, top_k=4)
+    assert items.tolist() == [[0, 1, 2, 3]] and sids[0].tolist() == [[0, 0], [0, 0], [0, 1], [1, 0]]
+    np.testing.assert_allclose(scores[0], [2 * logp[0], 2 * logp[0], logp[0] + logp[1], logp[1] + logp[0]], rtol=1e-6)
 
 
 def test_token_map():

@@ -162,6 +162,29 @@ def test_cli_names_the_extra_of_a_missing_dependency(tmp_path, capsys, monkeypat
     assert "--out: expected a .npz or .parquet path for the SID table" in capsys.readouterr().err
 
 
+def test_library_names_the_extra_of_a_missing_dependency(tmp_path, monkeypatch):
+    """Without safetensors / pyarrow, the library's error names the `io` extra and writes nothing."""
+    cb = sk.Codebooks([np.eye(3, dtype=np.float32)])
+    table = sk.resolve(np.array([[0], [0], [1]], np.uint16))
+    for mod in ("safetensors", "pyarrow"):
+        for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setitem(sys.modules, mod, None)
+    io = r"from sidkit's 'io' extra \(pip install '\.\[io\]' in a sidkit checkout, or pip install pyarrow safetensors\)"
+    for call, what in (
+        (lambda: cb.save(tmp_path / "cb.safetensors"), "Codebooks.save to .safetensors needs safetensors"),
+        (lambda: sk.Codebooks.load(tmp_path / "cb.safetensors"), "Codebooks.load of .safetensors needs safetensors"),
+        (lambda: table.save(tmp_path / "t.parquet"), "SidTable.to_parquet needs pyarrow"),
+        (lambda: sk.SidTable.load(tmp_path / "t.parquet"), "SidTable.from_parquet needs pyarrow"),
+        (lambda: table.to_arrow(), "SidTable.to_arrow needs pyarrow"),
+    ):
+        with pytest.raises(ModuleNotFoundError, match=what + ", " + io):
+            call()
+    assert not list(tmp_path.iterdir())
+    cb.save(tmp_path / "cb.npz")  # .npz needs neither
+    np.testing.assert_array_equal(sk.Codebooks.load(tmp_path / "cb.npz").data, cb.data)
+
+
 def _greedy_rq_numpy(x, centres):
     """Independent reference: nearest codeword per level on the residual, float64."""
     r = x.astype(np.float64).copy()
@@ -315,6 +338,21 @@ def test_metrics_cli(tmp_path, capsys):
             == 0
         )
         assert capsys.readouterr().out == out
+    # A suffix-resolved table with --codebooks: the codebook metrics read the codebooks' levels
+    # (the raw codes' collisions), and a first line says so and gives the table's own.
+    from sidkit.metrics import collisions
+
+    sk.resolve(codes, "suffix").save(tmp_path / "suffixed.npz")
+    argv = ["metrics", str(tmp_path / "x.npy"), str(tmp_path / "suffixed.npz"), "--codebooks", str(tmp_path / "cb.npz")]
+    assert main(argv) == 0
+    first, rest = capsys.readouterr().out.split("\n", 1)
+    raw = collisions(codes.astype(np.int64))
+    assert raw["collision_rate"] > 0
+    assert first == (
+        f"metrics of levels 0..1 (the codebooks' levels; the table's level 2.. is its collision suffix): "
+        f"the full table has {n:,} SIDs for {n:,} items, collision rate 0.0000"
+    )
+    assert f"{'collisions.collision_rate':<34}{raw['collision_rate']:>12.4f}" in rest
     sk.SidTable(np.arange(5, n + 5), codes, (16, 16), capacity=n).save(tmp_path / "t.npz")
     assert main(["metrics", str(tmp_path / "x.npy"), str(tmp_path / "t.npz")]) == 2
     assert "the SID table's item ids must be 0..N-1 or 1..N" in capsys.readouterr().err

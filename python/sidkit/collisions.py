@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, as_int, atomic_path, level_sizes, to_numpy
+from ._arrays import as_code_matrix, as_float_matrix, as_int, atomic_path, level_sizes, require, to_numpy
 from .codebooks import Codebooks
 
 FORMAT = "sidkit.sidtable/1"
@@ -492,7 +492,7 @@ class SidTable:
     def to_arrow(self) -> Any:
         """A ``pyarrow.Table``: ``item_id`` int64 and ``sid`` fixed_size_list<uint16>[L] (both
         zero-copy views of this table's arrays), with the metadata under the ``sidkit`` key."""
-        import pyarrow as pa
+        pa = require("pyarrow", "SidTable.to_arrow")
 
         sid = pa.FixedSizeListArray.from_arrays(pa.array(self.codes.ravel()), self.levels)
         schema = pa.schema(
@@ -505,7 +505,7 @@ class SidTable:
     def from_arrow(cls, table: Any) -> SidTable:
         """Reads a table written by :meth:`to_arrow`: ``item_id`` and ``sid`` columns and the
         ``sidkit`` schema metadata (which holds the level sizes)."""
-        import pyarrow as pa
+        pa = require("pyarrow", "SidTable.from_arrow")
 
         names = set(table.column_names)
         for col in ("item_id", "sid"):
@@ -560,7 +560,7 @@ class SidTable:
 
     def to_parquet(self, path: str | os.PathLike[str]) -> None:
         """Writes the table as Parquet (see :meth:`to_arrow` for the schema), atomically."""
-        import pyarrow.parquet as pq
+        pq = require("pyarrow.parquet", "SidTable.to_parquet")
 
         with atomic_path(path) as tmp:  # page checksums: a damaged file fails to load
             pq.write_table(self.to_arrow(), tmp, write_page_checksum=True)
@@ -568,8 +568,7 @@ class SidTable:
     @classmethod
     def from_parquet(cls, path: str | os.PathLike[str]) -> SidTable:
         """Reads a table written by :meth:`to_parquet`."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        pa, pq = require("pyarrow", "SidTable.from_parquet"), require("pyarrow.parquet", "SidTable.from_parquet")
 
         try:
             table = pq.read_table(path, page_checksum_verification=True)

@@ -136,7 +136,9 @@ class BeamSearch:
 
     def finish(self, top_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The best items: (items (B, top_k) int64, scores (B, top_k) float32), best first,
-        padded with -1 / -inf. The SIDs are in ``self.sids`` (B, top_k, L) afterwards."""
+        padded with -1 / -inf. The SIDs are in ``self.sids`` (B, top_k, L) afterwards. With a
+        table resolved with ``capacity > 1`` several items share a SID: each is its own entry (same
+        score), so the top_k items may come from fewer SIDs and ``sids`` repeats rows."""
         items, scores, self.sids = self._state.finish(self.top_k if top_k is None else _count(top_k, "top_k"))
         return items, scores
 
@@ -157,7 +159,8 @@ def generate(
     the next level as :meth:`BeamSearch.step` takes them.
 
     Returns:
-        items (B, top_k) int64, scores (B, top_k) float32, sids (B, top_k, L) uint16.
+        items (B, top_k) int64, scores (B, top_k) float32, sids (B, top_k, L) uint16 (items
+        sharing a SID, ``capacity > 1``, are separate entries: see :meth:`BeamSearch.finish`).
     """
     search = BeamSearch(trie, batch_size, beam_width, top_k, token_map)
     parents = np.arange(search.rows, dtype=np.int64)

@@ -97,18 +97,24 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def top_k_neighbours(x: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
-    """(N, k) int64: each row's k largest inner products among the other rows (itself
-    excluded), best first, by blocked matrix products."""
+def top_k_neighbours(x: np.ndarray, k: int, block: int = 4096, rows: np.ndarray | None = None) -> np.ndarray:
+    """(R, k) int64: for each query row (``rows``, default all N rows) its k largest inner
+    products among the other rows of ``x`` (itself excluded), best first, by blocked matrix
+    products. A block holds at most ``block`` queries and about 2^25 similarities (128 MB
+    float32), whatever N is."""
     n = len(x)
+    q = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     k = min(k, n - 1)
-    out = np.empty((n, k), dtype=np.int64)
-    for s in range(0, n, block):
-        sims = x[s : s + block] @ x.T
-        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
-        out[s : s + block] = np.take_along_axis(part, order, 1)
+    out = np.empty((len(q), k), dtype=np.int64)
+    step = max(1, min(block, (1 << 25) // max(n, 1)))
+    for s in range(0, len(q), step):
+        qs = q[s : s + step]
+        sims = x[qs] @ x.T
+        sims[np.arange(len(qs)), qs] = -np.inf
+        part = np.argpartition(sims, n - k, axis=1)[:, n - k :]  # the k largest, unordered
+        # Best first; among equal similarities the lower index, as a stable sort of -sims does.
+        order = np.lexsort((part, -np.take_along_axis(sims, part, 1)), axis=1)
+        out[s : s + step] = np.take_along_axis(part, order, 1)
     return out
 
 
@@ -117,15 +123,16 @@ def embedding_hit_rate(emb: np.ndarray, sequences: list[np.ndarray], k: int = 30
     (history = up to ``history`` items before the last, target = the last item) is a hit when
     the target is among the top-``k`` inner-product neighbours (L2-normalised embeddings,
     itself excluded) of any history item. Item ids in ``sequences`` are 0-based rows of ``emb``.
+    Neighbours are searched only for items that occur in a history: the cost is
+    (history items) x N x D, not N^2 x D.
     """
-    nbrs = top_k_neighbours(_unit(np.asarray(emb, dtype=np.float32)), k)
-    hits = pairs = 0
-    for seq in sequences:
-        if len(seq) < 2:
-            continue
-        pairs += 1
-        hits += bool((nbrs[seq[:-1][-history:]] == seq[-1]).any())
-    return hits / max(pairs, 1)
+    pairs = [(s[:-1][-history:], s[-1]) for s in sequences if len(s) >= 2]
+    if not pairs:
+        return 0.0
+    rows = np.unique(np.concatenate([h for h, _ in pairs]))
+    nbrs = top_k_neighbours(_unit(np.asarray(emb, dtype=np.float32)), k, rows=rows)
+    hits = sum(bool((nbrs[np.searchsorted(rows, h)] == t).any()) for h, t in pairs)
+    return hits / len(pairs)
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:

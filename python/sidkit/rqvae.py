@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import as_int, atomic_path, device_arg
+from ._arrays import as_int, atomic_path, device_arg, require
 from .codebooks import Codebooks
 from .kmeans import RQKMeans, check_sample, sample_rows
 
@@ -284,10 +284,10 @@ class RQVAE(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         # torch.save's zip and safetensors hold no checksum a load checks: a digest does.
         meta = {"format": FORMAT, "config": self.config, "sha256": _state_digest(state)}
+        if path.suffix == ".safetensors":  # before anything is written
+            save_file = require("safetensors.torch", "RQVAE.save to .safetensors").save_file
         with atomic_path(path) as tmp:
             if path.suffix == ".safetensors":
-                from safetensors.torch import save_file
-
                 save_file(state, tmp, metadata={"sidkit": json.dumps(meta)})
             else:
                 torch.save({"sidkit": json.dumps(meta), "state_dict": state}, tmp)
@@ -298,8 +298,8 @@ class RQVAE(nn.Module):
         device = device_arg(device)
         path = Path(path)
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-            from safetensors.torch import load_file
+            safe_open = require("safetensors", "RQVAE.load of .safetensors").safe_open
+            load_file = require("safetensors.torch", "RQVAE.load of .safetensors").load_file
         try:
             if path.suffix == ".safetensors":
                 with safe_open(str(path), framework="pt") as f:

@@ -79,17 +79,25 @@ class TokenMap:
 class Trie:
     """A compact prefix trie of valid SIDs, built in Rust (sorted CSR arrays per depth).
 
-    ``Trie(codes, item_ids)`` or ``Trie.from_table(table)``. Node 0 is the root; every
-    navigation call is batched and takes/returns int64 node ids, -1 meaning "no node".
+    ``Trie(codes, item_ids)`` or ``Trie(table)`` (= ``Trie.from_table(table)``). Node 0 is the
+    root; every navigation call is batched and takes/returns int64 node ids, -1 meaning "no node".
 
     Args:
-        codes: (N, L) integer SIDs.
+        codes: (N, L) integer SIDs, or a :class:`SidTable` (then no other argument).
         item_ids: (N,) int64; default ``arange(N)``.
         sizes: codebook size per level; default ``codes.max(0) + 1``.
         allow_duplicates: keep several items on one SID instead of raising.
     """
 
     def __init__(self, codes: Any, item_ids: Any = None, sizes: Any = None, allow_duplicates: bool = False) -> None:
+        if isinstance(codes, SidTable):
+            given = [n for n, v in (("item_ids", item_ids), ("sizes", sizes)) if v is not None]
+            if given or allow_duplicates:
+                raise ValueError(
+                    f"{', '.join(given) or 'allow_duplicates'}: expected none with a SidTable (it holds its item ids, "
+                    "sizes and capacity)"
+                )
+            codes, item_ids, sizes, allow_duplicates = codes.codes, codes.item_ids, codes.sizes, codes.capacity > 1
         c = _codes_u16(codes)
         ids = _item_ids(item_ids, len(c))
         k = _sizes(c, sizes, None)
@@ -103,7 +111,9 @@ class Trie:
     @classmethod
     def from_table(cls, table: SidTable) -> Trie:
         """The trie of a :class:`SidTable`'s SIDs (all of its levels)."""
-        return cls(table.codes, table.item_ids, table.sizes, allow_duplicates=table.capacity > 1)
+        if not isinstance(table, SidTable):
+            raise TypeError(f"table: expected a sidkit.SidTable, got {type(table).__name__}")
+        return cls(table)
 
     @property
     def depth(self) -> int:
