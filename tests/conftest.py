@@ -75,10 +75,10 @@ def _restore_threads():
     sk.set_num_threads(n)
 
 
-def flip_bit(path, offset: int, out):
-    """Writes ``path``'s bytes to ``out`` with the lowest bit of byte ``offset`` flipped."""
+def flip_bit(path, offset: int, out, bit: int = 0):
+    """Writes ``path``'s bytes to ``out`` with bit ``bit`` (0 = lowest) of byte ``offset`` flipped."""
     raw = bytearray(path.read_bytes())
-    raw[offset] ^= 0x01
+    raw[offset] ^= 1 << bit
     out.write_bytes(bytes(raw))
     return out
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import sidkit as sk
@@ -257,7 +260,7 @@ def test_codebooks_beyond_1e15_and_damaged_files(tmp_path):
         arrays = dict(z)
     for sizes in ([8, 8, 4], [8, 16], [], [[8, 8, 8]], [8, 8, 8.5]):
         np.savez(tmp_path / "bad.npz", **{**arrays, "sizes": np.array(sizes)})
-        with pytest.raises(ValueError, match="is a damaged 'sidkit.codebooks/1' file"):
+        with pytest.raises(ValueError, match="is a damaged 'sidkit.codebooks/2' file"):
             sk.Codebooks.load(tmp_path / "bad.npz")
     np.savez(tmp_path / "bad.npz", **{**arrays, "meta": np.array("[1]")})
     with pytest.raises(ValueError, match="path: expected format"):
@@ -366,6 +369,20 @@ def test_set_num_threads_range():
         with pytest.raises(ValueError, match="n: expected 1..4096 threads"):
             _native.set_num_threads(bad)
     assert sk.get_num_threads() == before
+
+
+def test_num_threads_environment_variable():
+    import subprocess
+
+    code = "import sidkit; print(sidkit.get_num_threads())"
+    for value, want in (("3", "3"), ("abc", '"abc"'), ("0", '"0"'), ("5000", '"5000"'), ("-2", '"-2"')):
+        env = {**os.environ, "SIDKIT_NUM_THREADS": value}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        if value == "3":
+            assert r.returncode == 0 and r.stdout.strip() == "3", r.stderr
+        else:  # refused at once, never a pool of thousands of threads
+            assert r.returncode == 1
+            assert f"ValueError: SIDKIT_NUM_THREADS: expected an integer in 1..4096, got {want}" in r.stderr
 
 
 def test_sid_table_add_checks_embeddings_and_codebooks():
@@ -581,3 +598,110 @@ def test_native_calls_with_caller_sized_or_aliased_buffers_are_errors():
         _native.reassign(cb.data, [3], xs.reshape(2, 2), codes, ids)
     with pytest.raises(ValueError, match=r"codes: expected shape \(4, 1\)"):
         _native.reassign(cb.data, [3], xs, np.zeros((2, 2), np.uint16), ids)
+
+
+def _misaligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` at an odd byte offset of its buffer (not aligned)."""
+    buf = bytearray(a.nbytes + 1)
+    out = np.frombuffer(buf, a.dtype, a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
+def test_misaligned_contiguous_arrays_are_copied_not_refused():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    cb = sk.RQKMeans(2, 8, iters=3, seed=0, verbose=False).fit(x)
+    codes = cb.encode(x)
+    np.testing.assert_array_equal(cb.encode(_misaligned(x)), codes)
+    np.testing.assert_array_equal(cb.encode(_misaligned(x), beam=3), cb.encode(x, beam=3))
+    np.testing.assert_array_equal(cb.decode(_misaligned(codes)), cb.decode(codes))
+    np.testing.assert_array_equal(cb.decode(_misaligned(codes.astype(np.int64))), cb.decode(codes))
+    assert sk.RQKMeans(2, 8, iters=3, seed=0, verbose=False).fit(_misaligned(x)) == cb
+    ids = np.arange(300, dtype=np.int64) + 7
+    t = sk.resolve(codes, item_ids=ids)
+    t2 = sk.resolve(_misaligned(codes), item_ids=_misaligned(ids))
+    np.testing.assert_array_equal(t2.codes, t.codes)
+    r = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=5)
+    r2 = sk.resolve(_misaligned(codes), "reassign", embeddings=_misaligned(x), codebooks=cb, capacity=5)
+    np.testing.assert_array_equal(r2.codes, r.codes)
+    trie = sk.Trie(_misaligned(t.codes), _misaligned(t.item_ids))
+    np.testing.assert_array_equal(trie.lookup(_misaligned(t.codes.astype(np.int64))), t.item_ids)
+    nodes = trie.walk(t.codes[:5, :1])
+    np.testing.assert_array_equal(
+        trie.child(_misaligned(nodes), _misaligned(t.codes[:5, 1].astype(np.int64))), trie.walk(t.codes[:5, :2])
+    )
+    search = sk.BeamSearch(trie, 2, 4)
+    logp = np.log(np.full((8, trie.sizes[0]), 1 / trie.sizes[0], np.float32))
+    codes0, parents = search.step(_misaligned(logp))
+    assert (codes0 < trie.sizes[0]).all() and parents.dtype == np.int64
+
+
+def test_uint64_node_ids_beyond_int64_are_refused(small_trie):
+    for call in (small_trie.children, lambda n: small_trie.mask(n)):
+        with pytest.raises(ValueError, match=r"node_ids: expected -1\.\."):
+            call(np.array([2**64 - 1], np.uint64))
+    assert small_trie.children(np.array([0], np.uint64))[0].tolist() == small_trie.children([0])[0].tolist()
+
+
+def test_resolve_limits_beyond_64_bits_mean_no_limit():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 3)).astype(np.float32)
+    cb = sk.RQKMeans(1, 4, iters=3, seed=0, verbose=False).fit(x)
+    codes = cb.encode(x)
+    t = sk.resolve(codes, max_suffix=2**64)
+    np.testing.assert_array_equal(t.codes, sk.resolve(codes).codes)
+    big = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=2**64, candidates=2**70)
+    np.testing.assert_array_equal(
+        big.codes, sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=60).codes
+    )
+
+
+def test_beam_score_sums_that_overflow_to_minus_inf_are_errors():
+    trie = sk.Trie(np.array([[0, 1], [1, 0]]))
+    search = sk.BeamSearch(trie, 1, 2)
+    search.step(np.array([[-3e38, -3e38], [-3e38, -3e38]], np.float32))
+    with pytest.raises(ValueError, match="logp: .*a sum that overflows float32 to -inf at row 0, column 1"):
+        search.step(np.array([[-3e38, -3e38], [-3e38, -3e38]], np.float32))
+    search = sk.BeamSearch(trie, 1, 2)  # -inf given (a masked code) is no overflow
+    search.step(np.array([[-1.0, -np.inf], [-1.0, -np.inf]], np.float32))
+    search.step(np.array([[-np.inf, -1.0], [-np.inf, -1.0]], np.float32))
+    items, scores = search.finish()
+    assert items.tolist() == [[0, -1]] and scores[0, 0] == -2.0
+
+
+def test_fit_names_residuals_beyond_the_core_limit():
+    rng = np.random.default_rng(0)
+    x = (np.sign(rng.standard_normal((64, 6))) * 7e14).astype(np.float32)  # within ±1e15
+    with pytest.raises(ValueError, match=r"x: its level-1 residuals .* go beyond ±1e15.*scale x down"):
+        sk.RQKMeans(2, 4, iters=3, seed=0, verbose=False).fit(x)
+    sk.RQKMeans(2, 4, iters=3, seed=0, verbose=False).fit(x / 7e14)
+
+
+def test_small_argument_checks_name_their_argument():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    cb = sk.RQKMeans(2, 4, iters=3, seed=0, verbose=False).fit(x)
+    codes = cb.encode(x)
+    with pytest.raises(TypeError, match="allow_duplicates: expected a bool, got int"):
+        sk.Trie(codes, allow_duplicates=1)
+    with pytest.raises(ValueError, match="order: expected 'knn' or 'random', got None"):
+        sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=5, order=None)
+    with pytest.raises(TypeError, match="sizes: expected a sequence of ints"):
+        sk.TokenMap({3, 4})
+    with pytest.raises(ValueError, match="seed: expected an int in"):
+        sk.kmeans(x, 4, seed=-1)
+    from sidkit.metrics import report
+
+    with pytest.raises(ValueError, match="seed: expected an int in"):
+        report(x, codes, seed=-1)
+    # Empty lists are empty integer queries, not float64 arrays.
+    table = sk.resolve(codes, "reassign", embeddings=x, codebooks=cb, capacity=5)
+    trie = sk.Trie(table)
+    assert trie.mask([]).shape == (0, trie.sizes[0]) and trie.children([])[0].tolist() == [0]
+    with pytest.raises(ValueError, match=r"codes: expected an \(N, t <= 2\) array, got shape \(0,\)"):
+        sk.TokenMap((4, 4)).to_tokens([])  # a shape error, not "got dtype float64"
+    with pytest.raises(ValueError, match=r"codes: expected shape \(N, 2\), got \(0,\)"):
+        table.items([])
+    assert table.rows([]).shape == (0,) and sk.TokenMap((4, 4)).to_codes([[]]).shape == (1, 0)

@@ -472,17 +472,46 @@ def test_damaged_files_fail_to_load_never_load_wrong(tmp_path):
         (tmp_path / f"cut-{name}").write_bytes(raw[: len(raw) // 2])
         with pytest.raises(ValueError, match="path: expected"):
             sk.SidTable.load(tmp_path / f"cut-{name}")
-        for pos in np.linspace(0, len(raw) - 1, 150).astype(int):
+    # One flipped bit in every byte of a small table (a different bit per byte): the load fails
+    # or gives the same table, level sizes, method and report included (Parquet's page checksums
+    # do not cover the schema metadata; the SHA-256 in it does).
+    small = sk.resolve(rng.integers(0, 4, size=(30, 2)), item_ids=rng.permutation(100)[:30], max_suffix=9)
+    for name in ("s.npz", "s.parquet"):
+        path = tmp_path / name
+        small.save(path)
+        raw = path.read_bytes()
+        for pos in range(len(raw)):
             bad = bytearray(raw)
-            bad[pos] ^= 0x10
+            bad[pos] ^= 1 << (pos % 8)
             (tmp_path / f"bad-{name}").write_bytes(bytes(bad))
             try:
                 back = sk.SidTable.load(tmp_path / f"bad-{name}")
             except ValueError:
                 continue
             # a flip that still loads touched no data (padding, an unused header byte)
-            np.testing.assert_array_equal(back.codes, t.codes)
-            np.testing.assert_array_equal(back.item_ids, t.item_ids)
+            np.testing.assert_array_equal(back.codes, small.codes)
+            np.testing.assert_array_equal(back.item_ids, small.item_ids)
+            assert (back.sizes, back.capacity, back.method) == (small.sizes, small.capacity, small.method), pos
+            assert (back.report, back.meta) == (small.report, small.meta), pos
+
+
+def test_legacy_tables_load_and_sealed_ones_check_their_metadata(tmp_path):
+    import json
+
+    t = sk.resolve(np.array([[0, 1], [0, 1], [1, 0]]), max_suffix=5)
+    t.save(tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz") as f:
+        ids, codes, meta = f["item_ids"], f["codes"], json.loads(str(f["meta"]))
+    assert meta["format"] == "sidkit.sidtable/2" and len(meta["sha256"]) == 64
+    changed = {**meta, "sizes": [2, 2, 5]}  # valid-looking, but not what was saved
+    np.savez(tmp_path / "c.npz", item_ids=ids, codes=codes, meta=np.array(json.dumps(changed)))
+    with pytest.raises(ValueError, match="a damaged 'sidkit.sidtable/2' table: it does not match its SHA-256"):
+        sk.SidTable.load(tmp_path / "c.npz")
+    legacy = {k: v for k, v in meta.items() if k != "sha256"} | {"format": "sidkit.sidtable/1"}
+    np.savez(tmp_path / "l.npz", item_ids=ids, codes=codes, meta=np.array(json.dumps(legacy)))
+    back = sk.SidTable.load(tmp_path / "l.npz")
+    np.testing.assert_array_equal(back.codes, t.codes)
+    assert back.sizes == t.sizes and back.report == t.report
 
 
 def test_from_arrow_names_damaged_metadata():

@@ -225,9 +225,45 @@ def test_load_refuses_a_flipped_bit_and_bad_metadata(rng, tmp_path, suffix):
             np.savez(tmp_path / "meta.npz", **{**arrays, "meta": np.array(json.dumps(broken))})
             with pytest.raises(ValueError, match="path: .* is a damaged"):
                 sk.Codebooks.load(tmp_path / "meta.npz")
-        old = {k: v for k, v in meta.items() if k != "sha256"}  # files from before the digest load
+        # The digest seals the metadata too: a valid-looking change is still an error.
+        np.savez(tmp_path / "meta.npz", **{**arrays, "meta": np.array(json.dumps({**meta, "method": "rp-kmeans"}))})
+        with pytest.raises(ValueError, match="is a damaged 'sidkit.codebooks/2' file: it does not match its SHA-256"):
+            sk.Codebooks.load(tmp_path / "meta.npz")
+        np.savez(tmp_path / "meta.npz", **{**arrays, "meta": np.array(json.dumps({**meta, "sha256": None}))})
+        with pytest.raises(ValueError, match="does not match its SHA-256"):
+            sk.Codebooks.load(tmp_path / "meta.npz")
+        # Legacy files (format /1): no digest, or one over the arrays only; both load.
+        from sidkit.codebooks import _digest
+
+        old = {k: v for k, v in meta.items() if k != "sha256"} | {"format": "sidkit.codebooks/1"}
         np.savez(tmp_path / "old.npz", **{**arrays, "meta": np.array(json.dumps(old))})
         assert sk.Codebooks.load(tmp_path / "old.npz") == cb
+        old["sha256"] = _digest(arrays["codebooks"], arrays["sizes"])
+        np.savez(tmp_path / "old.npz", **{**arrays, "meta": np.array(json.dumps(old))})
+        assert sk.Codebooks.load(tmp_path / "old.npz") == cb
+        np.savez(
+            tmp_path / "old.npz", **{**arrays, "codebooks": arrays["codebooks"] + 1, "meta": np.array(json.dumps(old))}
+        )
+        with pytest.raises(ValueError, match="'sidkit.codebooks/1' file: its arrays do not match"):
+            sk.Codebooks.load(tmp_path / "old.npz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_codebooks_file_with_any_bit_flipped_fails_or_loads_unchanged(rng, tmp_path, suffix):
+    """One flipped bit anywhere (a different bit in each byte): a ValueError, or the same codebooks,
+    method and meta, never other values."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    cb = sk.Codebooks([rng.standard_normal((6, 3)).astype(np.float32)] * 2, method="rq-kmeans", meta={"seed": 3})
+    path = tmp_path / f"cb{suffix}"
+    cb.save(path)
+    for at in range(path.stat().st_size):
+        bad = flip_bit(path, at, tmp_path / f"bad{suffix}", bit=at % 8)
+        try:
+            got = sk.Codebooks.load(bad)
+        except ValueError:
+            continue
+        assert got == cb and got.method == cb.method and got.meta == cb.meta, f"byte {at}"
 
 
 def test_beam_beyond_the_limit_is_a_value_error(rng):

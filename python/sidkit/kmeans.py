@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_float_matrix, as_int, device_arg
+from ._arrays import as_float_matrix, as_int, c_array, device_arg
 from .codebooks import MAX_CODEBOOK_SIZE, Codebooks
 
 #: k-means++ seeds from at most this many points per cluster (a uniform subsample): greedy D²
@@ -45,7 +45,7 @@ def _seed_rows(x_host: Any, n: int, k: int, init: str, rng: np.random.Generator)
         raise ValueError(f"init: expected 'kmeans++', 'random' or a (k, D) array, got {init!r}")
     m = min(n, max(k, PP_POINTS_PER_CLUSTER * k))
     sub = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
-    pts = np.ascontiguousarray(x_host(sub), dtype=np.float32)
+    pts = c_array(x_host(sub), np.float32)
     trials = 2 + int(np.log(k))  # scikit-learn's greedy k-means++
     picked = _native.kmeans_pp(pts, k, trials, rng.random(1 + (k - 1) * trials))
     return sub[picked.astype(np.int64)]
@@ -285,6 +285,8 @@ def kmeans(
     if not 1 <= k <= n:
         raise ValueError(f"k: expected 1..N = {n}, got {k}")
     iters = as_int(iters, "iters", 0)
+    if not isinstance(seed, np.random.Generator):
+        seed = as_int(seed, "seed", 0, 2**64 - 1)
     rng = np.random.default_rng(seed)
     if isinstance(init, str):
         rows = _seed_rows(ops.host_rows(xs), n, k, init, rng)
@@ -404,9 +406,17 @@ class RQKMeans:
         residual = x_fit.clone() if not isinstance(x_fit, np.ndarray) else x_fit.copy()
         levels, codes, self.history_ = [], [], []
         for l in range(self.levels):
-            rows = _seed_rows(ops.host_rows(residual), len(residual), self.codebook_size, self.init, rng)
-            centres = _take(residual, rows)
-            centres, labels, _, history = _lloyd(ops, residual, centres, self.iters, f"level {l}", self.verbose)
+            try:
+                rows = _seed_rows(ops.host_rows(residual), len(residual), self.codebook_size, self.init, rng)
+                centres = _take(residual, rows)
+                centres, labels, _, history = _lloyd(ops, residual, centres, self.iters, f"level {l}", self.verbose)
+            except ValueError as e:
+                if l and "beyond ±1e15" in str(e):  # the core checked a residual, not x: say so
+                    raise ValueError(
+                        f"x: its level-{l} residuals (x minus its level-0..{l - 1} centroids) go beyond ±1e15, "
+                        "the core's limit (x within ±1e15 can leave residuals up to twice that): scale x down"
+                    ) from None
+                raise
             ops.subtract(residual, centres, labels)
             levels.append(ops.to_host(centres))
             codes.append(ops.to_host(labels))

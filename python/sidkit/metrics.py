@@ -213,6 +213,7 @@ def report(
         raise ValueError(f"sizes: expected codebooks.sizes = {codebooks.sizes}, got {sizes}")
     _check_code_range(c, sizes)
     k, hit_k, sample = as_int(k, "k", 1), as_int(hit_k, "hit_k", 1), as_int(sample, "sample", 1)
+    seed = as_int(seed, "seed", 0, 2**64 - 1)
     if codebooks is not None and k > len(c) - 1:
         raise ValueError(f"k: expected at most N - 1 = {len(c) - 1} neighbours, got {k}")
     if sequences is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import as_int, atomic_path, level_sizes, to_numpy
+from ._arrays import as_int, atomic_path, c_array, level_sizes, to_int_numpy
 from .collisions import SidTable, _codes_u16, _item_ids, _sizes
 
 TRIE_FORMAT = "sidkit.trie/1"
@@ -29,6 +29,8 @@ class TokenMap:
     """
 
     def __init__(self, sizes: Sequence[int], offset: int = 0) -> None:
+        if isinstance(sizes, (set, frozenset, dict)):  # no order: which size is which level?
+            raise TypeError(f"sizes: expected a sequence of ints (one per level), got a {type(sizes).__name__}")
         self.sizes = level_sizes(sizes)
         self.offset = as_int(offset, "offset", 0, 2**62)  # token ids stay int64
         self.starts = tuple(self.offset + int(s) for s in np.concatenate(([0], np.cumsum(self.sizes)[:-1])))
@@ -45,7 +47,7 @@ class TokenMap:
 
     def to_tokens(self, codes: Any) -> np.ndarray:
         """(N, t) codes of the first t levels -> (N, t) int64 token ids."""
-        c = to_numpy(codes, "codes")
+        c = to_int_numpy(codes, "codes")
         if c.dtype.kind not in "iu":
             raise TypeError(f"codes: expected integer codes, got dtype {c.dtype}")
         if c.ndim != 2 or c.shape[1] > self.levels:
@@ -59,7 +61,7 @@ class TokenMap:
     def to_codes(self, tokens: Any) -> np.ndarray:
         """(N, t) token ids of the first t levels -> (N, t) uint16 codes; raises on a token
         that is not a code of its level."""
-        tok = to_numpy(tokens, "tokens")
+        tok = to_int_numpy(tokens, "tokens")
         if tok.dtype.kind not in "iu":
             raise TypeError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
         if tok.ndim != 2 or tok.shape[1] > self.levels:
@@ -90,6 +92,8 @@ class Trie:
     """
 
     def __init__(self, codes: Any, item_ids: Any = None, sizes: Any = None, allow_duplicates: bool = False) -> None:
+        if not isinstance(allow_duplicates, (bool, np.bool_)):
+            raise TypeError(f"allow_duplicates: expected a bool, got {type(allow_duplicates).__name__}")
         if isinstance(codes, SidTable):
             given = [n for n, v in (("item_ids", item_ids), ("sizes", sizes)) if v is not None]
             if given or allow_duplicates:
@@ -185,7 +189,9 @@ class Trie:
                     raise ValueError(f"missing {sorted(missing)}")
                 meta = json.loads(str(z["meta"]))
                 codes, item_ids = z["codes"], z["item_ids"]
-        except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, RuntimeError, ...
             # A .npy is no archive (TypeError/AttributeError), pickled or damaged data (ValueError).
             raise ValueError(f"path: {path} is not a readable {TRIE_FORMAT!r} file ({e})") from None
         if not isinstance(meta, dict) or meta.get("format") != TRIE_FORMAT:
@@ -193,7 +199,12 @@ class Trie:
             raise ValueError(f"path: expected format {TRIE_FORMAT!r}, got {got!r}")
         if "sizes" not in meta or "allow_duplicates" not in meta:
             raise ValueError(f"path: {path} is a damaged {TRIE_FORMAT!r} file (no sizes or allow_duplicates)")
-        return cls(codes, item_ids, meta["sizes"], allow_duplicates=bool(meta["allow_duplicates"]))
+        if not isinstance(meta["allow_duplicates"], bool):
+            raise ValueError(
+                f"path: {path} is a damaged {TRIE_FORMAT!r} file (allow_duplicates: expected true or false, "
+                f"got {meta['allow_duplicates']!r})"
+            )
+        return cls(codes, item_ids, meta["sizes"], allow_duplicates=meta["allow_duplicates"])
 
     def lookup(self, codes: Any) -> np.ndarray:
         """Item id of each full SID (B, L): (B,) int64, -1 where the SID is not in the trie
@@ -205,7 +216,7 @@ class Trie:
 
     def items_of(self, sid: Any) -> np.ndarray:
         """Every item on one full SID (L,), ascending int64 (empty if the SID is not in the trie)."""
-        c = to_numpy(sid, "sid")
+        c = to_int_numpy(sid, "sid")
         if c.ndim != 1:
             raise ValueError(f"sid: expected one SID of shape ({self.depth},), got shape {c.shape}")
         (node,) = self.lookup(c[None, :])  # checks dtype, length and range
@@ -232,10 +243,10 @@ class Trie:
     def child(self, node_ids: Any, codes: Any) -> np.ndarray:
         """The child of each node with the matching code: (B,) int64, -1 where none."""
         nodes = self._nodes(node_ids)
-        c = to_numpy(codes, "codes")
+        c = to_int_numpy(codes, "codes")
         if c.dtype.kind not in "iu":
             raise TypeError(f"codes: expected integers, got dtype {c.dtype}")
-        return self._native.child(nodes, np.ascontiguousarray(c.ravel(), dtype=np.int64))
+        return self._native.child(nodes, c_array(c.ravel(), np.int64))
 
     def mask(self, node_ids: Any, vocab: int | None = None, token_map: TokenMap | None = None, out: Any = None) -> Any:
         """Allowed next tokens of (B,) nodes as a (B, V) bool mask.
@@ -342,7 +353,7 @@ class Trie:
 
     def _query(self, codes: Any, exact: bool) -> tuple[np.ndarray, np.ndarray]:
         """Codes as uint16, and the rows holding a code no SID can have (negative, > 65535)."""
-        c = to_numpy(codes, "codes" if exact else "prefixes")
+        c = to_int_numpy(codes, "codes" if exact else "prefixes")
         if c.ndim != 2:
             raise ValueError(f"{'codes' if exact else 'prefixes'}: expected a 2-D array (B, t), got shape {c.shape}")
         if exact and c.shape[1] != self.depth:
@@ -352,13 +363,16 @@ class Trie:
         out_of_range = (c < 0) | (c > 65535)
         bad = np.asarray(out_of_range.any(1))
         c = np.where(out_of_range, 0, c)
-        return np.ascontiguousarray(c, dtype=np.uint16), bad
+        return c_array(c, np.uint16), bad
 
     def _nodes(self, node_ids: Any) -> np.ndarray:
-        n = to_numpy(node_ids, "node_ids")
+        n = to_int_numpy(node_ids, "node_ids")
         if n.dtype.kind not in "iu":
             raise TypeError(f"node_ids: expected integers, got dtype {n.dtype}")
-        return np.ascontiguousarray(n.ravel(), dtype=np.int64)
+        if n.dtype.kind == "u" and n.dtype.itemsize == 8 and n.size and n.max() > np.iinfo(np.int64).max:
+            # would wrap to a negative id, read as "no node"
+            raise ValueError(f"node_ids: expected -1..{self.num_nodes - 1}, got {n.max()}")
+        return c_array(n.ravel(), np.int64)
 
 
 __all__ = ["TokenMap", "Trie"]

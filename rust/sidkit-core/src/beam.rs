@@ -116,7 +116,8 @@ impl BeamSearch {
 
     /// Advances one level. `logp` is (batch * beam, width) row-major; the score of code `c` at
     /// this level is `logp[row, offset + c]`. NaN scores count as -inf (never chosen); a +inf
-    /// score (given, or a sum that overflows) on a code the search reads is an error.
+    /// score (given, or a sum that overflows) or a sum of finite scores that overflows to -inf,
+    /// on a code the search reads, is an error.
     pub fn step(&mut self, trie: &Trie, logp: &[f32], width: usize, offset: usize) -> Result<()> {
         if self.step == self.depth {
             return Err(Error::value(
@@ -179,6 +180,18 @@ impl BeamSearch {
                                 "log-probabilities that are finite or -inf (a finite sum over levels)",
                                 format!(
                                     "+inf at row {p}, column {} (or a sum that overflows float32)",
+                                    offset + c as usize
+                                ),
+                            ));
+                        }
+                        if s == f32::NEG_INFINITY && base > s && row[c as usize] > s {
+                            // Two finite scores whose sum underflows: silently dropping the
+                            // beam would lose the result.
+                            return Err(Error::value(
+                                "logp",
+                                "log-probabilities that are finite or -inf (a finite sum over levels)",
+                                format!(
+                                    "a sum that overflows float32 to -inf at row {p}, column {}",
                                     offset + c as usize
                                 ),
                             ));

@@ -220,6 +220,14 @@ fn beam_search_bad_calls_are_errors() {
         sum.step(&trie, &[f32::MAX; 2], 2, 0),
         Err(Error::Value { arg: "logp", .. })
     ));
+    // Two finite levels whose sum overflows downward: refused too, not a silently dead beam.
+    let mut low = BeamSearch::new(&trie, 1, 1).unwrap();
+    low.step(&trie, &[f32::MIN; 2], 2, 0).unwrap();
+    assert!(matches!(
+        low.step(&trie, &[f32::MIN; 2], 2, 0),
+        Err(Error::Value { arg: "logp", .. })
+    ));
+    assert_eq!(low.step_index(), 1);
     s.step(&trie, &[f32::NAN; 8], 2, 0).unwrap(); // NaN = -inf: nothing valid survives
     assert!(s.nodes().iter().all(|&v| v == NONE));
     s.step(&trie, &[0.0; 8], 2, 0).unwrap();

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use rayon::ThreadPool;
 
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
-/// The most threads `set_num_threads` takes (as the Python wrapper).
+/// The most threads `set_num_threads` and `SIDKIT_NUM_THREADS` take (as the Python wrapper).
 const MAX_THREADS: usize = 4096;
 static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
 
@@ -26,9 +26,9 @@ fn configured_threads() -> PyResult<usize> {
     }
     match std::env::var("SIDKIT_NUM_THREADS") {
         Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
             _ => Err(PyValueError::new_err(format!(
-                "SIDKIT_NUM_THREADS: expected a positive integer, got {v:?}"
+                "SIDKIT_NUM_THREADS: expected an integer in 1..{MAX_THREADS}, got {v:?}"
             ))),
         },
         _ => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
