@@ -140,7 +140,7 @@ def test_load_names_what_it_expected(tmp_path):
     cb = sk.RQKMeans(2, 4, iters=2, verbose=False).fit(synthetic_catalog(100, 8, seed=0))
     for name in ("cb.npz", "cb.safetensors"):
         cb.save(tmp_path / name)
-        with pytest.raises(ValueError, match=r"sidkit.rqvae/1"):
+        with pytest.raises(ValueError, match=r"sidkit.rqvae/2"):
             sk.RQVAE.load(tmp_path / name)
     np.save(tmp_path / "x.npy", np.zeros((3, 3), np.float32))
     with pytest.raises(ValueError, match=r"path: expected a sidkit RQ-VAE file"):
@@ -240,6 +240,28 @@ def test_load_refuses_a_flipped_bit(trained, tmp_path, suffix):
     bad = flip_bit(path, at + 2, tmp_path / f"bad{suffix}")
     with pytest.raises(ValueError, match="path: .*(damaged|could not read)"):
         sk.RQVAE.load(bad)
+
+
+def test_the_digest_seals_the_config_and_legacy_files_load(trained, tmp_path):
+    import json
+
+    from sidkit.rqvae import _state_digest
+
+    _, model, _ = trained
+    model.save(tmp_path / "vae.pt")
+    blob = torch.load(tmp_path / "vae.pt", weights_only=True)
+    meta = json.loads(blob["sidkit"])
+    assert meta["format"] == "sidkit.rqvae/2"
+    for key, value in (("beta", 0.5), ("restart_threshold", 1.0)):  # loads fine, but not what was saved
+        assert key in meta["config"] and meta["config"][key] != value
+        changed = {**meta, "config": {**meta["config"], key: value}}
+        torch.save({**blob, "sidkit": json.dumps(changed)}, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="is damaged: it does not match its SHA-256"):
+            sk.RQVAE.load(tmp_path / "bad.pt")
+    legacy = {"format": "sidkit.rqvae/1", "config": meta["config"], "sha256": _state_digest(blob["state_dict"])}
+    torch.save({**blob, "sidkit": json.dumps(legacy)}, tmp_path / "old.pt")
+    old = sk.RQVAE.load(tmp_path / "old.pt")
+    assert old.config == model.config and old.codebooks() == model.codebooks()
 
 
 def test_fit_leaves_the_callers_rng_and_graph_alone():

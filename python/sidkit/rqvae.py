@@ -26,7 +26,9 @@ from ._arrays import as_int, atomic_path, device_arg, require
 from .codebooks import Codebooks
 from .kmeans import RQKMeans, check_sample, sample_rows
 
-FORMAT = "sidkit.rqvae/1"
+FORMAT = "sidkit.rqvae/2"
+#: Files written before the config was sealed with the SHA-256 (still read).
+LEGACY_FORMAT = "sidkit.rqvae/1"
 
 
 def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
@@ -283,7 +285,8 @@ class RQVAE(nn.Module):
         path = Path(path)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         # torch.save's zip and safetensors hold no checksum a load checks: a digest does.
-        meta = {"format": FORMAT, "config": self.config, "sha256": _state_digest(state)}
+        meta: dict[str, Any] = {"format": FORMAT, "config": self.config}
+        meta["sha256"] = _state_digest(state, meta)
         if path.suffix == ".safetensors":  # before anything is written
             save_file = require("safetensors.torch", "RQVAE.save to .safetensors").save_file
         with atomic_path(path) as tmp:
@@ -312,10 +315,13 @@ class RQVAE(nn.Module):
             raise
         except Exception as e:  # a file of another kind: name what was expected
             raise ValueError(f"path: expected a sidkit RQ-VAE file ({FORMAT}), could not read {path}: {e!r}") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, LEGACY_FORMAT):
             got = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"path: expected format {FORMAT!r}, got {got!r} in {path}")
-        if "sha256" in meta and meta["sha256"] != _state_digest(state):
+        # The current format's digest seals the config too; a legacy one covers the weights.
+        if meta["format"] == FORMAT and meta.get("sha256") != _state_digest(state, meta):
+            raise ValueError(f"path: the RQ-VAE file {path} is damaged: it does not match its SHA-256")
+        if meta["format"] == LEGACY_FORMAT and "sha256" in meta and meta["sha256"] != _state_digest(state):
             raise ValueError(f"path: the RQ-VAE file {path} is damaged: its weights do not match their SHA-256")
         try:  # seeded: loading leaves the global torch RNG alone
             cfg = meta["config"]
@@ -367,11 +373,14 @@ def train_rqvae(
     return vae
 
 
-def _state_digest(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over a state dict's names, dtypes, shapes and bytes, in name order."""
+def _state_digest(state: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes, in name order, then (the
+    current format) the metadata's canonical JSON without its ``sha256``."""
     h = hashlib.sha256()
     for k in sorted(state):
         v = state[k].detach().cpu().contiguous()
         h.update(f"{k}:{v.dtype}:{tuple(v.shape)};".encode())
         h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    if meta is not None:
+        h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
     return h.hexdigest()
