@@ -705,3 +705,29 @@ def test_small_argument_checks_name_their_argument():
     with pytest.raises(ValueError, match=r"codes: expected shape \(N, 2\), got \(0,\)"):
         table.items([])
     assert table.rows([]).shape == (0,) and sk.TokenMap((4, 4)).to_codes([[]]).shape == (1, 0)
+
+
+def test_add_suffix_limit_and_mask_out_messages():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    cb = sk.RQKMeans(2, 4, iters=3, seed=0, verbose=False).fit(x)
+    table = sk.resolve(cb.encode(x), "reassign", embeddings=x, codebooks=cb, capacity=5)
+    bad = x[:2].copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"embeddings: expected finite values within ±1e15, got nan at \(1, 2\)"):
+        table.add([100, 101], cb.encode(x[:2]), embeddings=bad, codebooks=cb)  # the caller's index, not +40 rows
+    with pytest.raises(ValueError, match="codes: a group of 70000 items share one SID, more than the 65536 values"):
+        sk.resolve(np.zeros((70000, 1), np.uint16))
+    with pytest.raises(ValueError, match="max_suffix: expected every collision group to fit in 3"):
+        sk.resolve(np.zeros((5, 1), np.uint16), max_suffix=3)  # a limit given is named as such
+    trie = sk.Trie(table)
+    tm = sk.TokenMap(trie.sizes, offset=2)
+    nodes = np.zeros(3, np.int64)
+    expanded = torch.zeros(1, tm.vocab_size, dtype=torch.bool).expand(3, -1)
+    with pytest.raises(ValueError, match=r"out: expected a tensor whose elements do not overlap, got strides \(0, 1\)"):
+        trie.mask(nodes, token_map=tm, out=expanded)
+    with pytest.raises(ValueError, match="out: expected a tensor with storage, got one on the meta device"):
+        trie.mask(nodes, token_map=tm, out=torch.zeros(3, tm.vocab_size, dtype=torch.bool, device="meta"))
+    wide = torch.zeros(3, 2 * tm.vocab_size, dtype=torch.bool)[:, ::2]  # strided, no overlap: fine
+    assert trie.mask(nodes, token_map=tm, out=wide).equal(torch.from_numpy(trie.mask(nodes, token_map=tm)))

@@ -60,7 +60,7 @@ def test_suffix_orders_by_distance_with_embeddings(rng):
 
 
 def test_suffix_never_wraps_around():
-    with pytest.raises(ValueError, match="max_suffix: expected every collision group to fit in 65536"):
+    with pytest.raises(ValueError, match="codes: a group of 70000 items share one SID, more than the 65536 values"):
         sk.resolve(np.zeros((70_000, 2), np.uint16), sizes=(4, 4))
 
 

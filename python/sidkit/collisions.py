@@ -188,7 +188,15 @@ def resolve(
         raise ValueError("embeddings, codebooks: expected both or neither")
     if method == "suffix":
         cost = None if codebooks is None else _quantization_cost(embeddings, codebooks, c)
-        out, groups, max_group, colliding = _native.suffix(c, list(k), ids, cost, max_suffix)
+        try:
+            out, groups, max_group, colliding = _native.suffix(c, list(k), ids, cost, max_suffix)
+        except ValueError as e:
+            if max_suffix is not None or not str(e).startswith("max_suffix:"):
+                raise
+            raise ValueError(  # the limit is the uint16 suffix level's, not an argument given
+                f"codes: {str(e).split(', got ', 1)[-1]} share one SID, more than the 65536 values of the "
+                "uint16 suffix level; use larger codebooks or more levels, or method='reassign'"
+            ) from None
         report = {
             "method": "suffix",
             "items": len(c),
@@ -456,6 +464,11 @@ class SidTable:
             x_new = as_float_matrix(embeddings, "embeddings", codebooks.dim)
             if len(x_new) != len(c):
                 raise ValueError(f"embeddings: expected {len(c)} rows to match codes, got {len(x_new)}")
+            bad = ~(np.abs(x_new) <= 1e15)  # NaN too; checked here so the index is the caller's
+            if bad.any():
+                at = np.unravel_index(int(np.argmax(bad)), x_new.shape)
+                got = f"{float(x_new[at])!r} at {tuple(map(int, at))}"
+                raise ValueError(f"embeddings: expected finite values within ±1e15, got {got}")
             # Existing rows are fixed: they are decoded back for a placeholder embedding.
             x = np.concatenate([codebooks.decode(self.codes), x_new])
             fixed = np.concatenate([np.ones(len(self), np.uint8), np.zeros(len(c), np.uint8)])

@@ -385,4 +385,8 @@ def _torch_out(out: Any, shape: tuple[int, int]) -> Any:
         raise TypeError(f"out: expected a bool torch.Tensor, got {type(out).__name__} (without out: a numpy mask)")
     if out.dtype != torch.bool or tuple(out.shape) != shape:
         raise ValueError(f"out: expected a bool tensor of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    if out.device.type == "meta":
+        raise ValueError("out: expected a tensor with storage, got one on the meta device")
+    if any(st == 0 and n > 1 for st, n in zip(out.stride(), out.shape, strict=True)):
+        raise ValueError(f"out: expected a tensor whose elements do not overlap, got strides {tuple(out.stride())}")
     return torch
