@@ -731,3 +731,48 @@ def test_add_suffix_limit_and_mask_out_messages():
         trie.mask(nodes, token_map=tm, out=torch.zeros(3, tm.vocab_size, dtype=torch.bool, device="meta"))
     wide = torch.zeros(3, 2 * tm.vocab_size, dtype=torch.bool)[:, ::2]  # strided, no overlap: fine
     assert trie.mask(nodes, token_map=tm, out=wide).equal(torch.from_numpy(trie.mask(nodes, token_map=tm)))
+
+
+def test_native_index_arrays_are_safe_from_aliasing_and_concurrent_writes():
+    """Index arrays (labels, codes) are copied before the core runs without the GIL: a labels
+    view of `x`'s own memory, or another thread rewriting labels, can no longer index past K
+    (both were a Rust panic: PanicException)."""
+    import threading
+
+    from sidkit import _native
+
+    buf = bytearray(8000)
+    x = np.frombuffer(buf, np.float32, offset=400)[:900].reshape(900, 1)  # two views of one buffer
+    labels = np.frombuffer(buf, np.uint32)[:900]
+    labels[:] = 0
+    _native.subtract_centroids(x, np.array([[1.0]], np.float32), labels)
+    assert (x[:100] == -1.0).all()  # labels as they were when the call began: all 0
+    xs = np.random.default_rng(0).standard_normal((50_000, 4)).astype(np.float32)
+    lab = np.zeros(50_000, np.uint32)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            lab[:] = 4_000_000_000
+            lab[:] = 0
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(100):  # each call sees a valid copy (means) or a bad one (ValueError)
+            try:
+                means, counts = _native.centroid_means(xs, lab, 2)
+                assert counts.sum() == 50_000
+            except ValueError as e:
+                assert "labels: expected values in 0..2" in str(e)
+    finally:
+        stop.set()
+        t.join()
+    # k-means' centroids are named as such, not "codebooks".
+    with pytest.raises(ValueError, match="centroids: expected 1 <= codebook size"):
+        _native.balanced_assign(np.zeros((0, 3), np.float32), np.zeros((4, 3), np.float32))
+    z = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="centroids: expected finite values, got NaN"):
+        _native.assign_bounded(
+            np.full((2, 3), np.nan, np.float32), np.zeros((4, 3), np.float32), np.zeros(4, np.uint32), z, z.copy()
+        )

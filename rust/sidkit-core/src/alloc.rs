@@ -79,3 +79,19 @@ fn advise_huge(ptr: *mut u8, bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge(_ptr: *mut u8, _bytes: usize) {}
+
+/// Sorts plain u64 keys ascending with voracious' parallel radix sort, on as many threads as
+/// the current rayon pool has. `voracious_mt_sort` builds a thread pool of its own and unwraps
+/// the build: where no thread can be spawned it panics before it moves anything, so a
+/// single-threaded sort of the same integers takes over (the same order: plain integers).
+pub(crate) fn sort_u64(v: &mut [u64]) {
+    use voracious_radix_sort::RadixSort;
+    let threads = rayon::current_num_threads().max(1);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        v.voracious_mt_sort(threads)
+    }))
+    .is_err()
+    {
+        v.sort_unstable();
+    }
+}

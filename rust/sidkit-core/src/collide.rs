@@ -7,7 +7,6 @@
 //! first `C` of each group and move the rest.
 
 use rayon::prelude::*;
-use voracious_radix_sort::RadixSort;
 
 use crate::error::{check_finite, Error, Result};
 use crate::MAX_CODEBOOK_SIZE;
@@ -207,17 +206,7 @@ fn rank_groups(
             .enumerate()
             .map(|(i, row)| (pack_row(row, &bits) << idx_bits) | i as u64)
             .collect_into_vec(&mut packed);
-        // voracious_mt_sort builds its own thread pool and unwraps the build: where no thread
-        // can be spawned it panics before it moves anything, so a single-threaded sort of the
-        // same integers takes over (the same order: the sort is of plain, distinct u64s).
-        let threads = rayon::current_num_threads().max(1);
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            packed.voracious_mt_sort(threads)
-        }))
-        .is_err()
-        {
-            packed.sort_unstable();
-        }
+        crate::alloc::sort_u64(&mut packed);
         let mask = (1u64 << idx_bits) - 1;
         return Ok(rank_sorted(
             &packed,

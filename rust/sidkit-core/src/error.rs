@@ -46,6 +46,21 @@ impl Error {
         }
     }
 
+    /// The same error about `to` where it was about `from` (a helper that validates an
+    /// argument under its own name, called for another argument).
+    pub fn renamed(mut self, from: &'static str, to: &'static str) -> Self {
+        let arg = match &mut self {
+            Error::Shape { arg, .. }
+            | Error::Value { arg, .. }
+            | Error::Memory { arg, .. }
+            | Error::NonFinite { arg, .. } => arg,
+        };
+        if *arg == from {
+            *arg = to;
+        }
+        self
+    }
+
     pub(crate) fn memory(arg: &'static str, what: impl Into<String>) -> Self {
         Error::Memory {
             arg,

@@ -131,6 +131,10 @@ pub fn centroid_means(
     if k == 0 {
         return Err(Error::value("k", ">= 1", k));
     }
+    if n > u32::MAX as usize {
+        // Member rows are stored as u32.
+        return Err(Error::shape("x", format!("at most {} rows", u32::MAX), n));
+    }
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
         return Err(Error::value("labels", format!("values in 0..{k}"), bad));
     }
@@ -454,7 +458,7 @@ pub fn assign_bounded(
         ));
     }
     let k = centroids.len() / d;
-    let cb = Codebooks::new(centroids, &[k], d)?;
+    let cb = Codebooks::new(centroids, &[k], d).map_err(|e| e.renamed("codebooks", "centroids"))?;
     if x.len() % d != 0 {
         return Err(Error::shape(
             "x",

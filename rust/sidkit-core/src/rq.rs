@@ -567,7 +567,9 @@ impl<'t> BeamScratch<'t> {
                 best_e = best_e.min(cur.rnorm[b] + kernels::min(&self.dist[b * k..(b + 1) * k]));
             }
             let limit = best_e + 2.0 * beam_window(cb, l, self.xnorm[i], rn_max);
-            let (mut best, mut best_d) = ((0, 0), f64::INFINITY);
+            // Starts at this item's first beam: never another item's row, even if no candidate
+            // passed the window (only possible with non-finite values, which are refused).
+            let (mut best, mut best_d) = ((beams.start, 0), f64::INFINITY);
             for b in beams {
                 let r = &cur.resid[b * d..(b + 1) * d];
                 let v = &self.dist[b * k..(b + 1) * k];

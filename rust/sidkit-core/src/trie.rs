@@ -7,7 +7,6 @@
 //! level, and a batch of beams carries plain node ids (states), as in STATIC's vectorised trie.
 
 use rayon::prelude::*;
-use voracious_radix_sort::RadixSort;
 
 use crate::collide::{check_table, pack};
 use crate::error::{Error, Result};
@@ -60,7 +59,7 @@ impl Trie {
                         .enumerate()
                         .map(|(i, &k)| (k << idx_bits) | i as u64)
                         .collect();
-                    packed.voracious_mt_sort(rayon::current_num_threads().max(1));
+                    crate::alloc::sort_u64(&mut packed);
                     let mask = (1u64 << idx_bits) - 1;
                     packed.par_iter().map(|&p| (p & mask) as u32).collect()
                 } else {

@@ -33,6 +33,20 @@ pub fn slice_mut<'a, T: numpy::Element>(
     a.as_slice_mut().map_err(|_| strided(arg))
 }
 
+/// A copy of a C-contiguous array's data, taken while attached. Index arrays (codes, labels,
+/// item ids) are copied before the core runs detached: another Python thread may write a
+/// numpy array meanwhile, and a value checked before could index out of bounds after. (Float
+/// data is read in place: a concurrent write changes the numbers, never an index.)
+pub fn owned<T: numpy::Element + Copy, D: numpy::ndarray::Dimension>(
+    arg: &str,
+    a: &numpy::PyReadonlyArray<'_, T, D>,
+) -> PyResult<Vec<T>> {
+    if !a.is_c_contiguous() {
+        return Err(strided(arg));
+    }
+    Ok(a.as_slice().map_err(|_| strided(arg))?.to_vec())
+}
+
 /// The data of a C-contiguous 1-D array.
 pub fn slice1<'a, T: numpy::Element>(
     arg: &str,

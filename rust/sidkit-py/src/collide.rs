@@ -9,10 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sidkit_core::collide::{self, MoveOrder};
 
-use crate::arrays::{slice, slice1, slice_mut};
+use crate::arrays::{owned, slice, slice1, slice_mut};
 use crate::errors::CoreError;
 use crate::pool;
-use crate::rq::codebooks;
+use crate::rq::{codebooks, named_codebooks};
 
 fn check_levels(codes: &PyReadonlyArray2<'_, u16>, sizes: &[usize]) -> PyResult<()> {
     if codes.shape()[1] != sizes.len() {
@@ -38,13 +38,16 @@ pub fn group_ranks<'py>(
     cost: Option<PyReadonlyArray1<'py, f32>>,
 ) -> PyResult<(Bound<'py, PyArray1<u32>>, usize, usize, usize)> {
     check_levels(&codes, &sizes)?;
-    let c = slice("codes", &codes)?;
+    let c = owned("codes", &codes)?;
     let ids = item_ids
         .as_ref()
-        .map(|a| slice1("item_ids", a))
+        .map(|a| owned("item_ids", a))
         .transpose()?;
     let cost = cost.as_ref().map(|a| slice1("cost", a)).transpose()?;
-    let g = pool::run(py, || collide::group_ranks(c, &sizes, ids, cost))?.map_err(CoreError)?;
+    let g = pool::run(py, || {
+        collide::group_ranks(&c, &sizes, ids.as_deref(), cost)
+    })?
+    .map_err(CoreError)?;
     Ok((
         g.rank.into_pyarray(py),
         g.groups,
@@ -68,14 +71,16 @@ pub fn suffix<'py>(
     max_suffix: Option<usize>,
 ) -> PyResult<SuffixResult<'py>> {
     check_levels(&codes, &sizes)?;
-    let c = slice("codes", &codes)?;
+    let c = owned("codes", &codes)?;
     let ids = item_ids
         .as_ref()
-        .map(|a| slice1("item_ids", a))
+        .map(|a| owned("item_ids", a))
         .transpose()?;
     let cost = cost.as_ref().map(|a| slice1("cost", a)).transpose()?;
-    let (out, g) =
-        pool::run(py, || collide::suffix(c, &sizes, ids, cost, max_suffix))?.map_err(CoreError)?;
+    let (out, g) = pool::run(py, || {
+        collide::suffix(&c, &sizes, ids.as_deref(), cost, max_suffix)
+    })?
+    .map_err(CoreError)?;
     let n = codes.shape()[0];
     let out = out.into_pyarray(py).reshape([n, sizes.len() + 1])?;
     Ok((out, g.groups, g.max_group, g.colliding_groups))
@@ -125,8 +130,8 @@ pub fn reassign<'py>(
     }
     let (xs, cs, ids) = (
         slice("x", &x)?,
-        slice("codes", &codes)?,
-        slice1("item_ids", &item_ids)?,
+        owned("codes", &codes)?,
+        owned("item_ids", &item_ids)?,
     );
     // Bytes, not numpy bools: a bool array's byte may hold any value, a Rust bool only 0 or 1.
     let fixed: Option<Vec<bool>> = fixed
@@ -137,8 +142,8 @@ pub fn reassign<'py>(
         collide::reassign(
             &cb,
             xs,
-            cs,
-            ids,
+            &cs,
+            &ids,
             capacity,
             candidates,
             order,
@@ -169,7 +174,7 @@ pub fn balanced_assign<'py>(
     x: PyReadonlyArray2<'py, f32>,
 ) -> PyResult<LabelsAndDistances<'py>> {
     let k = centroids.shape()[0];
-    let cb = codebooks(&centroids, &[k])?;
+    let cb = named_codebooks(&centroids, &[k], "centroids")?;
     if x.shape()[1] != cb.dim() {
         return Err(PyValueError::new_err(format!(
             "x: expected shape (N, {}), got {:?}",
@@ -195,9 +200,9 @@ pub fn centroid_means<'py>(
     k: usize,
 ) -> PyResult<MeansAndCounts<'py>> {
     let d = x.shape()[1];
-    let (xs, ls) = (slice("x", &x)?, slice1("labels", &labels)?);
+    let (xs, ls) = (slice("x", &x)?, owned("labels", &labels)?);
     let (means, counts) =
-        pool::run(py, || sidkit_core::kmeans::centroid_means(xs, d, ls, k))?.map_err(CoreError)?;
+        pool::run(py, || sidkit_core::kmeans::centroid_means(xs, d, &ls, k))?.map_err(CoreError)?;
     Ok((
         means.into_pyarray(py).reshape([k, d])?,
         counts.into_pyarray(py),
@@ -220,7 +225,9 @@ pub fn subtract_centroids<'py>(
             x.shape()
         )));
     }
-    let (cs, ls) = (slice("centroids", &centroids)?, slice1("labels", &labels)?);
+    // Labels copied before `x` is borrowed mutably: a view of `x`'s memory as `labels` (two
+    // `np.frombuffer` calls on one buffer) would otherwise be overwritten as it is read.
+    let (cs, ls) = (slice("centroids", &centroids)?, owned("labels", &labels)?);
     let xs = slice_mut("x", &mut x)?;
     if span(xs).0 < span(cs).1 && span(cs).0 < span(xs).1 {
         return Err(PyValueError::new_err(
@@ -228,7 +235,7 @@ pub fn subtract_centroids<'py>(
         ));
     }
     pool::run(py, || {
-        sidkit_core::kmeans::subtract_centroids(xs, d, cs, ls)
+        sidkit_core::kmeans::subtract_centroids(xs, d, cs, &ls)
     })?
     .map_err(|e| CoreError(e).into())
 }
@@ -307,10 +314,15 @@ pub fn assign_bounded<'py>(
             }
         }
     }
-    pool::run(py, || {
-        sidkit_core::kmeans::assign_bounded(cs, xs, d, ls, es, los, prev)
+    // The labels are read (the previous assignment) and written: the core works on a copy,
+    // written back after, so a Python thread writing `labels` meanwhile cannot index past K.
+    let mut own = ls.to_vec();
+    let searched = pool::run(py, || {
+        sidkit_core::kmeans::assign_bounded(cs, xs, d, &mut own, es, los, prev)
     })?
-    .map_err(|e| CoreError(e).into())
+    .map_err(CoreError)?;
+    ls.copy_from_slice(&own);
+    Ok(searched)
 }
 
 /// The byte range `[start, end)` a slice occupies (empty slices occupy nothing).

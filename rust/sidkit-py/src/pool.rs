@@ -62,10 +62,22 @@ pub fn pool() -> PyResult<Arc<ThreadPool>> {
     Ok(pool)
 }
 
-/// Runs `f` detached from the interpreter (GIL released) on sidkit's pool.
+/// Runs `f` detached from the interpreter (GIL released) on sidkit's pool. A panic in the
+/// core (a bug: bad input is an `Err`) comes back as a `RuntimeError` naming it, never as
+/// PyO3's `PanicException`, which is a `BaseException` that `except Exception` misses.
 pub fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, f: F) -> PyResult<T> {
     let pool = pool()?;
-    Ok(py.detach(|| pool.install(f)))
+    py.detach(|| pool.install(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))))
+        .map_err(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            PyRuntimeError::new_err(format!(
+                "sidkit internal error (a bug; please report it with the call): {what}"
+            ))
+        })
 }
 
 /// Sets the number of threads sidkit uses (results do not depend on it).

@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use sidkit_core::{Codebooks, Encoding};
 
-use crate::arrays::slice;
+use crate::arrays::{owned, slice};
 use crate::errors::CoreError;
 use crate::pool;
 
@@ -13,8 +13,18 @@ pub(crate) fn codebooks<'a>(
     data: &'a PyReadonlyArray2<'_, f32>,
     sizes: &[usize],
 ) -> PyResult<Codebooks<'a>> {
+    named_codebooks(data, sizes, "codebooks")
+}
+
+/// [`codebooks`] for an argument of another name (k-means' `centroids`).
+pub(crate) fn named_codebooks<'a>(
+    data: &'a PyReadonlyArray2<'_, f32>,
+    sizes: &[usize],
+    name: &'static str,
+) -> PyResult<Codebooks<'a>> {
     let dim = data.shape()[1];
-    Ok(Codebooks::new(slice("codebooks", data)?, sizes, dim).map_err(CoreError)?)
+    let cb = Codebooks::new(slice(name, data)?, sizes, dim);
+    Ok(cb.map_err(|e| CoreError(e.renamed("codebooks", name)))?)
 }
 
 type CodesAndErrors<'py> = (Bound<'py, PyArray2<u16>>, Bound<'py, PyArray2<f32>>);
@@ -66,8 +76,8 @@ fn decode_with<'py, C: numpy::Element + sidkit_core::rq::Code>(
         )));
     }
     let n = codes.shape()[0];
-    let cs = slice("codes", &codes)?;
-    let out = pool::run(py, || sidkit_core::decode(cb, cs))?.map_err(CoreError)?;
+    let cs = owned("codes", &codes)?;
+    let out = pool::run(py, || sidkit_core::decode(cb, &cs))?.map_err(CoreError)?;
     Ok(Some(out.into_pyarray(py).reshape([n, cb.dim()])?))
 }
 

@@ -13,7 +13,7 @@ use sidkit_core::alloc::{elements, try_filled};
 use sidkit_core::beam::BeamSearch;
 use sidkit_core::trie::{Trie, NONE};
 
-use crate::arrays::{slice, slice1};
+use crate::arrays::{owned, slice, slice1};
 use crate::errors::CoreError;
 use crate::pool;
 
@@ -70,9 +70,9 @@ impl PyTrie {
                 codes.shape()
             )));
         }
-        let (c, ids) = (slice("codes", &codes)?, slice1("item_ids", &item_ids)?);
+        let (c, ids) = (owned("codes", &codes)?, owned("item_ids", &item_ids)?);
         let trie =
-            pool::run(py, || Trie::new(c, &sizes, ids, allow_duplicates))?.map_err(CoreError)?;
+            pool::run(py, || Trie::new(&c, &sizes, &ids, allow_duplicates))?.map_err(CoreError)?;
         Ok(Self {
             inner: Arc::new(trie),
         })
