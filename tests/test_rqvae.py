@@ -301,3 +301,44 @@ def test_restarted_codes_start_without_the_old_codes_adam_moments():
         keep = torch.ones(2, 4, dtype=torch.bool)
         keep[0, 2] = False
         assert torch.equal(state[m][keep], before[m][keep])
+
+
+def test_fit_is_bit_identical_on_several_threads():
+    """A codeword gather's backward must not accumulate in thread order (``level[idx]`` did:
+    two fits with the same seed on 2 threads differed from the first epoch)."""
+    x = synthetic_catalog(4096, 32, (64, 8), seed=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        states = []
+        for _ in range(3):
+            model = sk.RQVAE(32, latent_dim=16, hidden=(64,), levels=2, codebook_size=256, seed=0)
+            model.fit(x, epochs=2, batch_size=4096, seed=0, verbose=False)
+            states.append(model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    for other in states[1:]:
+        for name, value in states[0].items():
+            assert torch.equal(value, other[name]), name
+
+
+def test_fit_stops_on_a_non_finite_loss_and_save_refuses_non_finite_weights(tmp_path):
+    x = synthetic_catalog(512, 16, (8, 4), seed=0)
+    model = sk.RQVAE(16, latent_dim=8, hidden=(32,), levels=2, codebook_size=8, seed=0)
+    with pytest.raises(FloatingPointError, match=r"RQVAE.fit: the loss is (nan|inf) at epoch \d+.*lr 1e\+30"):
+        model.fit(x, epochs=3, lr=1e30, verbose=False)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())  # the step before it
+    with torch.no_grad():
+        model.codebook[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="RQVAE.save: weights codebook hold NaN or inf"):
+        model.save(tmp_path / "vae.pt")
+    assert not (tmp_path / "vae.pt").exists()
+
+
+def test_default_initialisation_is_xavier():
+    model = sk.RQVAE(64, latent_dim=32, hidden=(512, 256), seed=0)
+    for layer in [m for m in model.modules() if isinstance(m, torch.nn.Linear)]:
+        fan_in, fan_out = layer.in_features, layer.out_features
+        std = float(layer.weight.std())
+        assert abs(std / (2.0 / (fan_in + fan_out)) ** 0.5 - 1) < 0.1, (fan_in, fan_out, std)
+        assert not layer.bias.any()

@@ -44,9 +44,15 @@ def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them, Xavier-normal weights and zero biases (the RQ-VAE
+    reference code's initialisation: torch's default one leaves the latent small and level 0
+    collapsed, with twice the reconstruction error after 100 epochs on Beauty)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
+        linear = nn.Linear(a, b)
+        nn.init.xavier_normal_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
         if i < len(dims) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -62,7 +68,8 @@ class RQVAE(nn.Module):
         levels, codebook_size: L codebooks of K codewords.
         beta: commitment loss weight.
         restart_threshold: a code used by at most this share of an epoch's items is dead and
-            is re-seeded from a random encoded residual at the end of the epoch.
+            is re-seeded from a random encoded residual at the end of the epoch (0 = never;
+            the default 0.001 cut Beauty's collisions from 30% to 22% at 50 epochs).
         seed: initialise the weights from this seed (the global torch RNG is left untouched);
             None draws them from the global RNG.
     """
@@ -75,7 +82,7 @@ class RQVAE(nn.Module):
         levels: int = 3,
         codebook_size: int = 256,
         beta: float = 0.25,
-        restart_threshold: float = 0.0,
+        restart_threshold: float = 0.001,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -101,7 +108,7 @@ class RQVAE(nn.Module):
         for level in self.codebook:  # (K, latent)
             dist = (residual.detach() ** 2).sum(-1, keepdim=True) - 2 * residual.detach() @ level.T + (level**2).sum(-1)
             idx = dist.argmin(-1)
-            q = level[idx]
+            q = level.index_select(0, idx)  # not level[idx]: its backward is nondeterministic on CPU threads
             # Codebook loss pulls codewords to residuals; commitment keeps the encoder close.
             loss = (
                 loss
@@ -206,6 +213,13 @@ class RQVAE(nn.Module):
             totals = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
             for s in range(0, len(data), batch_size):
                 out = self(data[order[s : s + batch_size]])
+                if not torch.isfinite(out["loss"]):
+                    raise FloatingPointError(
+                        f"RQVAE.fit: the loss is {float(out['loss'].detach())} at epoch {_epoch + 1} of {epochs}, "
+                        f"rows {s}-{min(s + batch_size, len(data))} of its shuffled data (lr {lr}): training "
+                        "diverged; the weights are those before this "
+                        "step. Try a lower lr or scale x down."
+                    )
                 opt.zero_grad()
                 out["loss"].backward()
                 opt.step()
@@ -226,7 +240,7 @@ class RQVAE(nn.Module):
         if low:
             warnings.warn(
                 f"RQ-VAE: levels {low} use fewer than {min_utilisation:.0%} of their codes "
-                "(codebook collapse); try restart_threshold > 0, a lower lr or more data",
+                "(codebook collapse); try a higher restart_threshold, a lower lr or more data",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -284,6 +298,11 @@ class RQVAE(nn.Module):
         ``torch.load(path, weights_only=True)``."""
         path = Path(path)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ValueError(
+                f"RQVAE.save: weights {', '.join(bad[:3])} hold NaN or inf (a diverged fit?); nothing was written"
+            )
         # torch.save's zip and safetensors hold no checksum a load checks: a digest does.
         meta: dict[str, Any] = {"format": FORMAT, "config": self.config}
         meta["sha256"] = _state_digest(state, meta)
@@ -346,7 +365,7 @@ def train_rqvae(
     batch_size: int = 1024,
     lr: float = 1e-3,
     beta: float = 0.25,
-    restart_threshold: float = 0.0,
+    restart_threshold: float = 0.001,
     device: str | torch.device = "cpu",
     seed: int = 0,
     verbose: bool = False,
