@@ -146,7 +146,7 @@ def test_a_state_from_another_run_is_refused(setup, tmp_path):
     with pytest.raises(ValueError, match="differs in train"):
         fit(new_model(table), fewer, valid, state=state, **KW)
     wider = TIGER(table, d_model=24, num_layers=1, num_heads=2, d_kv=8, d_ff=32)
-    with pytest.raises(ValueError, match="differs in parameters"):
+    with pytest.raises(ValueError, match="differs in (model, )?parameters"):
         fit(wider, train, valid, state=state, **KW)
     (tmp_path / "junk.pt").write_bytes(b"not a state")
     with pytest.raises(ValueError, match="not a readable sidkit training state"):
@@ -358,3 +358,60 @@ def test_sasrec_examples_name_bad_input():
         sasrec_examples([np.array([], np.int64)], [5])
     with pytest.raises(TypeError, match="max_len: expected an int"):
         sasrec_train_examples([np.array([1, 2])], max_len=2.5)
+
+
+def test_a_state_from_a_model_with_other_settings_is_refused(setup, tmp_path):
+    """Same parameter shapes, other dropout or heads: the architecture digest tells them apart."""
+    table, train, valid = setup
+    state = tmp_path / "s.pt"
+    with pytest.raises(Paused):
+        fit(new_model(table), train, valid, state=state, time_limit=0, **KW)
+    other_dropout = TIGER(table, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32, dropout=0.0)
+    with pytest.raises(ValueError, match="differs in model"):
+        fit(other_dropout, train, valid, state=state, **KW)
+    from sidkit.models import SASRec
+    from sidkit.models.sasrec import sasrec_train_examples
+
+    examples = sasrec_train_examples(leave_one_out(chains()[0]).train, max_len=8)
+    kw = {**KW, "epochs": 2}
+    with pytest.raises(Paused):
+        fit(
+            SASRec(64, max_len=8, d_model=16, num_heads=2, seed=0),
+            examples,
+            state=tmp_path / "r.pt",
+            time_limit=0,
+            **kw,
+        )
+    with pytest.raises(ValueError, match="differs in model"):  # 4 heads of 4 vs 2 of 8: the same shapes
+        fit(SASRec(64, max_len=8, d_model=16, num_heads=4, seed=0), examples, state=tmp_path / "r.pt", **kw)
+    history = fit(SASRec(64, max_len=8, d_model=16, num_heads=2, seed=0), examples, state=tmp_path / "r.pt", **kw)
+    assert len(history) == 2  # the same settings resume
+
+
+def test_a_diverging_run_raises_before_the_step_and_the_callers_rng_is_untouched(setup, tmp_path):
+    table, train, valid = setup
+    model = new_model(table)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(77)
+    rng = torch.get_rng_state()
+
+    def nan_forward(*args, **kwargs):
+        return torch.tensor(float("nan"), requires_grad=True)
+
+    model.forward = nan_forward
+    with pytest.raises(FloatingPointError, match=r"fit: the training loss is nan at epoch 0 .* and .*s\.pt the last"):
+        fit(model, train, valid, state=tmp_path / "s.pt", **KW)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng)  # an error inside fit leaves it too
+    fit(new_model(table), train, valid, **{**KW, "epochs": 1})
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_checkpoint_without_validation_holds_the_last_weights(setup, tmp_path):
+    table, train, _ = setup
+    model = new_model(table)
+    fit(model, train, None, checkpoint=str(tmp_path / "c.pt"), **{**KW, "epochs": 2})
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k

@@ -10,16 +10,34 @@ batch are cut, so short histories do not pay for the longest one."""
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import math
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from ._arrays import as_int, device_arg
 from .metrics import ranking_metrics
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _own_rng(fn: _F) -> _F:
+    """Runs ``fn`` (``device`` a keyword) in a fork of torch's global RNG (CPU, and the CUDA
+    device it trains on): its seeding and dropout draws leave the caller's RNG as it was."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        dev = device_arg(kwargs.get("device", "cpu"))
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Paused(Exception):
@@ -32,6 +50,7 @@ class Paused(Exception):
         self.epochs_done, self.state = epochs_done, state
 
 
+@_own_rng
 def fit(
     model: Any,
     train: Any,
@@ -55,40 +74,44 @@ def fit(
     ema: float | None = 0.0,
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
-    ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
-    with ``valid`` examples, evaluates Recall@10 / NDCG@10 after every epoch, stops after
-    ``patience`` epochs without improvement and restores the best weights. Returns the
-    per-epoch history (loss, and validation metrics).
+        ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
+        with ``valid`` examples, evaluates Recall@10 / NDCG@10 after every epoch, stops after
+        ``patience`` epochs without improvement and restores the best weights. Returns the
+        per-epoch history (loss, and validation metrics).
 
-    ``amp``: bfloat16 autocast for the forward pass (default: on for CUDA devices, off on CPU;
-    no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
-    far are saved (``torch.save`` of the state dict) after every improving epoch.
-    ``schedule``: the learning rate after the linear warm-up (``warmup`` × all steps):
-    ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`).
+        ``amp``: bfloat16 autocast for the forward pass (default: on for CUDA devices, off on CPU;
+        no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
+        far are saved (``torch.save`` of the state dict) after every improving epoch (without
+    ``valid``: the weights after every epoch).
+        ``schedule``: the learning rate after the linear warm-up (``warmup`` × all steps):
+        ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`).
 
-    ``state``: a path where the whole training state (weights, optimizer, schedule, RNG
-    states, history, best weights so far) is written after every epoch. If the file exists
-    when ``fit`` starts, training resumes after its last epoch (a finished run just restores
-    its best weights); the state must come from a call with the same arguments, model and
-    data (else ``ValueError``), except ``patience``, which a resume may change (e.g. raise, so
-    that a noisy validation curve does not stop a run before its learning rate has decayed).
-    Resuming on the same device gives bit-identical weights (on CUDA, as far as its kernels
-    are deterministic: ``fit`` does not turn on ``torch.use_deterministic_algorithms``).
-    ``seed`` seeds torch's global RNG (dropout draws from it) and the batch order.
-    ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
-    not fit in what is left (judged by the mean epoch so far), the state is saved and
-    :class:`Paused` is raised; every call trains at least one epoch.
-    Each history row also holds ``seconds``, that epoch's wall time (training + validation).
+        ``state``: a path where the whole training state (weights, optimizer, schedule, RNG
+        states, history, best weights so far) is written after every epoch. If the file exists
+        when ``fit`` starts, training resumes after its last epoch (a finished run just restores
+        its best weights); the state must come from a call with the same arguments, model and
+        data (else ``ValueError``), except ``patience``, which a resume may change (e.g. raise, so
+        that a noisy validation curve does not stop a run before its learning rate has decayed).
+        Resuming on the same device gives bit-identical weights (on CUDA, as far as its kernels
+        are deterministic: ``fit`` does not turn on ``torch.use_deterministic_algorithms``).
+        ``seed`` seeds the batch order and torch's global RNG, which dropout draws from, in a fork:
+    the caller's global RNG state is the same after ``fit`` as before.
+    A non-finite training loss (a diverged run) raises ``FloatingPointError`` before that step
+    updates the weights; the state file keeps the last finished epoch.
+        ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
+        not fit in what is left (judged by the mean epoch so far), the state is saved and
+        :class:`Paused` is raised; every call trains at least one epoch.
+        Each history row also holds ``seconds``, that epoch's wall time (training + validation).
 
-    ``ema``: the decay of an exponential moving average of the (float32) weights, updated
-    after every optimizer step (``torch.optim.swa_utils.AveragedModel``; 0.999 averages over
-    about the last 1,000 steps); 0 or None = off. The decay warms up as
-    ``min(ema, (1 + n) / (10 + n))`` after n updates (:func:`ema_decay`), so early epochs are
-    not scored on an average still full of the initial steps. With it, validation, early
-    stopping, the ``checkpoint`` and the weights ``model`` ends with are the averaged ones;
-    training itself is unchanged (the same steps, losses and random draws as without it).
+        ``ema``: the decay of an exponential moving average of the (float32) weights, updated
+        after every optimizer step (``torch.optim.swa_utils.AveragedModel``; 0.999 averages over
+        about the last 1,000 steps); 0 or None = off. The decay warms up as
+        ``min(ema, (1 + n) / (10 + n))`` after n updates (:func:`ema_decay`), so early epochs are
+        not scored on an average still full of the initial steps. With it, validation, early
+        stopping, the ``checkpoint`` and the weights ``model`` ends with are the averaged ones;
+        training itself is unchanged (the same steps, losses and random draws as without it).
 
-    ``model`` is returned in eval mode."""
+        ``model`` is returned in eval mode."""
     from tqdm.auto import tqdm
 
     epochs, batch_size = as_int(epochs, "epochs", 1), as_int(batch_size, "batch_size", 1)
@@ -159,7 +182,7 @@ def fit(
         if ema:  # only when on: states written before `ema` existed stay resumable
             fingerprint["ema"] = ema
         if os.path.exists(state):
-            saved = _load_state(state, fingerprint, device)
+            saved = _load_state(state, fingerprint, dev)
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
@@ -167,8 +190,8 @@ def fit(
                 averaged.load_state_dict(saved["ema"])
             gen.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
-            if saved["cuda_rng"] is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            if saved["cuda_rng"] is not None and dev.type == "cuda":
+                torch.cuda.set_rng_state(saved["cuda_rng"], dev)
             history, best, best_state, bad = saved["history"], saved["best"], saved["best_state"], saved["bad"]
             # Not the saved flag: a resume with a larger patience continues a run that stopped early.
             first = len(history)
@@ -190,13 +213,21 @@ def fit(
                 y = y[:, cut:]
             with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=use_amp):
                 loss = model(x.to(device), y.to(device))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"fit: the training loss is {value} at epoch {epoch} (0-based), learning rate "
+                    f"{sched.get_last_lr()[0]:.3g}: training diverged; the model holds the weights before this step"
+                    + (f" and {state} the last finished epoch" if state is not None else "")
+                    + ". Try a lower lr, a longer warmup or amp off."
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             if averaged is not None:
                 averaged.update_parameters(model)
-            total += float(loss.detach()) * len(idx)
+            total += value * len(idx)
         row: dict[str, float] = {"epoch": epoch, "loss": total / max(len(inputs), 1)}
         if valid is not None:
             ranked = scored.recommend(valid.inputs, beam_width=beam_width, top_k=10)
@@ -210,13 +241,18 @@ def fit(
                         torch.save(best_state, tmp)
             else:
                 bad += 1
+        elif checkpoint is not None:  # no validation: the latest weights are the ones to keep
+            from ._arrays import atomic_path
+
+            with atomic_path(checkpoint) as tmp:
+                torch.save(scored.state_dict(), tmp)
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
         if verbose:
             tqdm.write("epoch " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
         done = (valid is not None and bad >= patience) or epoch + 1 == epochs
         if state is not None:
-            _save_state(state, fingerprint, model, opt, sched, gen, averaged, history, best, best_state, bad, done)
+            _save_state(state, fingerprint, dev, model, opt, sched, gen, averaged, history, best, best_state, bad, done)
         if done:
             break
         if time_limit is not None:
@@ -243,7 +279,8 @@ def ema_decay(ema: float, updates: int) -> float:
 
 def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str, Any]:
     """What a state file must match to be resumed: the settings that shape training, the
-    model's parameter names and shapes, and digests of the training and validation data."""
+    model's parameter names and shapes, a digest of its modules' settings (dropout, heads: the
+    shapes alone do not tell them apart), and digests of the training and validation data."""
 
     def digest(*arrays: Any) -> str:
         h = hashlib.sha256()
@@ -269,13 +306,36 @@ def _fingerprint(model: Any, train: Any, valid: Any, *settings: Any) -> dict[str
     return {
         **dict(zip(names, plain, strict=True)),
         "parameters": ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()),
+        "model": _architecture(model),
         "train": digest(train.inputs, train.targets),
         "valid": None if valid is None else digest(valid.inputs, valid.items),
     }
 
 
+def _architecture(model: Any) -> str:
+    """A digest of every submodule's name, type and plain settings (``p``, ``num_heads``,
+    ``eps``, ...; not ``training``, which the mode at call time sets)."""
+    h = hashlib.sha256()
+    for name, module in model.named_modules():
+        plain = sorted(
+            (k, v)
+            for k, v in vars(module).items()
+            if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str))
+        )
+        h.update(f"{name}:{type(module).__name__}:{plain!r};".encode())
+    return h.hexdigest()[:32]
+
+
 def _save_state(
-    path: str, fingerprint: dict[str, Any], model: Any, opt: Any, sched: Any, gen: Any, averaged: Any, *rest: Any
+    path: str,
+    fingerprint: dict[str, Any],
+    device: torch.device,
+    model: Any,
+    opt: Any,
+    sched: Any,
+    gen: Any,
+    averaged: Any,
+    *rest: Any,
 ) -> None:
     from ._arrays import atomic_path
 
@@ -288,7 +348,9 @@ def _save_state(
         "scheduler": sched.state_dict(),
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        # The training device's CUDA RNG only: a list of every visible GPU's would not load
+        # where fewer are visible.
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": history,
         "best": best,
         "best_state": best_state,
@@ -301,7 +363,7 @@ def _save_state(
         torch.save(blob, tmp)
 
 
-def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str, Any]:
+def _load_state(path: str, fingerprint: dict[str, Any], device: torch.device) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -312,6 +374,8 @@ def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str
     # States written before patience became resumable still hold it: it is no longer compared.
     keys = (set(old) | set(fingerprint)) - {"patience"}
     absent = {"ema": 0.0}  # set only when on: states from before it existed resume as off
+    if "model" not in old:  # states before session 20 hold no architecture digest
+        keys.discard("model")
 
     def value(fp: dict[str, Any], k: str) -> Any:
         return fp.get(k, absent.get(k))
@@ -320,7 +384,7 @@ def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str
     if diff:
         shown = ", ".join(
             f"{k} ({value(old, k)!r} there, {value(fingerprint, k)!r} here)"
-            if k not in ("parameters", "train", "valid")
+            if k not in ("parameters", "model", "train", "valid")
             else k
             for k in diff
         )
@@ -328,8 +392,11 @@ def _load_state(path: str, fingerprint: dict[str, Any], device: Any) -> dict[str
     # RNG states are CPU byte tensors whatever the device.
     saved["generator"] = saved["generator"].cpu()
     saved["torch_rng"] = saved["torch_rng"].cpu()
-    if saved["cuda_rng"] is not None:
-        saved["cuda_rng"] = [t.cpu() for t in saved["cuda_rng"]]
+    cuda_rng = saved["cuda_rng"]
+    if isinstance(cuda_rng, (list, tuple)):  # states before session 20: every visible GPU's
+        index = device.index if device.type == "cuda" and device.index is not None else 0
+        cuda_rng = cuda_rng[index] if device.type == "cuda" and index < len(cuda_rng) else None
+    saved["cuda_rng"] = None if cuda_rng is None else cuda_rng.cpu()
     return dict(saved)
 
 
