@@ -176,7 +176,11 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
     write_chains(tmp_path, users=200)
     over = {**TINY, "data": {**TINY["data"], "path": str(tmp_path)}, "sasrec": {"enabled": False}}
     over["train"] = {**TINY["train"], "epochs": 3}
+    over["run"] = {**TINY.get("run", {}), "threads": 1}
+    torch = pytest.importorskip("torch")
+    threads = sk.get_num_threads(), torch.get_num_threads()
     bench.run(bench.load_config(None, over), tmp_path / "run", verbose=False)
+    assert (sk.get_num_threads(), torch.get_num_threads()) == threads  # run.threads held for the run only
     run = bench.load_run(tmp_path / "run")
     hist = [[11, 12], [55], list(range(21, 30))]
     expect = run.recommend(hist, top_k=5)
@@ -187,6 +191,10 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
     old = bench.load_run(tmp_path / "old")
     np.testing.assert_array_equal(old.table.codes, run.table.codes)
     np.testing.assert_array_equal(old.recommend(hist, top_k=5), expect)
+    weights = (tmp_path / "old" / "tiger.pt").read_bytes()
+    (tmp_path / "old" / "tiger.pt").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=r"path: .*tiger\.pt is not a readable weights file"):
+        bench.load_run(tmp_path / "old")
     assert run.recommend([], top_k=5).shape == (0, 5)
     with pytest.raises(ValueError, match=r"histories\[1\]: expected at least one item"):
         run.recommend([[1], []])
@@ -373,6 +381,11 @@ def test_sasrec_padding_causality_and_ranking():
     a = m.scores(np.array([[0, 0, 0, 4, 5, 6]]))
     b = m.scores(np.array([[0, 0, 0, 0, 0, 0]]) + np.array([[0, 0, 0, 4, 5, 6]]))
     torch.testing.assert_close(a, b)
+    # scores() runs in eval mode whatever mode it finds (dropout off), and puts the mode back.
+    drop = SASRec(30, max_len=6, d_model=16, num_layers=1, num_heads=2, dropout=0.5, seed=0)
+    drop.train()
+    torch.testing.assert_close(drop.scores([[0, 4, 5, 6]]), drop.scores([[0, 4, 5, 6]]), rtol=0, atol=0)
+    assert drop.training
     h1 = m.hidden(torch.tensor([[0, 0, 3, 4, 5, 6]]))
     h2 = m.hidden(torch.tensor([[0, 0, 3, 4, 5, 9]]))
     torch.testing.assert_close(h1[:, :5], h2[:, :5])

@@ -649,7 +649,21 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     their quality report have loaded and been checked. A resume may change ``run.device``
     only with ``train.amp`` "on"/"off" and RQ-KMeans SIDs.
     With ``run.time_limit`` > 0, raises :class:`sidkit.train.Paused` when the time ran out during training; the run
-    directory then holds what a resume needs."""
+    directory then holds what a resume needs. ``run.threads`` holds for the run only: the
+    thread counts of sidkit and torch are restored when it returns or raises."""
+    import torch
+
+    import sidkit as sk
+
+    threads = sk.get_num_threads(), torch.get_num_threads()
+    try:
+        return _run(cfg, out, verbose, resume)
+    finally:
+        sk.set_num_threads(threads[0])
+        torch.set_num_threads(threads[1])
+
+
+def _run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool, resume: bool) -> dict[str, Any]:
     import torch
 
     import sidkit as sk
@@ -1004,8 +1018,12 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         raise ValueError(f"sids: the SID table in {path} is not the one this run trained on (checksum differs)")
     model = TIGER(table, **_tiger_args(cfg), seed=cfg["run"]["seed"])
     try:
-        model.load_state_dict(torch.load(path / "tiger.pt", map_location="cpu", weights_only=True))
-    except (RuntimeError, KeyError) as e:
+        weights = torch.load(path / "tiger.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a weights file: OSError, RuntimeError, UnpicklingError, ...
+        raise ValueError(f"path: {path / 'tiger.pt'} is not a readable weights file: {e}") from e
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"path: {path / 'tiger.pt'} does not fit the run's model config: {e}") from e
     model.to(device).eval()
     return Run(path, cfg, results, table, codebooks, model)

@@ -144,12 +144,18 @@ class _TorchOps:
         if self.balanced:  # the capacity-constrained assignment is sequential: Rust, on the host
             labels, dist = _native.balanced_assign(centres.cpu().numpy(), x.cpu().numpy())
             return torch.from_numpy(labels.astype(np.int64)).to(x.device), torch.from_numpy(dist).to(x.device)
-        c2 = (centres.double() ** 2).sum(1)
+        # ||x - c||² = ||x||² - 2x·c + ||c||² with x·c in float32 cancels badly for points far
+        # from the origin: expand around the centres' mean (distances do not change under a
+        # shift), and take each point's error at its centre exactly.
+        shift = centres.mean(0)
+        shifted = centres - shift
+        c2 = (shifted.double() ** 2).sum(1)
         label_parts, error_parts = [], []
         for chunk in x.split(_TORCH_CHUNK):
-            x2 = (chunk.double() ** 2).sum(1, keepdim=True)
-            d = (x2 - 2.0 * (chunk @ centres.T).double() + c2).clamp_min_(0.0)
-            e, j = d.min(1)
+            xs = chunk - shift
+            x2 = (xs.double() ** 2).sum(1, keepdim=True)
+            j = (x2 - 2.0 * (xs @ shifted.T).double() + c2).argmin(1)
+            e = ((chunk - centres[j]).double() ** 2).sum(1)
             label_parts.append(j)
             error_parts.append(e.float())
         return torch.cat(label_parts), torch.cat(error_parts)

@@ -162,6 +162,7 @@ class SASRec(nn.Module):
         return arr[:, -self.max_len :].astype(np.int64, copy=False)
 
     @torch.no_grad()
+    @evaluates
     def scores(self, inputs: Any) -> torch.Tensor:
         """(B, num_items) scores of items 1..num_items after each history (B, T) of item ids
         (column j = item j+1)."""
