@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sidkit.data import item_embeddings, leave_one_out, load_interactions, load_recbole
+from sidkit.data import (
+    Dataset,
+    cooccurrence_embeddings,
+    item_embeddings,
+    leave_one_out,
+    load_dataset,
+    load_interactions,
+    load_recbole,
+    synthetic_catalog,
+    text_embeddings,
+)
 
 
 def test_load_recbole_ml100k_counts_and_order(ml100k_dir):
@@ -188,7 +198,7 @@ def test_text_embeddings_reject_bad_input(minilm):
 
     with pytest.raises(ValueError, match="texts: expected at least one"):
         text_embeddings([], model=minilm)
-    with pytest.raises(TypeError, match="texts: expected a Dataset or a sequence of str"):
+    with pytest.raises(TypeError, match=r"texts: expected a Dataset or a sequence \(list, tuple\) of str"):
         text_embeddings("one string", model=minilm)
     with pytest.raises(TypeError, match="texts"):
         text_embeddings(["ok", 3], model=minilm)
@@ -294,3 +304,50 @@ def test_cooccurrence_embeddings_reject_bad_input():
     for kw, msg in (({"dim": 0}, "dim"), ({"window": 0}, "window"), ({"num_items": 0}, "num_items")):
         with pytest.raises(ValueError, match=msg):
             cooccurrence_embeddings(ok, **{"num_items": 3, **kw})
+
+
+def test_loaders_refuse_what_would_load_wrong(tmp_path):
+    """Found by a review of the loaders: each of these loaded silently as other data."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    head = "user_id:token\titem_id:token\ttimestamp:float\n"
+    (tmp_path / "gap.inter").write_text(head + "1\t5\t1\n1\t\t2\n")  # an empty item id is no id
+    with pytest.raises(ValueError, match=r"gap.inter:3: item_id: expected an id, got an empty field"):
+        load_recbole(tmp_path, "gap")
+    (tmp_path / "bom.inter").write_text("\ufeff" + head + "1\t5\t1\n1\t6\t2\n1\t7\t3\n", encoding="utf-8")
+    assert load_recbole(tmp_path, "bom").num_interactions == 3
+    rated = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t5\t3\t1\n"
+    (tmp_path / "rated.inter").write_text(rated)
+    with pytest.raises(ValueError, match="min_rating: no interaction in .*rated.inter has rating >= 4"):
+        load_recbole(tmp_path, "rated", min_rating=4)
+    with pytest.raises(ValueError, match="min_rating: expected a finite number, got nan"):
+        load_recbole(tmp_path, "rated", min_rating=float("nan"))
+    # Float ids past 2**53 are not exact: 1e19 and 2e19 would both become one id.
+    pq.write_table(pa.table({"u": [1, 1, 1], "i": [1e19, 2e19, 3.0], "t": [1, 2, 3]}), tmp_path / "f.parquet")
+    with pytest.raises(ValueError, match=r"item: column 'i' holds float ids of magnitude >= 2\*\*53"):
+        load_interactions(tmp_path / "f.parquet", user="u", item="i", time="t")
+    # A dictionary-encoded (categorical) id column reads as its values.
+    cat = pa.array(["b", "a", "b", "c"]).dictionary_encode()
+    pq.write_table(pa.table({"u": ["x"] * 4, "i": cat, "t": [1, 2, 3, 4]}), tmp_path / "c.parquet")
+    ds = load_interactions(tmp_path / "c.parquet", user="u", item="i", time="t")
+    assert ds.item_tokens == ["", "a", "b", "c"] and ds.sequences[0].tolist() == [2, 1, 2, 3]
+    with pytest.raises(FileNotFoundError, match=r"neither Beauty.inter \(RecBole atomic files\) nor Beauty.txt"):
+        load_dataset(tmp_path, "Beauty")
+
+
+def test_embedding_and_catalog_arguments_are_checked():
+    ds = Dataset("tiny", [np.array([1, 2, 3])], [[], [1], [2], [1, 2]], 3, None, ["", "a", "b", "c"], ["u"])
+    assert item_embeddings(ds, 2).shape == (3, 2)
+    for dim, exc in ((-1, ValueError), (0, ValueError), (2.5, TypeError)):  # -1 gave (3, 1) columns
+        with pytest.raises(exc, match="dim: expected"):
+            item_embeddings(ds, dim)
+    with pytest.raises(TypeError, match="seed: expected an int, got NoneType"):
+        item_embeddings(ds, 2, seed=None)
+    with pytest.raises(ValueError, match="n: expected >= 1"):
+        synthetic_catalog(-1, 8)
+    with pytest.raises(ValueError, match="branching: expected >= 1"):
+        synthetic_catalog(10, 8, (0,))
+    with pytest.raises(ValueError, match="nothing to embed"):
+        cooccurrence_embeddings([np.array([1, 1, 1])], num_items=3)
+    with pytest.raises(TypeError, match="texts: expected a Dataset or a sequence"):
+        text_embeddings(t for t in ["a", "b"])

@@ -125,7 +125,7 @@ def _sequences_by_time(
 def _read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]], list[int]]:
     """A RecBole atomic file: tab-separated, header ``name:type``. Returns (names, types, rows,
     each row's line number in the file); blank lines are skipped."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first name
         header = f.readline().rstrip("\n").split("\t")
         numbered = [(n, line.rstrip("\n").split("\t")) for n, line in enumerate(f, 2) if line.strip()]
     names, types = [], []
@@ -193,12 +193,22 @@ def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | No
         if col not in names:
             raise ValueError(f"{inter}: expected a '{col}' column, got {names}")
     cols = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    for col in ("user_id", "item_id"):
+        empty = next((line for v, line in zip(cols[col], lines, strict=True) if not v.strip()), None)
+        if empty is not None:
+            raise ValueError(f"{inter}:{empty}: {col}: expected an id, got an empty field")
     keep = np.ones(len(rows), dtype=bool)
     if min_rating is not None:
+        if isinstance(min_rating, bool) or not isinstance(min_rating, (int, float, np.integer, np.floating)):
+            raise TypeError(f"min_rating: expected a number or None, got {type(min_rating).__name__}")
+        if not np.isfinite(min_rating):
+            raise ValueError(f"min_rating: expected a finite number, got {min_rating}")
         if "rating" not in cols:
             raise ValueError(f"min_rating: {inter} has no 'rating' column")
         keep = _numbers(cols["rating"], inter, "rating", lines) >= min_rating
     kept = np.flatnonzero(keep).tolist()
+    if rows and not kept:
+        raise ValueError(f"min_rating: no interaction in {inter} has rating >= {min_rating}")
     users = _token_ids([cols["user_id"][r] for r in kept])
     items = _token_ids([cols["item_id"][r] for r in kept])
     times = _numbers(cols["timestamp"], inter, "timestamp", lines)[keep]
@@ -311,12 +321,19 @@ def _ids_column(col: Any, arg: str, name: str) -> np.ndarray:
     else as strings; never through float64, which merges ids beyond 2**53."""
     import pyarrow as pa
 
+    if pa.types.is_dictionary(col.type):  # e.g. a pandas categorical column written to Parquet
+        col = col.cast(col.type.value_type)
     if pa.types.is_integer(col.type):
         return col.to_numpy(zero_copy_only=False)
     if pa.types.is_floating(col.type):
         v = col.to_numpy(zero_copy_only=False)
         if not np.isfinite(v).all() or (v != np.round(v)).any():
             raise ValueError(f"{arg}: column {name!r} expected integer or string ids, got non-integral floats")
+        if (np.abs(v) >= 2.0**53).any():  # float64 is not exact there: distinct ids may have merged
+            raise ValueError(
+                f"{arg}: column {name!r} holds float ids of magnitude >= 2**53, which float64 cannot keep "
+                "exact; store the ids as integers or strings"
+            )
         return v.astype(np.int64)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise ValueError(f"{arg}: column {name!r} expected integer or string ids, got {col.type}")
@@ -339,6 +356,12 @@ def load_dataset(root: str | Path, name: str, loader: str = "auto") -> Dataset:
     ``{name}.txt``), ``"recbole"`` (``{name}.inter``), or ``"auto"`` (by the files present)."""
     root = Path(root)
     if loader == "auto":
+        if not (root / f"{name}.inter").is_file() and not (root / f"{name}.txt").is_file():
+            raise FileNotFoundError(
+                f"root: neither {name}.inter (RecBole atomic files) nor {name}.txt (S3-Rec layout) is in {root}; "
+                "check the data directory and the dataset name (a Parquet/CSV interaction table loads with "
+                "sidkit.data.load_interactions)"
+            )
         loader = "recbole" if (root / f"{name}.inter").is_file() else "amazon"
     if loader == "amazon":
         return load_amazon(root, name)
@@ -352,10 +375,15 @@ def _item_texts(path: Path, num_items: int) -> list[str] | None:
     if not path.is_file():
         return None
     texts = [""] * (num_items + 1)
-    with open(path) as f:
-        for line in f:
-            item = json.loads(line)
-            i = int(item["item_id"])
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                i = int(item["item_id"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{line_no}: expected a JSON object with an integer item_id: {e!r}") from None
             if 1 <= i <= num_items:
                 parts = [item.get("title") or "", item.get("brand") or "", *(item.get("categories") or [])]
                 texts[i] = " ".join(p for p in parts if p)
@@ -426,6 +454,8 @@ def item_embeddings(ds: Dataset, dim: int = 64, seed: int = 0) -> np.ndarray:
     TF-IDF weighted (sublinear tf, smoothed idf), L2-normalised, and reduced to ``dim``
     dimensions by a seeded randomized truncated SVD (an LSA embedding). Deterministic.
     """
+    dim = as_int(dim, "dim", 1)
+    seed = as_int(seed, "seed", 0)
     if not ds.item_texts and not any(ds.item_attributes):
         raise ValueError(
             f"ds: {ds.name!r} has no item text or attributes to embed; pass your own (num_items, D) embeddings"
@@ -504,14 +534,17 @@ def text_embeddings(
                 f"texts: dataset {texts.name!r} has no item texts; use item_embeddings (attributes) or your own .npy"
             )
         docs = list(texts.item_texts[1 : texts.num_items + 1])
-    elif isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts: expected a Dataset or a sequence of str")
+    elif (
+        isinstance(texts, str)
+        or not isinstance(texts, (Sequence, np.ndarray))
+        or not all(isinstance(t, str) for t in texts)
+    ):
+        raise TypeError(f"texts: expected a Dataset or a sequence (list, tuple) of str, got {type(texts).__name__}")
     else:
         docs = list(texts)
     if not docs:
         raise ValueError("texts: expected at least one text, got 0")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    batch_size = as_int(batch_size, "batch_size", 1)
     enc = _sentence_encoder(model, device)
     emb = enc.encode(
         docs,
@@ -568,7 +601,10 @@ def cooccurrence_embeddings(
     pmi = np.log(counts * counts.sum() / (marginal[rows] * marginal[cols]))
     pos = pmi > 0
     if not pos.any():
-        return np.zeros((num_items, 0), np.float32)
+        raise ValueError(
+            "train: no two distinct items co-occur more often than chance (positive PMI): "
+            "nothing to embed; use content embeddings alone"
+        )
     rows, cols, vals = rows[pos], cols[pos], pmi[pos]
     us = _sparse_svd_embed(rows, cols, vals, (num_items, num_items), dim, seed)
     s = np.linalg.norm(us, axis=0)  # U has unit columns: the norms are the singular values
@@ -591,6 +627,8 @@ def synthetic_catalog(
     Level l draws ``branching[l]`` sub-centres around each parent at a scale halving per level,
     so a good residual quantizer recovers the hierarchy.
     """
+    n, dim, seed = as_int(n, "n", 1), as_int(dim, "dim", 1), as_int(seed, "seed", 0)
+    branching = tuple(as_int(b, "branching", 1) for b in branching)
     rng = np.random.default_rng(seed)
     centres = np.zeros((1, dim))
     scale = 1.0
