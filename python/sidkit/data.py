@@ -285,6 +285,8 @@ def load_interactions(
     for arg, col in (("user", user), ("item", item), ("time", time)):
         if col not in table.column_names:
             raise ValueError(f"{arg}: column {col!r} not in {path.name} (columns: {table.column_names})")
+        if table.column_names.count(col) > 1:
+            raise ValueError(f"{arg}: column {col!r} appears {table.column_names.count(col)} times in {path.name}")
         nulls = table.column(col).null_count
         if nulls:
             first = int(np.flatnonzero(table.column(col).is_null().to_numpy(zero_copy_only=False))[0])
