@@ -78,3 +78,46 @@ def test_processor_rejects_mismatched_maps(setup):
         SidLogitsProcessor(trie, sk.TokenMap((2, 2, 2)))
     with pytest.raises(ValueError, match="start"):
         SidLogitsProcessor(trie, sk.TokenMap(SIZES), start=-1)
+
+
+def test_decoder_only_gpt2_after_a_prompt_matches_sidkit_beam_search():
+    """The documented decoder-only use: the SID follows a prompt (``start`` = prompt length),
+    an eos must follow it; the beams are the SIDs sidkit's own beam search finds."""
+    rng = np.random.default_rng(1)
+    every = np.array(list(itertools.product(*[range(k) for k in SIZES])))
+    trie = sk.Trie(every[rng.choice(len(every), size=40, replace=False)], sizes=SIZES)
+    tm = sk.TokenMap(SIZES, offset=2)  # 0 = pad, 1 = eos
+    cfg = transformers.GPT2Config(
+        vocab_size=tm.vocab_size, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=1
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    prompt = torch.randint(2, tm.vocab_size, (3, 6))
+    beams, depth = 4, len(SIZES)
+    proc = logits_processor_list(trie, tm, start=prompt.shape[1], eos_token_id=1)
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=depth + 1,
+        logits_processor=proc,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        length_penalty=0.0,
+    )
+    new = out[:, prompt.shape[1] :].numpy()
+    assert (new[:, depth] == 1).all()  # eos right after the SID
+    hf_sids = tm.to_codes(new[:, :depth]).reshape(len(prompt), beams, depth)
+    assert trie.contains(hf_sids.reshape(-1, depth)).all()
+
+    @torch.no_grad()
+    def step(tokens, parents):
+        rows = len(tokens)
+        seq = torch.cat([prompt.repeat_interleave(beams, 0)[:rows], torch.as_tensor(tokens, dtype=torch.long)], 1)
+        return torch.log_softmax(model(input_ids=seq).logits[:, -1].float(), -1)
+
+    _, _, ours = sk.generate(step, trie, len(prompt), beams, token_map=tm)
+    for b in range(len(prompt)):
+        assert {tuple(s) for s in hf_sids[b].tolist()} == {tuple(s) for s in ours[b].tolist()}
