@@ -74,44 +74,44 @@ def fit(
     ema: float | None = 0.0,
 ) -> list[dict[str, float]]:
     """Trains ``model`` (a module with ``forward(inputs, targets) -> loss`` and
-        ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
-        with ``valid`` examples, evaluates Recall@10 / NDCG@10 after every epoch, stops after
-        ``patience`` epochs without improvement and restores the best weights. Returns the
-        per-epoch history (loss, and validation metrics).
+    ``recommend(inputs, beam_width, top_k)``) on ``train`` examples (``.inputs``, ``.targets``);
+    with ``valid`` examples, evaluates Recall@10 / NDCG@10 after every epoch, stops after
+    ``patience`` epochs without improvement and restores the best weights. Returns the
+    per-epoch history (loss, and validation metrics).
 
-        ``amp``: bfloat16 autocast for the forward pass (default: on for CUDA devices, off on CPU;
-        no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
-        far are saved (``torch.save`` of the state dict) after every improving epoch (without
+    ``amp``: bfloat16 autocast for the forward pass (default: on for CUDA devices, off on CPU;
+    no loss scaling is needed with bfloat16). ``checkpoint``: a path where the best weights so
+    far are saved (``torch.save`` of the state dict) after every improving epoch (without
     ``valid``: the weights after every epoch).
-        ``schedule``: the learning rate after the linear warm-up (``warmup`` × all steps):
-        ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`).
+    ``schedule``: the learning rate after the linear warm-up (``warmup`` × all steps):
+    ``"linear"`` decay to 0, ``"cosine"`` decay to 0, or ``"constant"`` (see :func:`lr_factor`).
 
-        ``state``: a path where the whole training state (weights, optimizer, schedule, RNG
-        states, history, best weights so far) is written after every epoch. If the file exists
-        when ``fit`` starts, training resumes after its last epoch (a finished run just restores
-        its best weights); the state must come from a call with the same arguments, model and
-        data (else ``ValueError``), except ``patience``, which a resume may change (e.g. raise, so
-        that a noisy validation curve does not stop a run before its learning rate has decayed).
-        Resuming on the same device gives bit-identical weights (on CUDA, as far as its kernels
-        are deterministic: ``fit`` does not turn on ``torch.use_deterministic_algorithms``).
-        ``seed`` seeds the batch order and torch's global RNG, which dropout draws from, in a fork:
+    ``state``: a path where the whole training state (weights, optimizer, schedule, RNG
+    states, history, best weights so far) is written after every epoch. If the file exists
+    when ``fit`` starts, training resumes after its last epoch (a finished run just restores
+    its best weights); the state must come from a call with the same arguments, model and
+    data (else ``ValueError``), except ``patience``, which a resume may change (e.g. raise, so
+    that a noisy validation curve does not stop a run before its learning rate has decayed).
+    Resuming on the same device gives bit-identical weights (on CUDA, as far as its kernels
+    are deterministic: ``fit`` does not turn on ``torch.use_deterministic_algorithms``).
+    ``seed`` seeds the batch order and torch's global RNG, which dropout draws from, in a fork:
     the caller's global RNG state is the same after ``fit`` as before.
     A non-finite training loss (a diverged run) raises ``FloatingPointError`` before that step
     updates the weights; the state file keeps the last finished epoch.
-        ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
-        not fit in what is left (judged by the mean epoch so far), the state is saved and
-        :class:`Paused` is raised; every call trains at least one epoch.
-        Each history row also holds ``seconds``, that epoch's wall time (training + validation).
+    ``time_limit``: seconds this call may train (needs ``state``): when the next epoch would
+    not fit in what is left (judged by the mean epoch so far), the state is saved and
+    :class:`Paused` is raised; every call trains at least one epoch.
+    Each history row also holds ``seconds``, that epoch's wall time (training + validation).
 
-        ``ema``: the decay of an exponential moving average of the (float32) weights, updated
-        after every optimizer step (``torch.optim.swa_utils.AveragedModel``; 0.999 averages over
-        about the last 1,000 steps); 0 or None = off. The decay warms up as
-        ``min(ema, (1 + n) / (10 + n))`` after n updates (:func:`ema_decay`), so early epochs are
-        not scored on an average still full of the initial steps. With it, validation, early
-        stopping, the ``checkpoint`` and the weights ``model`` ends with are the averaged ones;
-        training itself is unchanged (the same steps, losses and random draws as without it).
+    ``ema``: the decay of an exponential moving average of the (float32) weights, updated
+    after every optimizer step (``torch.optim.swa_utils.AveragedModel``; 0.999 averages over
+    about the last 1,000 steps); 0 or None = off. The decay warms up as
+    ``min(ema, (1 + n) / (10 + n))`` after n updates (:func:`ema_decay`), so early epochs are
+    not scored on an average still full of the initial steps. With it, validation, early
+    stopping, the ``checkpoint`` and the weights ``model`` ends with are the averaged ones;
+    training itself is unchanged (the same steps, losses and random draws as without it).
 
-        ``model`` is returned in eval mode."""
+    ``model`` is returned in eval mode."""
     from tqdm.auto import tqdm
 
     epochs, batch_size = as_int(epochs, "epochs", 1), as_int(batch_size, "batch_size", 1)
