@@ -331,6 +331,8 @@ def test_loaders_refuse_what_would_load_wrong(tmp_path):
     pq.write_table(pa.table({"u": ["x"] * 4, "i": cat, "t": [1, 2, 3, 4]}), tmp_path / "c.parquet")
     ds = load_interactions(tmp_path / "c.parquet", user="u", item="i", time="t")
     assert ds.item_tokens == ["", "a", "b", "c"] and ds.sequences[0].tolist() == [2, 1, 2, 3]
+    (tmp_path / "c.pq").write_bytes((tmp_path / "c.parquet").read_bytes())  # Parquet by its magic bytes
+    assert load_interactions(tmp_path / "c.pq", user="u", item="i", time="t").item_tokens == ds.item_tokens
     (tmp_path / "dup.csv").write_text("user_id,item_id,item_id,timestamp\n1,2,3,4\n")
     with pytest.raises(ValueError, match="item: column 'item_id' appears 2 times in dup.csv"):
         load_interactions(tmp_path / "dup.csv")

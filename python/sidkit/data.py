@@ -257,7 +257,9 @@ def load_interactions(
         raise FileNotFoundError(f"path: {path} not found")
     try:
         suffixes = [x.lower() for x in path.suffixes]
-        if suffixes[-1:] == [".parquet"]:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if suffixes[-1:] == [".parquet"] or magic == b"PAR1":  # .pq, .parq or no suffix: by content
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
