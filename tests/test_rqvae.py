@@ -339,6 +339,6 @@ def test_default_initialisation_is_xavier():
     model = sk.RQVAE(64, latent_dim=32, hidden=(512, 256), seed=0)
     for layer in [m for m in model.modules() if isinstance(m, torch.nn.Linear)]:
         fan_in, fan_out = layer.in_features, layer.out_features
-        std = float(layer.weight.std())
+        std = float(layer.weight.detach().std())
         assert abs(std / (2.0 / (fan_in + fan_out)) ** 0.5 - 1) < 0.1, (fan_in, fan_out, std)
         assert not layer.bias.any()
