@@ -975,6 +975,8 @@ def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path):
     assert res["dataset"]["items"] == len({i for _, i, _ in rows}) and res["dataset"]["users"] == 200
     assert res["tiger"]["recall@10"] > res["most_popular"]["recall@10"]
     ds = bench.load_data(bench.merge(bench.DEFAULTS, over)["data"])
+    again = bench.load_run(tmp_path / "run").evaluate()  # the run reloads from its config alone
+    assert again["recall@10"] == res["tiger"]["recall@10"] and again["users"] == 200
     expect = sorted({int(i) * 7 for _, i, _ in rows})[:3]
     assert ds.item_tokens[1:4] == [str(v) for v in expect]  # ids sorted numerically, kept for mapping back
     with pytest.raises(ValueError, match="data.embeddings: 'none' .* needs data.cf_dim > 0"):
