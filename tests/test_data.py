@@ -333,6 +333,12 @@ def test_loaders_refuse_what_would_load_wrong(tmp_path):
     assert ds.item_tokens == ["", "a", "b", "c"] and ds.sequences[0].tolist() == [2, 1, 2, 3]
     (tmp_path / "c.pq").write_bytes((tmp_path / "c.parquet").read_bytes())  # Parquet by its magic bytes
     assert load_interactions(tmp_path / "c.pq", user="u", item="i", time="t").item_tokens == ds.item_tokens
+    (tmp_path / "twice.csv").write_text("user_id,item_id,timestamp\n1,5,1\n1,6,2\n1,7,3\n1,7,3\n2,7,3\n")
+    assert load_interactions(tmp_path / "twice.csv").sequences[0].tolist() == [1, 2, 3, 3]  # kept by default
+    ds = load_interactions(tmp_path / "twice.csv", drop_duplicates=True)
+    assert [q.tolist() for q in ds.sequences] == [[1, 2, 3], [3]]
+    with pytest.raises(TypeError, match="drop_duplicates: expected a bool"):
+        load_interactions(tmp_path / "twice.csv", drop_duplicates="yes")
     (tmp_path / "dup.csv").write_text("user_id,item_id,item_id,timestamp\n1,2,3,4\n")
     with pytest.raises(ValueError, match="item: column 'item_id' appears 2 times in dup.csv"):
         load_interactions(tmp_path / "dup.csv")

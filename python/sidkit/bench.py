@@ -42,6 +42,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "user": "user_id",
         "item": "item_id",
         "time": "timestamp",
+        "drop_duplicates": False,  # interactions: keep one of repeated (user, item, time) rows
         "max_history": 20,
         # tfidf (text + attributes, LSA, `dim` dims) | text (sentence encoder, `text_model`) | a .npy path
         # | none (no content part: collaborative SIDs only, needs `cf_dim` > 0)
@@ -1045,7 +1046,15 @@ def load_data(d: dict[str, Any]) -> Any:
     """The :class:`~sidkit.data.Dataset` a run's ``data`` section names."""
     from .data import load_dataset
 
-    return load_dataset(d["path"], d["dataset"], d["loader"], user=d["user"], item=d["item"], time=d["time"])
+    return load_dataset(
+        d["path"],
+        d["dataset"],
+        d["loader"],
+        user=d["user"],
+        item=d["item"],
+        time=d["time"],
+        drop_duplicates=d["drop_duplicates"],
+    )
 
 
 def _jsonable(v: Any) -> Any:

@@ -240,13 +240,21 @@ def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | No
 
 
 def load_interactions(
-    path: str | Path, user: str = "user_id", item: str = "item_id", time: str = "timestamp", name: str | None = None
+    path: str | Path,
+    user: str = "user_id",
+    item: str = "item_id",
+    time: str = "timestamp",
+    name: str | None = None,
+    drop_duplicates: bool = False,
 ) -> Dataset:
     """Reads an interaction table (Parquet, or CSV/TSV by extension) with pyarrow and groups it
     into per-user sequences sorted by ``time`` (ties keep file order). Item ids become 1..M in
     increasing order of the source ids (numeric order for integer ids, else string order;
     ``item_tokens`` keeps them); no item features. ``time``: numbers, dates or timestamps.
     A missing user, item or time value is an error (nothing is silently dropped or merged).
+    Repeated (user, item, time) rows are kept, each an interaction, unless ``drop_duplicates``
+    (then the first of each is kept): a double-logged last event would otherwise be both a
+    user's validation and test target, and in its own test history.
     """
     import pyarrow as pa
 
@@ -307,6 +315,11 @@ def load_interactions(
     times = times_col.to_numpy(zero_copy_only=False)
     if times.dtype.kind == "f" and not np.isfinite(times).all():
         raise ValueError(f"time: column {time!r} expected finite values, got NaN or inf")
+    if not isinstance(drop_duplicates, (bool, np.bool_)):
+        raise TypeError(f"drop_duplicates: expected a bool, got {type(drop_duplicates).__name__}")
+    if drop_duplicates:
+        keep = _first_of_repeats(users, items, times)
+        users, items, times = users[keep], items[keep], times[keep]
     sequences, uniq_users, uniq_items, _ = _sequences_by_time(users, items, times)
     num_items = len(uniq_items)
     return Dataset(
@@ -318,6 +331,17 @@ def load_interactions(
         [""] + [str(v) for v in uniq_items],
         [str(u) for u in uniq_users],
     )
+
+
+def _first_of_repeats(users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Rows (in file order) that are the first of their (user, item, time)."""
+    u = np.unique(users, return_inverse=True)[1]
+    i = np.unique(items, return_inverse=True)[1]
+    order = np.lexsort((np.arange(len(u)), times, i, u))
+    su, si, st = u[order], i[order], times[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (su[1:] != su[:-1]) | (si[1:] != si[:-1]) | (st[1:] != st[:-1])
+    return np.sort(order[first])
 
 
 def _ids_column(col: Any, arg: str, name: str) -> np.ndarray:
@@ -363,11 +387,12 @@ def load_dataset(
     user: str = "user_id",
     item: str = "item_id",
     time: str = "timestamp",
+    drop_duplicates: bool = False,
 ) -> Dataset:
     """Loads ``name`` from ``root`` with ``loader``: ``"amazon"`` (S3-Rec layout,
     ``{name}.txt``), ``"recbole"`` (``{name}.inter``), ``"interactions"`` (the Parquet/CSV/TSV
     file ``{root}/{name}`` read by :func:`load_interactions` with the ``user``, ``item`` and
-    ``time`` columns), or ``"auto"`` (by the files present: ``{name}.inter``, ``{name}.txt``,
+    ``time`` columns and ``drop_duplicates``), or ``"auto"`` (by the files present: ``{name}.inter``, ``{name}.txt``,
     else a file called ``name``)."""
     root = Path(root)
     if loader == "auto":
@@ -387,7 +412,7 @@ def load_dataset(
     if loader == "recbole":
         return load_recbole(root, name)
     if loader == "interactions":
-        return load_interactions(root / name, user=user, item=item, time=time)
+        return load_interactions(root / name, user=user, item=item, time=time, drop_duplicates=drop_duplicates)
     raise ValueError(f"loader: expected 'auto', 'amazon', 'recbole' or 'interactions', got {loader!r}")
 
 
