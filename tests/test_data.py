@@ -314,6 +314,10 @@ def test_loaders_refuse_what_would_load_wrong(tmp_path):
     (tmp_path / "gap.inter").write_text(head + "1\t5\t1\n1\t\t2\n")  # an empty item id is no id
     with pytest.raises(ValueError, match=r"gap.inter:3: item_id: expected an id, got an empty field"):
         load_recbole(tmp_path, "gap")
+    (tmp_path / "twice.inter").write_text(head + "1\t5\t1\n1\t6\t2\n")
+    (tmp_path / "twice.item").write_text("item_id:token\tgenre:token\n5\ta\n6\tb\n5\tc\n")
+    with pytest.raises(ValueError, match=r"twice.item:4: item_id '5' already described at line 2"):
+        load_recbole(tmp_path, "twice")
     (tmp_path / "bom.inter").write_text("\ufeff" + head + "1\t5\t1\n1\t6\t2\n1\t7\t3\n", encoding="utf-8")
     assert load_recbole(tmp_path, "bom").num_interactions == 3
     rated = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t5\t3\t1\n"

@@ -219,17 +219,21 @@ def load_recbole(root: str | Path, name: str = "ml-100k", min_rating: float | No
     texts: list[str] | None = None
     item_file = root / f"{name}.item"
     if item_file.is_file():
-        inames, itypes, irows, _ = _read_atomic(item_file)
+        inames, itypes, irows, ilines = _read_atomic(item_file)
         if "item_id" not in inames:
             raise ValueError(f"{item_file}: expected an 'item_id' column, got {inames}")
         index = {tok: i for i, tok in enumerate(item_tokens) if i}
         id_col = inames.index("item_id")
         attr_vocab: dict[str, int] = {}
         texts = [""] * (num_items + 1)
-        for row in irows:
+        seen: dict[int, int] = {}
+        for row, line_no in zip(irows, ilines, strict=True):
             i = index.get(row[id_col])
             if i is None:
                 continue  # an item nobody interacted with
+            if i in seen:  # a second row would append its attributes to the first's
+                raise ValueError(f"{item_file}:{line_no}: item_id {row[id_col]!r} already described at line {seen[i]}")
+            seen[i] = line_no
             texts[i] = " ".join(v for c, v in enumerate(row) if c != id_col and v)
             for c, (field, typ) in enumerate(zip(inames, itypes, strict=True)):
                 if c == id_col or not row[c] or "title" in field or "name" in field:
