@@ -263,13 +263,16 @@ def test_load_run_rebuilds_sids_recommends_and_rejects_bad_histories(tmp_path, c
     with pytest.raises(FileNotFoundError, match="results.json"):
         bench.load_run(tmp_path / "nothing")
     # The CLI prints the ranked items with their SIDs and titles.
-    assert main(["recommend", str(tmp_path / "run"), "--history", "11", "12", "--top-k", "3"]) == 0
+    # --history and the output are the data file's item ids (run.recommend takes sidkit's 1..N).
+    tokens = bench.load_data(run.config["data"]).item_tokens
+    file_ids = [tokens[i] for i in hist[0]]
+    assert main(["recommend", str(tmp_path / "run"), "--history", *file_ids, "--top-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert f"item {expect[0, 0]:>6}" in out and "chain" in out and "sid (" in out
+    assert f"item {tokens[expect[0, 0]]:>6}" in out and "chain" in out and "sid (" in out
     assert main(["recommend", str(tmp_path / "run"), "--history", "11", "12", "--top-k", "3", "--beam", "5"]) == 0
     assert capsys.readouterr().out.count(". item ") == 3
     assert main(["recommend", str(tmp_path / "run"), "--history", "0"]) == 2
-    assert "not in the run's SID table" in capsys.readouterr().err
+    assert "--history: item ids not in the run's data (chains): ['0']" in capsys.readouterr().err
     assert main(["recommend", str(tmp_path / "run"), "--history", "1", "--device", "bogus"]) == 2
     assert "--device: expected a torch device" in capsys.readouterr().err
 
@@ -364,10 +367,12 @@ def test_bench_with_user_tokens(tmp_path, capsys):
         run.recommend([[1, 2]], users=[0, 1])
     with pytest.raises(TypeError, match="users: expected integers"):
         run.recommend([[1, 2]], users=[0.5])
-    got = run.recommend([[1, 2], [1, 2]], users=[0, 5], top_k=5)
+    tokens = bench.load_data(run.config["data"]).item_tokens  # the CLI speaks the file's item ids
+    ids = [tokens.index("1"), tokens.index("2")]
+    got = run.recommend([ids, ids], users=[0, 5], top_k=5)
     assert got.shape == (2, 5) and (got > 0).all()
     assert main(["recommend", str(tmp_path / "run"), "--history", "1", "2", "--user", "5", "--top-k", "5"]) == 0
-    assert f"item {got[1, 0]:>6}" in capsys.readouterr().out
+    assert f"item {tokens[got[1, 0]]:>6}" in capsys.readouterr().out
     assert main(["recommend", str(tmp_path / "run"), "--history", "1", "2"]) == 2
     assert "pass users" in capsys.readouterr().err
 
@@ -961,7 +966,7 @@ def test_bench_with_collaborative_dimensions(tmp_path):
         assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # checked before any work
 
 
-def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path):
+def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path, capsys):
     """`sidkit bench --data DIR --dataset events.csv`: a user's own Parquet/CSV table (no item
     features) through the whole pipeline, with SIDs from co-occurrence alone (embeddings none)."""
     write_chains(tmp_path, users=200)
@@ -975,6 +980,12 @@ def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path):
     assert res["dataset"]["items"] == len({i for _, i, _ in rows}) and res["dataset"]["users"] == 200
     assert res["tiger"]["recall@10"] > res["most_popular"]["recall@10"]
     ds = bench.load_data(bench.merge(bench.DEFAULTS, over)["data"])
+    from sidkit.cli import main
+
+    first = rows[0][1]  # user u0's first item, written as int(i) * 7 in the file
+    assert main(["recommend", str(tmp_path / "run"), "--history", str(int(first) * 7), "--top-k", "3"]) == 0
+    listed = [line.split()[2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(listed) == 3 and all(int(v) % 7 == 0 for v in listed)  # the file's ids, not sidkit's
     again = bench.load_run(tmp_path / "run").evaluate()  # the run reloads from its config alone
     assert again["recall@10"] == res["tiger"]["recall@10"] and again["users"] == 200
     expect = sorted({int(i) * 7 for _, i, _ in rows})[:3]

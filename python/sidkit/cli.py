@@ -647,22 +647,36 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     bench.check_device(args.device, "--device")
     run = bench.load_run(args.run, device=args.device)
     users = None if args.user is None else [args.user]
-    hist = [np.asarray(args.history, dtype=np.int64)]
-    items = run.recommend(hist, top_k=args.top_k, beam_width=args.beam, users=users)[0]
-    texts = None
-    try:  # titles when the run's data is at hand (optional: any failure just drops them)
-        from sidkit.bench import load_data
-
-        texts = load_data(run.config["data"]).item_texts
+    ds = None
+    try:  # the run's data maps the file's item ids to sidkit's 1..N and gives titles (optional)
+        ds = bench.load_data(run.config["data"])
     except Exception:
         pass
+    tokens = ds.item_tokens if ds is not None else None
+    if tokens is not None:  # ids as written in the data file (e.g. a Parquet table's item_id)
+        index = {t: i for i, t in enumerate(tokens) if i}
+        unknown = [h for h in args.history if h not in index]
+        if unknown:
+            raise ValueError(f"--history: item ids not in the run's data ({run.config['data']['dataset']}): {unknown}")
+        ids = [index[h] for h in args.history]
+    else:  # the data's ids are sidkit's (S3-Rec layout), or the data is not at hand
+        try:
+            ids = [int(h) for h in args.history]
+        except ValueError:
+            raise ValueError(
+                f"--history: expected integer item ids (the run's data was not found to map other ids), "
+                f"got {args.history}"
+            ) from None
+    items = run.recommend([np.asarray(ids, dtype=np.int64)], top_k=args.top_k, beam_width=args.beam, users=users)[0]
+    texts = ds.item_texts if ds is not None else None
     print(f"next items after {list(args.history)} ({run.path.name}: TIGER, constrained beam search):")
     for rank, item in enumerate(items.tolist(), 1):
         if item < 0:
             continue
         sid = ",".join(str(int(c)) for c in run.table.sid([item])[0])
+        name = tokens[item] if tokens is not None else str(item)
         text = f"  {texts[item][:80]}" if texts is not None and texts[item] else ""
-        print(f"{rank:>3}. item {item:>6}  sid ({sid}){text}")
+        print(f"{rank:>3}. item {name:>6}  sid ({sid}){text}")
     return 0
 
 
@@ -838,7 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--plot", help="also draw the runs' TIGER learning curves (loss, validation Recall@10) to this PNG")
     rc = sub.add_parser("recommend", help="next items for a history, from a trained bench run")
     rc.add_argument("run", help="bench run directory (sidkit bench --out)")
-    rc.add_argument("--history", type=int, nargs="+", required=True, help="item ids, oldest first")
+    rc.add_argument("--history", nargs="+", required=True, help="item ids as in the run's data file, oldest first")
     rc.add_argument("--top-k", type=_at_least(1), default=10)
     rc.add_argument("--beam", type=_at_least(1), help="beam width (default: the run's)")
     rc.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
