@@ -342,3 +342,21 @@ def test_default_initialisation_is_xavier():
         std = float(layer.weight.detach().std())
         assert abs(std / (2.0 / (fan_in + fan_out)) ** 0.5 - 1) < 0.1, (fan_in, fan_out, std)
         assert not layer.bias.any()
+
+
+def test_restart_threshold_and_beta_are_checked_and_history_keys_are_fixed():
+    for kw, exc, msg in (
+        ({"restart_threshold": -1.0}, ValueError, r"restart_threshold: expected a share in \[0, 1\)"),
+        ({"restart_threshold": 2.0}, ValueError, r"restart_threshold: expected a share in \[0, 1\)"),
+        ({"restart_threshold": float("nan")}, ValueError, "restart_threshold: expected a share"),
+        ({"restart_threshold": "0.1"}, TypeError, "restart_threshold: expected a number"),
+        ({"beta": -0.5}, ValueError, "beta: expected a finite number >= 0"),
+        ({"beta": float("inf")}, ValueError, "beta: expected a finite number >= 0"),
+    ):
+        with pytest.raises(exc, match=msg):
+            sk.RQVAE(8, latent_dim=4, hidden=(16,), levels=2, codebook_size=4, **kw)
+    x = synthetic_catalog(256, 8, (4, 4), seed=0)
+    for threshold in (0.0, 0.01):
+        model = sk.RQVAE(8, latent_dim=4, hidden=(16,), levels=2, codebook_size=4, restart_threshold=threshold)
+        history = model.fit(x, epochs=2, verbose=False)
+        assert set(history[-1]) == {"loss", "recon", "vq", "utilisation_0", "utilisation_1", "restarted"}

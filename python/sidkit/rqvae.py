@@ -88,6 +88,14 @@ class RQVAE(nn.Module):
         super().__init__()
         if levels < 1 or codebook_size < 1 or in_dim < 1 or latent_dim < 1:
             raise ValueError("in_dim, latent_dim, levels, codebook_size: expected positive values")
+        for name, v, ok, want in (
+            ("beta", beta, lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
+            ("restart_threshold", restart_threshold, lambda v: 0 <= v < 1, "a share in [0, 1) (0 = no restarts)"),
+        ):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+            if not ok(v):
+                raise ValueError(f"{name}: expected {want}, got {v}")
         self.in_dim, self.latent_dim, self.levels, self.codebook_size = in_dim, latent_dim, levels, codebook_size
         self.hidden = tuple(int(h) for h in hidden)
         self.beta, self.restart_threshold = beta, restart_threshold
@@ -178,8 +186,10 @@ class RQVAE(nn.Module):
         verbose: bool = True,
         min_utilisation: float = 0.5,
     ) -> list[dict[str, float]]:
-        """Trains on (N, D) embeddings with Adam; returns per-epoch mean losses and per-level
-        code utilisation. Warns when a level's final utilisation is below ``min_utilisation``."""
+        """Trains on (N, D) embeddings with Adam. Returns one dict per epoch: ``loss``, ``recon``
+        and ``vq`` (means over the items), ``utilisation_{l}`` (the share of level l's codes the
+        epoch used) and ``restarted`` (codes re-seeded after it; 0 without restarts); also kept
+        in ``history_``. Warns when a level's final utilisation is below ``min_utilisation``."""
         from tqdm.auto import tqdm
 
         epochs, batch_size = as_int(epochs, "epochs", 0), as_int(batch_size, "batch_size", 1)
@@ -229,6 +239,7 @@ class RQVAE(nn.Module):
                 usage.scatter_add_(1, out["codes"].T, torch.ones_like(out["codes"].T, dtype=usage.dtype))
             row = {k: v / len(data) for k, v in totals.items()}
             row.update({f"utilisation_{l}": float((usage[l] > 0).float().mean()) for l in range(self.levels)})
+            row["restarted"] = 0
             if self.restart_threshold > 0:
                 with torch.no_grad():
                     z = self.encoder(data[order[: 20 * self.codebook_size]])
