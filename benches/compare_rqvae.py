@@ -35,18 +35,18 @@ import time
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/amazon2014")
-    p.add_argument("--dataset", default="Beauty")
+    p.add_argument("--data", default="../shared/data/amazon2014", help="S3-Rec or RecBole data directory")
+    p.add_argument("--dataset", default="Beauty", help="dataset name inside --data")
     p.add_argument("--emb", choices=["tfidf", "text"], default="tfidf", help="item embeddings (text: MiniLM)")
     p.add_argument("--dim", type=int, default=64, help="TF-IDF/LSA dimensions")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--k", type=int, default=256)
-    p.add_argument("--latent", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=100, help="training epochs, every model")
+    p.add_argument("--batch-size", type=int, default=1024, help="training batch, every model")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam(W) learning rate (sidkit and the first peer row)")
+    p.add_argument("--levels", type=int, default=3, help="codebook levels L")
+    p.add_argument("--k", type=int, default=256, help="codewords per level")
+    p.add_argument("--latent", type=int, default=32, help="latent dimension")
+    p.add_argument("--threads", type=int, default=2, help="torch and sidkit threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of the embeddings and every model")
     p.add_argument("--skip-defaults", action="store_true", help="skip semantic-id's default-hyperparameter row")
     p.add_argument("--quiet-peer", action="store_true", help="also run semantic-id with verbose=False")
     p.add_argument("--out", help="also write the markdown table to this file")
@@ -105,8 +105,10 @@ def semantic_id_model(x: np.ndarray, kmeans_init: bool, lr: float, verbose: bool
 
 
 def score(x: np.ndarray, vae: object) -> dict[str, float]:
+    sink = io.StringIO()  # semantic-id's encode draws a progress bar when verbose
     t = time.perf_counter()
-    codes = np.asarray(vae.encode(x)).astype(np.int64)  # type: ignore[attr-defined]
+    with contextlib.redirect_stderr(sink):
+        codes = np.asarray(vae.encode(x)).astype(np.int64)  # type: ignore[attr-defined]
     encode_s = time.perf_counter() - t
     recon = np.asarray(vae.decode(codes), dtype=np.float64)  # type: ignore[attr-defined]
     err = ((recon - x) ** 2).sum(1)

@@ -992,5 +992,9 @@ def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path, cap
     assert ds.item_tokens[1:4] == [str(v) for v in expect]  # ids sorted numerically, kept for mapping back
     with pytest.raises(ValueError, match="data.embeddings: 'none' .* needs data.cf_dim > 0"):
         bench.run(bench.load_config(None, {**over, "data": {**over["data"], "cf_dim": 0}}), tmp_path / "r2")
-    with pytest.raises(ValueError, match="item: column 'item_id' not in events.csv"):
+    with pytest.raises(ValueError, match=r"data.item: column 'item_id' not in events.csv .* data.user, data.item"):
         bench.run(bench.load_config(None, {**over, "data": {**over["data"], "item": "item_id"}}), tmp_path / "r3")
+    with pytest.raises(ValueError, match=r"data.embeddings: 'tfidf' needs item text or attributes.*--embeddings none"):
+        bench.run(bench.load_config(None, {**over, "data": {**over["data"], "embeddings": "tfidf"}}), tmp_path / "r4")
+    with pytest.raises(FileNotFoundError, match="no interaction file nope.csv in"):
+        bench.run(bench.load_config(None, {**over, "data": {**over["data"], "dataset": "nope.csv"}}), tmp_path / "r5")

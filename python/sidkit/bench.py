@@ -287,6 +287,12 @@ def _embed(ds: Any, cfg: dict[str, Any], seed: int, cache: Path | None, device: 
     how = cfg["embeddings"]
     if how == "none":  # no content part: the collaborative dimensions are the whole embedding
         return np.zeros((ds.num_items, 0), np.float32)
+    if how in ("tfidf", "text") and not ds.item_texts and not any(ds.item_attributes):
+        raise ValueError(
+            f"data.embeddings: {how!r} needs item text or attributes, and {ds.name!r} has none (an interaction "
+            "table): give a .npy of item embeddings (row i = the i-th smallest item id), or 'none' with "
+            "data.cf_dim > 0 (--embeddings none --cf-dim 32) for SIDs from co-occurrence alone"
+        )
     if how in ("tfidf", "text"):
         model = cfg.get("text_model") or None
         # The key holds a digest of everything the embedding is computed from (the items'
@@ -1046,15 +1052,23 @@ def load_data(d: dict[str, Any]) -> Any:
     """The :class:`~sidkit.data.Dataset` a run's ``data`` section names."""
     from .data import load_dataset
 
-    return load_dataset(
-        d["path"],
-        d["dataset"],
-        d["loader"],
-        user=d["user"],
-        item=d["item"],
-        time=d["time"],
-        drop_duplicates=d["drop_duplicates"],
-    )
+    try:
+        return load_dataset(
+            d["path"],
+            d["dataset"],
+            d["loader"],
+            user=d["user"],
+            item=d["item"],
+            time=d["time"],
+            drop_duplicates=d["drop_duplicates"],
+        )
+    except ValueError as e:
+        field = str(e).split(":", 1)[0]
+        if field in ("user", "item", "time"):  # load_interactions names its argument: name the setting
+            raise ValueError(
+                f"data.{e} (the column names are data.user, data.item, data.time in a --config TOML)"
+            ) from None
+        raise
 
 
 def _jsonable(v: Any) -> Any:

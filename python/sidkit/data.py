@@ -406,6 +406,8 @@ def load_dataset(
             loader = "amazon"
         elif (root / name).is_file():
             loader = "interactions"
+        elif Path(name).suffix:  # a file name: its own message
+            raise FileNotFoundError(f"root: no interaction file {name} in {root}")
         else:
             raise FileNotFoundError(
                 f"root: neither {name}.inter (RecBole atomic files) nor {name}.txt (S3-Rec layout) nor an "
