@@ -998,3 +998,4 @@ def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path, cap
         bench.run(bench.load_config(None, {**over, "data": {**over["data"], "embeddings": "tfidf"}}), tmp_path / "r4")
     with pytest.raises(FileNotFoundError, match="no interaction file nope.csv in"):
         bench.run(bench.load_config(None, {**over, "data": {**over["data"], "dataset": "nope.csv"}}), tmp_path / "r5")
+    assert not any((tmp_path / f"r{i}").exists() for i in range(2, 6))  # failed runs leave no empty directory

@@ -675,8 +675,14 @@ def run(cfg: dict[str, dict[str, Any]], out: str | Path, verbose: bool = True, r
     import sidkit as sk
 
     threads = sk.get_num_threads(), torch.get_num_threads()
+    fresh = not Path(out).exists()
     try:
         return _run(cfg, out, verbose, resume)
+    except BaseException:
+        # A run that failed before writing anything leaves no empty directory behind.
+        if fresh and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()
+        raise
     finally:
         sk.set_num_threads(threads[0])
         torch.set_num_threads(threads[1])
