@@ -999,3 +999,38 @@ def test_bench_runs_on_an_interaction_file_with_collaborative_sids(tmp_path, cap
     with pytest.raises(FileNotFoundError, match="no interaction file nope.csv in"):
         bench.run(bench.load_config(None, {**over, "data": {**over["data"], "dataset": "nope.csv"}}), tmp_path / "r5")
     assert not any((tmp_path / f"r{i}").exists() for i in range(2, 6))  # failed runs leave no empty directory
+
+
+def test_blockwise_cross_entropy_equals_the_plain_one():
+    """SASRec's loss over all items, block by block of rows (never the (N, V) logits): the same
+    loss and gradients as cross_entropy(h @ w.T), on and off bf16 autocast, bit-reproducible."""
+    from sidkit.models import _linear_ce
+
+    gen = torch.Generator().manual_seed(0)
+    n, v, d = 2 * _linear_ce.BLOCK + 37, 5000, 24  # a ragged last block; above MIN_LOGITS
+    assert n * v >= _linear_ce.MIN_LOGITS
+    h0 = torch.randn(n, d, generator=gen)
+    w0 = torch.randn(v + 1, d, generator=gen)  # row 0 = padding, sliced off as SASRec does
+    t = torch.randint(0, v, (n,), generator=gen)
+
+    def run(fn, amp=False):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = fn(h, w[1:], t)
+        loss.backward()
+        return loss.detach(), h.grad, w.grad
+
+    ref = run(lambda h, w, t: torch.nn.functional.cross_entropy(h @ w.T, t))
+    got = run(_linear_ce.linear_cross_entropy)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert not got[2][0].any()  # the padding row gets no gradient
+    again = run(_linear_ce.linear_cross_entropy)
+    assert all(torch.equal(a, b) for a, b in zip(got, again, strict=True))
+    under_amp = run(_linear_ce.linear_cross_entropy, amp=True)  # float32 inside: the fp32 reference
+    for a, b in zip(under_amp, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    small = (h0[:10], w0[1:50], t[:10] % 49)  # below MIN_LOGITS: the plain path itself
+    assert torch.equal(
+        _linear_ce.linear_cross_entropy(*small), torch.nn.functional.cross_entropy(small[0] @ small[1].T, small[2])
+    )
