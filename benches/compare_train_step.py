@@ -106,12 +106,14 @@ def sdpa_attention(model):
 
 def stock(model):
     """The model as plain torch + transformers build it: every FastDropout back to nn.Dropout
-    of the same p, TIGER's lean feed-forward blocks back to T5's own (same weights), and SDPA
-    attention."""
+    of the same p, TIGER's lean feed-forward blocks back to T5's own (same weights), SDPA
+    attention, and SASRec's loss as one ``cross_entropy`` over all the logits."""
     from sidkit.models._dropout import FastDropout
     from sidkit.models.tiger import _DenseActDense
 
     sdpa_attention(model)
+    if hasattr(model, "blockwise_loss"):
+        model.blockwise_loss = False
 
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
@@ -133,6 +135,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. SASRec)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,6 +156,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, make in cases.items():
+        if args.only not in name:
+            continue
         # Four builds of the same seeded weights and batch: float32, bf16, bf16 with SDPA
         # attention, and bf16 as stock torch + transformers build the model.
         (f32, batch), (bf16, _), (sdpa, _), (plain, _) = make(), make(), make(), make()
